@@ -1,0 +1,46 @@
+"""Application factory. Nothing heavy happens at import."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask
+
+MIGRATIONS = str(Path(__file__).parent / "migrations")
+
+
+def create_app(overrides: dict | None = None, instance_path: str | None = None) -> Flask:
+    app = Flask(__name__, instance_relative_config=True, instance_path=instance_path,
+                template_folder="../templates", static_folder="../static")
+    app.config.from_object("gateway.config.Defaults")
+    app.config.from_pyfile("config.py", silent=True)     # instance/config.py
+    app.config.from_prefixed_env("GATEWAY")              # GATEWAY_SECRET_KEY=..., GATEWAY_DEMO=0
+    app.config.update(overrides or {})
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BYTES"]
+
+    from gateway import database, errors
+    from gateway.extensions import db, login_manager, migrate
+    from gateway.providers.transport import Timeouts, Transport
+    from gateway.services import secrets, usage
+
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    secrets.init_app(app)
+    db.init_app(app)
+    database.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True)
+    login_manager.init_app(app)
+    usage.init_app(app)
+    c = app.config
+    app.extensions["transport"] = Transport(
+        Timeouts(c["UPSTREAM_CONNECT_TIMEOUT"], c["UPSTREAM_FIRST_BYTE_TIMEOUT"], c["UPSTREAM_IDLE_TIMEOUT"]),
+        pool_size=c["UPSTREAM_POOL_SIZE"], allow_private=c["ALLOW_PRIVATE_UPSTREAMS"])
+
+    from gateway.auth.views import bp as auth_bp
+    from gateway.console.views import bp as console_bp
+    from gateway.proxy.views import bp as proxy_bp
+    for bp in (auth_bp, console_bp, proxy_bp):
+        app.register_blueprint(bp)
+    errors.init_app(app)
+
+    from gateway import cli
+    cli.register(app)
+    return app

@@ -1,0 +1,102 @@
+"""Domain errors and their OpenAI-shaped JSON form; app-level handlers for /v1."""
+from __future__ import annotations
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+
+class GatewayError(Exception):
+    """An error the client should see, with the status and OpenAI error fields to send."""
+    status = 400
+    type = "invalid_request_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 status: int | None = None, type: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code or self.code
+        self.status = status or self.status
+        self.type = type or self.type
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type,
+                          "param": self.param, "code": self.code}}
+
+
+class InvalidRequest(GatewayError):
+    pass
+
+
+class AuthenticationFailed(GatewayError):
+    status, type, code = 401, "invalid_request_error", "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status, type, code = 403, "permission_error", "model_not_allowed"
+
+
+class ModelNotFound(GatewayError):
+    status, type, code = 404, "invalid_request_error", "model_not_found"
+
+
+class PayloadTooLarge(GatewayError):
+    status, type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class QuotaExceeded(GatewayError):
+    status, type, code = 429, "insufficient_quota", "insufficient_quota"
+
+
+class RateLimited(GatewayError):
+    status, type, code = 429, "rate_limit_exceeded", "rate_limit_exceeded"
+
+
+class UpstreamError(GatewayError):
+    """The provider failed: bad status, broken connection or malformed answer."""
+    status, type, code = 502, "upstream_error", "upstream_error"
+
+    def __init__(self, message: str, *, upstream_status: int | None = None,
+                 retryable: bool = False, retry_after: float | None = None, **kw):
+        super().__init__(message, **kw)
+        self.upstream_status = upstream_status
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class UpstreamTimeout(UpstreamError):
+    status, type, code = 504, "timeout", "upstream_timeout"
+
+
+def api_error(status: int, message: str, type_: str = "invalid_request_error",
+              code: str | None = None, param: str | None = None):
+    body = {"message": message, "type": type_, "param": param, "code": code}
+    return jsonify(error=body), status
+
+
+HTTP_TYPES = {401: "invalid_request_error", 403: "permission_error", 404: "invalid_request_error",
+              405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_exceeded"}
+
+
+def init_app(app: Flask) -> None:
+    """Routing 404/405 never reach blueprint handlers, so /v1 gets JSON from here."""
+
+    @app.errorhandler(GatewayError)
+    def gateway_error(e: GatewayError):
+        return jsonify(e.body()), e.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException):
+        if not request.path.startswith("/v1/"):
+            return e
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(e.code)
+        return api_error(e.code or 500, e.description or e.name,
+                         HTTP_TYPES.get(e.code, "invalid_request_error"), code)
+
+    @app.errorhandler(Exception)
+    def unexpected(e: Exception):
+        app.logger.exception("unhandled error on %s", request.path)
+        if request.path.startswith("/v1/"):
+            return api_error(500, "The gateway hit an internal error.", "server_error", "internal_error")
+        return "Internal server error", 500

@@ -1,0 +1,117 @@
+"""OpenAI-compatible wire format: OpenAI, DeepSeek, Groq, Mistral, Together, vLLM, Ollama,
+Alibaba Bailian (DashScope compatible mode), BytePlus/Doubao (Ark), Azure OpenAI (via options).
+
+Bodies pass through as bytes wherever no translation is needed: we parse once for usage.
+"""
+from __future__ import annotations
+
+import orjson
+
+from gateway.providers.base import Reply, StreamError, Target, UpstreamFailure, UpstreamRequest, Usage
+
+
+def _headers(target: Target) -> dict[str, str]:
+    if target.options.get("api_version"):      # Azure OpenAI takes its key in api-key
+        return {"api-key": target.api_key, "content-type": "application/json"}
+    return {"authorization": f"Bearer {target.api_key}", "content-type": "application/json"}
+
+
+def _url(target: Target, path: str) -> str:
+    base = target.base_url.rstrip("/")
+    version = target.options.get("api_version")
+    if version:     # Azure: {endpoint}/openai/deployments/{deployment}/chat/completions?api-version=
+        return f"{base}/openai/deployments/{target.model}{path}?api-version={version}"
+    return base + path
+
+
+def usage_from(obj: dict | None) -> Usage | None:
+    """Read an OpenAI `usage` object; None when absent."""
+    if not obj:
+        return None
+    details = obj.get("prompt_tokens_details") or {}
+    return Usage(prompt_tokens=obj.get("prompt_tokens") or 0,
+                 completion_tokens=obj.get("completion_tokens") or 0,
+                 cached_tokens=details.get("cached_tokens") or 0)
+
+
+def chat_request(target: Target, body: dict, stream: bool) -> UpstreamRequest:
+    out = dict(body, model=target.model)
+    if stream:
+        # Ask for usage on the final chunk; ChatStream hides it if the client did not ask.
+        out["stream_options"] = dict(body.get("stream_options") or {}, include_usage=True)
+    return UpstreamRequest(_url(target, "/chat/completions"), _headers(target), orjson.dumps(out))
+
+
+def chat_response(data: bytes, target: Target) -> Reply:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise StreamError(f"upstream sent invalid JSON: {e}") from None
+    if not isinstance(obj, dict) or "choices" not in obj:
+        raise StreamError("upstream answer has no choices")
+    return Reply(data, usage_from(obj.get("usage")))
+
+
+class ChatStream:
+    """Passes chunks through untouched; reads usage and text length on the way."""
+
+    def __init__(self, target: Target, body: dict):
+        self.client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self.usage: Usage | None = None
+        self.done = False
+        self.text_chars = 0
+
+    def feed(self, event: str | None, data: bytes) -> list[bytes]:
+        if data == b"[DONE]":
+            self.done = True
+            return []
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise StreamError("upstream sent a malformed stream chunk") from None
+        if not isinstance(chunk, dict):
+            raise StreamError("upstream sent a malformed stream chunk")
+        if "error" in chunk:
+            err = chunk["error"] or {}
+            raise StreamError(err.get("message") if isinstance(err, dict) else str(err))
+        choices = chunk.get("choices") or ()
+        for choice in choices:
+            delta = choice.get("delta") or {}
+            self.text_chars += len(delta.get("content") or "")
+            for call in delta.get("tool_calls") or ():
+                self.text_chars += len((call.get("function") or {}).get("arguments") or "")
+        if chunk.get("usage"):
+            self.usage = usage_from(chunk["usage"])
+            if not choices and not self.client_wants_usage:
+                return []       # the usage-only chunk we asked for, not the client
+        return [data]
+
+
+def embeddings_request(target: Target, body: dict) -> UpstreamRequest:
+    return UpstreamRequest(_url(target, "/embeddings"), _headers(target),
+                           orjson.dumps(dict(body, model=target.model)))
+
+
+def embeddings_response(data: bytes, target: Target) -> Reply:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise StreamError(f"upstream sent invalid JSON: {e}") from None
+    if not isinstance(obj, dict) or "data" not in obj:
+        raise StreamError("upstream answer has no data")
+    return Reply(data, usage_from(obj.get("usage")))
+
+
+def error_message(status: int, data: bytes) -> UpstreamFailure:
+    """The vendor's own error message, from {"error": {"message", "type", "code"}}."""
+    try:
+        err = orjson.loads(data).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        err = None
+    if isinstance(err, dict):
+        return UpstreamFailure(str(err.get("message") or f"upstream returned {status}"),
+                               str(err.get("type") or "upstream_error"),
+                               str(err["code"]) if err.get("code") is not None else None)
+    if isinstance(err, str):
+        return UpstreamFailure(err)
+    return UpstreamFailure(f"upstream returned HTTP {status}")

@@ -1,0 +1,251 @@
+"""Sending requests upstream: pooled urllib3 connections, SSRF guard, timeouts, SSE framing.
+
+urllib3 directly rather than requests: no per-call environment merging or request
+preparation on the hot path (PERF-NOTES). It is cooperative under gevent's patching.
+The `mock://` scheme answers in-process from gateway.mock_upstream's WSGI app.
+"""
+from __future__ import annotations
+
+import io
+import ipaddress
+import socket
+from dataclasses import dataclass
+from typing import Iterator
+from urllib.parse import urlsplit
+
+import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import (ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError,
+                                ReadTimeoutError)
+
+from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.providers.base import UpstreamRequest
+
+METADATA_HOSTS = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+
+
+class BlockedAddress(OSError):
+    """The provider URL resolves to an address the SSRF policy forbids."""
+
+
+def check_address(ip: str, allow_private: bool) -> None:
+    """Raise BlockedAddress unless `ip` may be called: never link-local or cloud metadata,
+    loopback and private ranges only when the admin allowed them."""
+    addr = ipaddress.ip_address(ip.split("%")[0])
+    if getattr(addr, "ipv4_mapped", None):
+        addr = addr.ipv4_mapped
+    if addr in METADATA_HOSTS or addr.is_link_local or addr.is_multicast or addr.is_unspecified \
+            or addr.is_reserved:
+        raise BlockedAddress(f"address {addr} is never allowed as an upstream")
+    if not allow_private and (addr.is_loopback or addr.is_private or not addr.is_global):
+        raise BlockedAddress(f"address {addr} is private; set GATEWAY_ALLOW_PRIVATE_UPSTREAMS=1 to allow it")
+
+
+def check_url(url: str, allow_private: bool) -> None:
+    """Validate an admin-supplied base URL now (the connect-time check stays authoritative)."""
+    parts = urlsplit(url)
+    if parts.scheme == "mock":
+        return
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("the base URL must be an http:// or https:// URL with a host")
+    if parts.username or parts.password:
+        raise ValueError("put credentials in the API key field, not in the URL")
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return      # may resolve later (DNS not ready); checked again at connect time
+    for info in infos:
+        try:
+            check_address(info[4][0], allow_private)
+        except BlockedAddress as e:
+            raise ValueError(str(e)) from None
+
+
+def _guarded(base: type[HTTPConnection], allow_private: bool) -> type[HTTPConnection]:
+    """A connection class that checks the resolved address it actually connects to,
+    so DNS rebinding cannot slip past a check made earlier."""
+
+    class Guarded(base):
+        def _new_conn(self) -> socket.socket:
+            err: Exception | None = None
+            try:
+                infos = socket.getaddrinfo(self._dns_host, self.port, type=socket.SOCK_STREAM)
+            except socket.gaierror as e:
+                raise NewConnectionError(self, f"cannot resolve {self.host}: {e}") from e
+            for family, type_, proto, _, addr in infos:
+                check_address(addr[0], allow_private)
+                sock = socket.socket(family, type_, proto)
+                try:
+                    sock.settimeout(self.timeout)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    sock.connect(addr)
+                    return sock
+                except socket.timeout as e:
+                    sock.close()
+                    raise ConnectTimeoutError(self, f"connect to {self.host} timed out") from e
+                except OSError as e:
+                    sock.close()
+                    err = e
+            raise NewConnectionError(self, f"cannot connect to {self.host}: {err}")
+
+    return Guarded
+
+
+@dataclass(slots=True)
+class Timeouts:
+    connect: float
+    first_byte: float
+    idle: float
+
+
+class Response:
+    """What send() returns, whichever transport answered."""
+
+    def __init__(self, status: int, headers, chunks: Iterator[bytes], close):
+        self.status = status
+        self.headers = headers
+        self._chunks = chunks
+        self._close = close
+
+    def chunks(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def read(self) -> bytes:
+        return b"".join(self._chunks)
+
+    def close(self) -> None:
+        self._close()
+
+
+class Transport:
+    """One per worker process: a connection pool per upstream host."""
+
+    def __init__(self, timeouts: Timeouts, pool_size: int, allow_private: bool):
+        self.timeouts = timeouts
+        self.allow_private = allow_private
+        self.pools = urllib3.PoolManager(num_pools=64, maxsize=pool_size, block=False, retries=False)
+        http_conn = _guarded(HTTPConnection, allow_private)
+        https_conn = _guarded(HTTPSConnection, allow_private)
+        self.pools.pool_classes_by_scheme = {
+            "http": type("GuardedPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
+            "https": type("GuardedSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
+        }
+
+    def send(self, req: UpstreamRequest) -> Response:
+        """Send a request and return once the status line and headers arrived."""
+        if req.url.startswith("mock://"):
+            return _send_in_process(req)
+        t = self.timeouts
+        try:
+            resp = self.pools.urlopen(req.method, req.url, body=req.body, headers=req.headers,
+                                      preload_content=False, redirect=False, retries=False,
+                                      timeout=urllib3.Timeout(connect=t.connect, read=t.first_byte))
+        except BlockedAddress as e:
+            raise UpstreamError(f"upstream address refused: {e}", code="upstream_blocked") from None
+        except (ConnectTimeoutError, ReadTimeoutError) as e:
+            raise UpstreamTimeout(_describe(e, "upstream timed out"), retryable=True) from None
+        except (HTTPError, OSError) as e:
+            cause = e.reason if isinstance(getattr(e, "reason", None), BlockedAddress) else None
+            if cause:
+                raise UpstreamError(f"upstream address refused: {cause}", code="upstream_blocked") from None
+            raise UpstreamError(_describe(e, "cannot reach the upstream"), retryable=True) from None
+        sock = getattr(resp.connection, "sock", None)
+        if sock is not None:
+            sock.settimeout(t.idle)     # from here on, the limit is silence between chunks
+        return Response(resp.status, resp.headers, _read_chunks(resp), lambda: _release(resp))
+
+
+def _describe(e: Exception, what: str) -> str:
+    """A short cause without URLs: pool and host reprs can carry internal addresses."""
+    name = type(e).__name__
+    if isinstance(e, (ConnectTimeoutError, ReadTimeoutError)):
+        return f"{what} ({name})"
+    reason = getattr(e, "reason", None)
+    if isinstance(reason, Exception):
+        name = type(reason).__name__
+    return f"{what} ({name})"
+
+
+def _read_chunks(resp) -> Iterator[bytes]:
+    """Yield bytes as they arrive (read1 does not wait to fill a buffer)."""
+    try:
+        while True:
+            chunk = resp.read1(65536)
+            if not chunk:
+                return
+            yield chunk
+    except ReadTimeoutError:
+        raise UpstreamTimeout("upstream went silent (idle timeout)", retryable=True) from None
+    except (ProtocolError, HTTPError, OSError) as e:
+        raise UpstreamError(_describe(e, "upstream connection broke"), retryable=True) from None
+
+
+def _release(resp) -> None:
+    # A response read to the end goes back to the pool; a half-read one must not.
+    if resp.closed or resp.isclosed():
+        resp.release_conn()
+    else:
+        resp.close()
+        resp.release_conn()
+
+
+def _send_in_process(req: UpstreamRequest) -> Response:
+    from gateway import mock_upstream
+
+    parts = urlsplit(req.url)
+    environ = {"REQUEST_METHOD": req.method, "PATH_INFO": parts.path, "QUERY_STRING": parts.query,
+               "SERVER_NAME": "mock", "SERVER_PORT": "0", "SERVER_PROTOCOL": "HTTP/1.1",
+               "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(req.body),
+               "CONTENT_LENGTH": str(len(req.body)), "CONTENT_TYPE": "application/json"}
+    for name, value in req.headers.items():
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
+    started: dict = {}
+
+    def start_response(status, headers, exc_info=None):
+        started["status"] = int(status.split()[0])
+        started["headers"] = {k.lower(): v for k, v in headers}
+
+    body = mock_upstream.app(environ, start_response)
+    it = iter(body)
+    try:
+        first = next(it, b"")       # the app calls start_response before its first chunk
+    except ConnectionResetError:
+        raise UpstreamError("upstream connection broke (reset)", retryable=True) from None
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            if first:
+                yield first
+            yield from it
+        except ConnectionResetError:
+            raise UpstreamError("upstream connection broke (reset)", retryable=True) from None
+
+    return Response(started["status"], started["headers"], chunks(),
+                    getattr(body, "close", lambda: None))
+
+
+def sse_events(chunks: Iterator[bytes]) -> Iterator[tuple[str | None, bytes]]:
+    """Split a byte stream into Server-Sent Events: (event name or None, data)."""
+    buf = b""
+    event: str | None = None
+    data: list[bytes] = []
+    for chunk in chunks:
+        buf += chunk
+        while True:
+            nl = buf.find(b"\n")
+            if nl < 0:
+                break
+            line = buf[:nl].rstrip(b"\r")
+            buf = buf[nl + 1:]
+            if not line:
+                if data:
+                    yield event, b"\n".join(data)
+                event, data = None, []
+            elif line.startswith(b"data:"):
+                data.append(line[6:] if line[5:6] == b" " else line[5:])
+            elif line.startswith(b"event:"):
+                event = line[6:].strip().decode("utf-8", "replace")
+            # comments (":") and id/retry fields carry nothing we need
+    if data:
+        yield event, b"\n".join(data)

@@ -1,0 +1,90 @@
+"""Cost of a request from the per-model price table (USD per 1K tokens)."""
+from __future__ import annotations
+
+import time
+
+from flask import current_app
+from sqlalchemy import select
+
+from gateway.extensions import db
+from gateway.models import ModelPrice
+from gateway.providers.base import Usage
+
+# List prices at the time of writing; the admin edits the table, this only seeds it.
+DEFAULT_PRICES: dict[str, tuple[float, float, float | None]] = {
+    "gpt-4o": (0.0025, 0.01, 0.00125),
+    "gpt-4o-mini": (0.00015, 0.0006, 0.000075),
+    "gpt-4.1": (0.002, 0.008, 0.0005),
+    "gpt-4.1-mini": (0.0004, 0.0016, 0.0001),
+    "gpt-4.1-nano": (0.0001, 0.0004, 0.000025),
+    "o3-mini": (0.0011, 0.0044, 0.00055),
+    "text-embedding-3-small": (0.00002, 0.0, None),
+    "text-embedding-3-large": (0.00013, 0.0, None),
+    "claude-3-5-haiku": (0.0008, 0.004, 0.00008),
+    "claude-3-7-sonnet": (0.003, 0.015, 0.0003),
+    "claude-sonnet-4": (0.003, 0.015, 0.0003),
+    "claude-opus-4": (0.015, 0.075, 0.0015),
+    "gemini-2.0-flash": (0.0001, 0.0004, 0.000025),
+    "gemini-2.5-flash": (0.0003, 0.0025, 0.000075),
+    "gemini-2.5-pro": (0.00125, 0.01, 0.00031),
+    "text-embedding-004": (0.0, 0.0, None),
+    "deepseek-chat": (0.00027, 0.0011, 0.00007),
+    "deepseek-reasoner": (0.00055, 0.00219, 0.00014),
+    "qwen-plus": (0.0004, 0.0012, None),
+    "qwen-turbo": (0.00005, 0.0002, None),
+    "demo-chat": (0.0005, 0.0015, None),     # the demo mock provider, so costs show up
+    "demo-embed": (0.00002, 0.0, None),
+}
+
+
+def seed_prices() -> None:
+    """Insert the default price of every model not yet in the table."""
+    have = set(db.session.scalars(select(ModelPrice.model)))
+    for model, (inp, out, cached) in DEFAULT_PRICES.items():
+        if model not in have:
+            db.session.add(ModelPrice(model=model, input_per_1k=inp, output_per_1k=out,
+                                      cached_input_per_1k=cached))
+    db.session.commit()
+
+
+class PriceBook:
+    """Cached copy of the price table; longest-prefix match covers dated model versions."""
+
+    def __init__(self, ttl: float):
+        self.ttl = ttl
+        self.prices: dict[str, tuple[float, float, float | None]] = {}
+        self.loaded_at = float("-inf")
+
+    def lookup(self, model: str) -> tuple[float, float, float | None] | None:
+        if time.monotonic() - self.loaded_at >= self.ttl:
+            try:
+                self.prices = {p.model: (p.input_per_1k, p.output_per_1k, p.cached_input_per_1k)
+                               for p in db.session.scalars(select(ModelPrice))}
+            except Exception:
+                db.session.rollback()
+                current_app.logger.warning("price table reload failed", exc_info=True)
+            finally:
+                db.session.remove()
+            self.loaded_at = time.monotonic()
+        if model in self.prices:
+            return self.prices[model]
+        name = model.rsplit("/", 1)[-1]     # "models/gemini-2.0-flash", "org/model"
+        best = max((m for m in self.prices if name.startswith(m)), key=len, default=None)
+        return self.prices[best] if best else None
+
+
+def cost_of(price: tuple[float, float, float | None] | None, usage: Usage) -> float:
+    """USD for `usage` at `price` (from PriceBook.lookup, taken while in app context)."""
+    if price is None:
+        return 0.0
+    inp, out, cached = price
+    cached_tokens = min(usage.cached_tokens, usage.prompt_tokens) if cached is not None else 0
+    return ((usage.prompt_tokens - cached_tokens) * inp + cached_tokens * (cached or 0)
+            + usage.completion_tokens * out) / 1000.0
+
+
+def price_book() -> PriceBook:
+    app = current_app._get_current_object()
+    if "price_book" not in app.extensions:
+        app.extensions["price_book"] = PriceBook(app.config["CATALOG_CACHE_SECONDS"])
+    return app.extensions["price_book"]

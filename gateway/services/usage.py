@@ -1,0 +1,211 @@
+"""Usage records: queued by request greenlets, written in batches by one background writer.
+
+Nothing is lost: a full queue makes producers wait (back-pressure), a failing database is
+retried with backoff and then spooled to instance/usage-spool/, replayed once it answers,
+and shutdown flushes the queue.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import orjson
+from flask import Flask
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+
+from gateway.extensions import db
+from gateway.models import UsageRecord, utcnow
+
+log = logging.getLogger("gateway.usage")
+
+
+@dataclass(slots=True)
+class UsageEntry:
+    request_id: str
+    endpoint: str
+    status: int
+    created_at: object = field(default_factory=utcnow)
+    key_id: int | None = None
+    key_prefix: str | None = None
+    user_id: int | None = None
+    requested_model: str | None = None
+    provider_id: int | None = None
+    provider: str | None = None
+    upstream_model: str | None = None
+    stream: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    estimated: bool = False
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    tags: dict = field(default_factory=dict)
+    attempts: list = field(default_factory=list)
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex
+
+
+class UsageRecorder:
+    """One per worker process."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+        self.batch_size = app.config["USAGE_BATCH_SIZE"]
+        self.interval = app.config["USAGE_FLUSH_SECONDS"]
+        self.queue: queue.Queue[UsageEntry] = queue.Queue(maxsize=app.config["USAGE_QUEUE_MAX"])
+        self.spool_dir = Path(app.instance_path) / "usage-spool"
+        self.write_lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        self.pid = None
+        self.pending = 0        # queued or being written
+        self.count_lock = threading.Lock()
+
+    def record(self, entry: UsageEntry) -> None:
+        """Queue a record; waits only when the queue is full (the database is far behind)."""
+        self._ensure_writer()
+        with self.count_lock:
+            self.pending += 1
+        self.queue.put(entry)
+
+    def _ensure_writer(self) -> None:
+        # Started lazily and per process: a writer made before gunicorn forks would not survive.
+        if self.thread is None or self.pid != os.getpid() or not self.thread.is_alive():
+            self.pid = os.getpid()
+            self.thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        self._replay_spool()
+        while True:
+            batch = self._take(block=True)
+            if batch:
+                self._write(batch)
+
+    def _take(self, block: bool) -> list[UsageEntry]:
+        batch: list[UsageEntry] = []
+        try:
+            batch.append(self.queue.get(block=block, timeout=self.interval if block else None))
+        except queue.Empty:
+            return batch
+        while len(batch) < self.batch_size:
+            try:
+                batch.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def flush(self) -> int:
+        """Write everything queued now, in the caller's thread; returns how many were written."""
+        written = 0
+        while batch := self._take(block=False):
+            self._write(batch)
+            written += len(batch)
+        return written
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Flush, then wait until the writer finished what it had taken; True when idle."""
+        self.flush()
+        deadline = time.monotonic() + timeout
+        while self.pending and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.pending == 0
+
+    def _write(self, batch: list[UsageEntry], attempts: int = 5) -> None:
+        try:
+            self._write_batch(batch, attempts)
+        finally:
+            with self.count_lock:
+                self.pending -= len(batch)
+
+    def _write_batch(self, batch: list[UsageEntry], attempts: int) -> None:
+        rows = [asdict(e) for e in batch]
+        delay = 0.05
+        with self.write_lock:
+            for attempt in range(attempts):
+                try:
+                    with self.app.app_context():
+                        self._insert(rows)
+                    self._replay_spool()
+                    return
+                except Exception:
+                    log.warning("usage write failed (attempt %d of %d)", attempt + 1, attempts,
+                                exc_info=attempt == attempts - 1)
+                    time.sleep(delay)
+                    delay = min(delay * 4, 2.0)
+            self._spool(rows)
+
+    @staticmethod
+    def _insert(rows: list[dict]) -> None:
+        try:
+            db.session.execute(insert(UsageRecord), rows)
+            db.session.commit()
+        except IntegrityError:
+            # A replayed spool file may hold rows already written: insert the new ones only.
+            db.session.rollback()
+            ids = [r["request_id"] for r in rows]
+            have = set(db.session.scalars(select(UsageRecord.request_id)
+                                          .where(UsageRecord.request_id.in_(ids))))
+            fresh = [r for r in rows if r["request_id"] not in have]
+            if fresh:
+                db.session.execute(insert(UsageRecord), fresh)
+            db.session.commit()
+        finally:
+            db.session.remove()
+
+    def _spool(self, rows: list[dict]) -> None:
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        path = self.spool_dir / f"{os.getpid()}-{time.time_ns()}.jsonl"
+        with open(path, "wb") as f:
+            for r in rows:
+                f.write(orjson.dumps(r) + b"\n")
+        log.error("database unavailable: spooled %d usage records to %s", len(rows), path)
+
+    def _replay_spool(self) -> None:
+        if not self.spool_dir.is_dir():
+            return
+        for path in sorted(self.spool_dir.glob("*.jsonl")):
+            claimed = path.with_suffix(f".{os.getpid()}.replaying")
+            try:
+                path.rename(claimed)    # only one process replays a given file
+            except OSError:
+                continue
+            rows = [orjson.loads(line) for line in claimed.read_bytes().splitlines() if line.strip()]
+            for r in rows:
+                r["created_at"] = _parse_time(r["created_at"])
+            try:
+                with self.app.app_context():
+                    self._insert(rows)
+                claimed.unlink()
+            except Exception:
+                claimed.rename(path)
+                log.warning("spool replay failed; will try again later", exc_info=True)
+                return
+
+
+def _parse_time(value):
+    from datetime import datetime
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def init_app(app: Flask) -> None:
+    recorder = UsageRecorder(app)
+    app.extensions["usage"] = recorder
+    atexit.register(recorder.flush)
+
+
+def recorder(app: Flask) -> UsageRecorder:
+    return app.extensions["usage"]

@@ -1,0 +1,36 @@
+"""Console users: create, authenticate, change roles."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from gateway.errors import InvalidRequest
+from gateway.extensions import db
+from gateway.models import ROLES, User
+
+
+def create_user(email: str, password: str, role: str = "member") -> User:
+    """Create or update (idempotent by email) a user; scrypt-hashed password."""
+    email = email.strip().lower()
+    if "@" not in email:
+        raise InvalidRequest("enter a valid email address", param="email")
+    if role not in ROLES:
+        raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", param="role")
+    if len(password) < 8:
+        raise InvalidRequest("the password needs at least 8 characters", param="password")
+    user = db.session.scalar(select(User).where(User.email == email))
+    if user is None:
+        user = User(email=email)
+        db.session.add(user)
+    user.password_hash = generate_password_hash(password)
+    user.role = role
+    user.active = True
+    db.session.commit()
+    return user
+
+
+def check_login(email: str, password: str) -> User | None:
+    user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user and user.active and check_password_hash(user.password_hash, password):
+        return user
+    return None
