@@ -225,7 +225,22 @@ def stream(call: Call) -> Iterator[bytes]:
 def _relay_stream(app: Flask, p: Prepared, parser) -> Iterator[bytes]:
     call = p.call
     ttft: float | None = None
-    status, error = 200, None
+    recorded = False
+
+    def finish(status: int, error: GatewayError | None) -> None:
+        # Recorded before the last event goes out, so a client that saw the end can count on it.
+        nonlocal recorded
+        recorded = True
+        p.response.close()
+        usage = parser.usage
+        if usage is None:       # none reported (cut, abandoned, or a vendor that sends none)
+            usage = Usage(prompt_tokens=tokens.estimate_prompt(call.body),
+                          completion_tokens=tokens.estimate_text(parser.text_chars), estimated=True)
+        fields = dict(_route_fields(p), **_usage_fields(p, usage), ttft_ms=ttft)
+        if error is not None:
+            fields.update(error_type=error.type, error_message=error.message[:500])
+        recorder(app).record(entry_for(call, status, **fields))
+
     try:
         for event, data in transport_mod.sse_events(p.response.chunks()):
             for out in parser.feed(event, data):
@@ -237,23 +252,14 @@ def _relay_stream(app: Flask, p: Prepared, parser) -> Iterator[bytes]:
         if not parser.done:
             raise UpstreamError("The provider ended the stream before it was complete.",
                                 code="stream_incomplete")
+        finish(200, None)
         yield b"data: [DONE]\n\n"
-    except GeneratorExit:
-        status, error = 499, GatewayError("The client closed the connection.", type="client_disconnected")
-        raise
     except (UpstreamError, StreamError) as e:
         error = e if isinstance(e, UpstreamError) else UpstreamError(
             f"The provider's stream failed: {sanitize(str(e), p.route.target.api_key)}",
             code="stream_error")
-        status = error.status
+        finish(error.status, error)
         yield b"data: " + orjson.dumps(error.body()) + b"\n\n"
     finally:
-        p.response.close()
-        usage = parser.usage
-        if usage is None:       # none reported (cut, abandoned, or a vendor that sends none)
-            usage = Usage(prompt_tokens=tokens.estimate_prompt(call.body),
-                          completion_tokens=tokens.estimate_text(parser.text_chars), estimated=True)
-        fields = dict(_route_fields(p), **_usage_fields(p, usage), ttft_ms=ttft)
-        if error is not None:
-            fields.update(error_type=error.type, error_message=error.message[:500])
-        recorder(app).record(entry_for(call, status, **fields))
+        if not recorded:        # the client went away (GeneratorExit) or something unexpected
+            finish(499, GatewayError("The client closed the connection.", type="client_disconnected"))

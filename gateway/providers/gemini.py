@@ -1,0 +1,464 @@
+"""Google Gemini API (generativelanguage v1beta): OpenAI chat and embeddings requests translated to
+generateContent, streamGenerateContent (SSE) and batchEmbedContents, and the answers back.
+
+The key travels in the x-goog-api-key header, never in the URL, so URLs are safe to log.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from urllib.parse import urlsplit
+
+import orjson
+
+from gateway.errors import InvalidRequest
+from gateway.providers.base import Reply, StreamError, Target, UpstreamFailure, UpstreamRequest, Usage
+
+FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length",
+                  "SAFETY": "content_filter", "RECITATION": "content_filter",
+                  "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter",
+                  "SPII": "content_filter", "IMAGE_SAFETY": "content_filter"}
+TOOL_CHOICE_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif",
+               "webp": "image/webp", "heic": "image/heic", "heif": "image/heif"}
+
+# Gemini's Schema is an OpenAPI subset: any other key (additionalProperties, $schema, ...) is a 400.
+SCHEMA_KEYS = {"type", "format", "title", "description", "nullable", "enum", "items", "properties",
+               "required", "anyOf", "minItems", "maxItems", "minLength", "maxLength", "pattern",
+               "minimum", "maximum", "minProperties", "maxProperties", "default", "example",
+               "propertyOrdering"}
+SCHEMA_FORMATS = {"enum", "date-time", "int32", "int64", "float", "double"}
+
+# Gemini 3 rejects a function call in the history without the thought signature it was issued
+# with. Clients that drop our `extra_content` get Google's documented placeholder instead.
+SKIP_SIGNATURE = "skip_thought_signature_validator"
+
+
+def _headers(target: Target) -> dict[str, str]:
+    return {"x-goog-api-key": target.api_key, "content-type": "application/json"}
+
+
+def _url(target: Target, action: str) -> str:
+    model = target.model.removeprefix("models/")
+    return f"{target.base_url.rstrip('/')}/models/{model}:{action}"
+
+
+def _load(data: bytes) -> dict:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise StreamError("upstream sent invalid JSON") from None
+    if isinstance(obj, list) and len(obj) == 1:     # errors sometimes come wrapped in a list
+        obj = obj[0]
+    if not isinstance(obj, dict):
+        raise StreamError("upstream sent an unexpected JSON shape")
+    if "error" in obj:
+        err = obj["error"]
+        message = err.get("message") if isinstance(err, dict) else err
+        raise StreamError(str(message or "upstream reported an error"))
+    return obj
+
+
+def clean_schema(schema, root: dict | None = None, expanding: frozenset = frozenset()):
+    """Keep the JSON-schema subset Gemini accepts; inline local $refs (pydantic emits them)."""
+    if not isinstance(schema, dict):
+        return schema
+    root = schema if root is None else root
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        if ref in expanding:            # a recursive model: cut the cycle
+            return {"type": "object"}
+        expanding = expanding | {ref}
+        found = root
+        for key in ref.removeprefix("#/").split("/"):
+            found = found.get(key) if isinstance(found, dict) else None
+        schema = {**(found or {}), **{k: v for k, v in schema.items() if k != "$ref"}}
+    out = {}
+    for key, value in schema.items():
+        if key == "const":
+            out["enum"] = [value]
+        elif key == "oneOf":
+            out["anyOf"] = [clean_schema(s, root, expanding) for s in value]
+        elif key not in SCHEMA_KEYS:
+            continue
+        elif key == "type" and isinstance(value, list):     # ["string", "null"]
+            types = [t for t in value if t != "null"]
+            if len(types) < len(value):
+                out["nullable"] = True
+            if len(types) == 1:
+                out["type"] = types[0]
+            elif types:
+                out["anyOf"] = [{"type": t} for t in types]
+        elif key == "properties":
+            if value:       # Gemini rejects an empty properties map
+                out[key] = {name: clean_schema(s, root, expanding) for name, s in value.items()}
+        elif key == "items":
+            out[key] = clean_schema(value, root, expanding)
+        elif key == "anyOf":
+            out[key] = [clean_schema(s, root, expanding) for s in value]
+        elif key == "format" and value not in SCHEMA_FORMATS:
+            continue
+        else:
+            out[key] = value
+    return out
+
+
+def _image_part(image) -> dict:
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str):
+        raise InvalidRequest("image_url needs a url.", param="messages")
+    if url.startswith("data:"):
+        header, comma, data = url[5:].partition(",")
+        if not comma or not header.endswith(";base64"):
+            raise InvalidRequest("Image data URLs must be base64-encoded.", param="messages")
+        return {"inlineData": {"mimeType": header.split(";")[0] or "image/jpeg", "data": data}}
+    if url.startswith(("http://", "https://")):
+        ext = urlsplit(url).path.rpartition(".")[2].lower()
+        return {"fileData": {"mimeType": IMAGE_TYPES.get(ext, "image/jpeg"), "fileUri": url}}
+    raise InvalidRequest("Image URLs must be http(s) or base64 data URLs.", param="messages")
+
+
+def _parts(content) -> list[dict]:
+    if not content:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}]
+    parts = []
+    for item in content:
+        kind = item.get("type")
+        if kind == "text":
+            parts.append({"text": item.get("text") or ""})
+        elif kind == "refusal":
+            parts.append({"text": item.get("refusal") or ""})
+        elif kind == "image_url":
+            parts.append(_image_part(item.get("image_url")))
+        else:
+            raise InvalidRequest(f"Content parts of type {kind!r} are not supported for Gemini.",
+                                 param="messages")
+    return parts
+
+
+def _call_part(call: dict, first: bool) -> dict:
+    fn = call.get("function") or {}
+    try:
+        args = orjson.loads(fn.get("arguments") or "{}")
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("Tool call arguments must be JSON.", param="messages") from None
+    part = {"functionCall": {"name": fn.get("name"), "args": args}}
+    signature = ((call.get("extra_content") or {}).get("google") or {}).get("thought_signature")
+    if signature or first:      # Gemini signs the first call of each step only
+        part["thoughtSignature"] = signature or SKIP_SIGNATURE
+    return part
+
+
+def _tool_result(content) -> dict:
+    if isinstance(content, str):
+        text = content
+    else:
+        text = "".join(p.get("text") or "" for p in content or () if isinstance(p, dict))
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = None
+    return {"content": value if isinstance(value, dict) else {"result": text}}
+
+
+def _contents(messages: list[dict]) -> tuple[list[dict], list[dict]]:
+    """OpenAI messages -> (systemInstruction parts, Gemini contents with same-role turns merged)."""
+    system, turns, names = [], [], {}
+    for msg in messages:
+        role = msg.get("role")
+        if role in ("system", "developer"):
+            system += _parts(msg.get("content"))
+        elif role == "user":
+            turns.append(("user", _parts(msg.get("content"))))
+        elif role == "assistant":
+            parts = _parts(msg.get("content"))
+            for i, call in enumerate(msg.get("tool_calls") or ()):
+                names[call.get("id")] = (call.get("function") or {}).get("name")
+                parts.append(_call_part(call, first=i == 0))
+            turns.append(("model", parts))
+        elif role in ("tool", "function"):
+            # Gemini matches results to calls by function name; OpenAI only sends the call id.
+            name = names.get(msg.get("tool_call_id")) or msg.get("name")
+            if not name:
+                raise InvalidRequest("A tool message answers no earlier tool call.",
+                                     param="messages")
+            result = {"name": name, "response": _tool_result(msg.get("content"))}
+            turns.append(("user", [{"functionResponse": result}]))
+        else:
+            raise InvalidRequest(f"Unknown message role {role!r}.", param="messages")
+    contents: list[dict] = []
+    for role, parts in turns:
+        if not parts:
+            continue
+        if contents and contents[-1]["role"] == role:   # Gemini wants turns to alternate
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+    return system, contents
+
+
+def _tools(tools: list[dict]) -> list[dict]:
+    declarations = []
+    for tool in tools:
+        if tool.get("type") != "function":
+            raise InvalidRequest("Only function tools are supported for Gemini.", param="tools")
+        fn = tool.get("function") or {}
+        declaration = {"name": fn.get("name")}
+        if fn.get("description"):
+            declaration["description"] = fn["description"]
+        params = clean_schema(fn.get("parameters") or {})
+        if params.get("properties"):    # a function without arguments sends no schema at all
+            declaration["parameters"] = params
+        declarations.append(declaration)
+    return [{"functionDeclarations": declarations}]
+
+
+def _tool_config(choice) -> dict:
+    if isinstance(choice, str) and choice in TOOL_CHOICE_MODES:
+        return {"functionCallingConfig": {"mode": TOOL_CHOICE_MODES[choice]}}
+    name = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
+    if not name:
+        raise InvalidRequest("tool_choice must be auto, none, required or a named function.",
+                             param="tool_choice")
+    return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
+
+
+def _generation_config(body: dict) -> dict:
+    config = {}
+    for ours, theirs in (("temperature", "temperature"), ("top_p", "topP"), ("n", "candidateCount"),
+                         ("seed", "seed"), ("presence_penalty", "presencePenalty"),
+                         ("frequency_penalty", "frequencyPenalty")):
+        if body.get(ours) is not None:
+            config[theirs] = body[ours]
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    if max_tokens is not None:
+        config["maxOutputTokens"] = max_tokens
+    stop = body.get("stop")
+    if stop:
+        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") in ("json_object", "json_schema"):
+        config["responseMimeType"] = "application/json"
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        if schema:
+            config["responseSchema"] = clean_schema(schema)
+    return config
+
+
+def chat_request(target: Target, body: dict, stream: bool) -> UpstreamRequest:
+    try:
+        system, contents = _contents(body.get("messages") or [])
+        tools = _tools(body["tools"]) if body.get("tools") else None
+        config = _generation_config(body)
+    except (AttributeError, TypeError):     # a list where an object belongs, or the reverse
+        raise InvalidRequest("The request's messages or tools are malformed.") from None
+    out: dict = {"contents": contents}
+    if system:
+        out["systemInstruction"] = {"parts": system}
+    if tools:
+        out["tools"] = tools
+        if body.get("tool_choice") is not None:
+            out["toolConfig"] = _tool_config(body["tool_choice"])
+    if config:
+        out["generationConfig"] = config
+    action = "streamGenerateContent?alt=sse" if stream else "generateContent"
+    return UpstreamRequest(_url(target, action), _headers(target), orjson.dumps(out))
+
+
+def usage_from(meta: dict | None) -> Usage | None:
+    """Read usageMetadata; thinking and tool-use prompt tokens are billed, so count them."""
+    if not meta:
+        return None
+    return Usage(prompt_tokens=(meta.get("promptTokenCount") or 0)
+                 + (meta.get("toolUsePromptTokenCount") or 0),
+                 completion_tokens=(meta.get("candidatesTokenCount") or 0)
+                 + (meta.get("thoughtsTokenCount") or 0),
+                 cached_tokens=meta.get("cachedContentTokenCount") or 0)
+
+
+def _usage_json(usage: Usage, meta: dict) -> dict:
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": meta.get("totalTokenCount") or usage.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": meta.get("thoughtsTokenCount") or 0}}
+
+
+def finish_reason(reason: str | None, has_tool_calls: bool) -> str:
+    """Gemini finishReason -> OpenAI finish_reason; Gemini says STOP after function calls too."""
+    mapped = FINISH_REASONS.get(reason or "", "stop")
+    return "tool_calls" if mapped == "stop" and has_tool_calls else mapped
+
+
+def _tool_call(part: dict) -> dict:
+    fn = part["functionCall"]
+    call = {"id": fn.get("id") or f"call_{secrets.token_hex(12)}", "type": "function",
+            "function": {"name": fn.get("name"),
+                         "arguments": orjson.dumps(fn.get("args") or {}).decode()}}
+    if part.get("thoughtSignature"):    # Google's own OpenAI-compatible field for it
+        call["extra_content"] = {"google": {"thought_signature": part["thoughtSignature"]}}
+    return call
+
+
+def _read_candidate(candidate: dict) -> tuple[str | None, list[dict]]:
+    """Visible text (None if there is none) and tool calls; thought summaries are left out."""
+    parts = (candidate.get("content") or {}).get("parts") or ()
+    texts = [p["text"] for p in parts if "text" in p and not p.get("thought")]
+    calls = [_tool_call(p) for p in parts if "functionCall" in p]
+    return ("".join(texts) if texts else None), calls
+
+
+def _completion_id(obj: dict) -> str:
+    return f"chatcmpl-{obj.get('responseId') or secrets.token_hex(12)}"
+
+
+def _choice(candidate: dict, position: int) -> dict:
+    text, calls = _read_candidate(candidate)
+    message = {"role": "assistant", "content": text}
+    if calls:
+        message["tool_calls"] = calls
+    return {"index": candidate.get("index", position), "message": message, "logprobs": None,
+            "finish_reason": finish_reason(candidate.get("finishReason"), bool(calls))}
+
+
+def chat_response(data: bytes, target: Target) -> Reply:
+    obj = _load(data)
+    candidates = obj.get("candidates") or []
+    if not candidates and "promptFeedback" not in obj:
+        raise StreamError("upstream answer has no candidates")
+    try:
+        choices = [_choice(c, position) for position, c in enumerate(candidates)]
+        usage = usage_from(obj.get("usageMetadata"))
+    except (AttributeError, TypeError, KeyError):
+        raise StreamError("upstream answer has an unexpected shape") from None
+    if not choices:     # the prompt itself was blocked
+        choices = [{"index": 0, "message": {"role": "assistant", "content": None},
+                    "logprobs": None, "finish_reason": "content_filter"}]
+    out = {"id": _completion_id(obj), "object": "chat.completion", "created": int(time.time()),
+           "model": obj.get("modelVersion") or target.model, "choices": choices}
+    if usage:
+        out["usage"] = _usage_json(usage, obj["usageMetadata"])
+    return Reply(orjson.dumps(out), usage)
+
+
+class ChatStream:
+    """Each SSE event is a whole GenerateContentResponse; Gemini sends no [DONE], so the
+    stream is done once every candidate has reported a finishReason."""
+
+    def __init__(self, target: Target, body: dict):
+        self.client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self.usage: Usage | None = None
+        self.done = False
+        self.text_chars = 0
+        self.model = target.model
+        self.id: str | None = None      # taken from the first chunk's responseId
+        self.created = int(time.time())
+        self._meta: dict = {}
+        self._started: set[int] = set()
+        self._finished: set[int] = set()
+        self._calls: dict[int, int] = {}    # tool calls sent so far, per candidate
+        self._usage_sent = False
+
+    def feed(self, event: str | None, data: bytes) -> list[bytes]:
+        chunk = _load(data)
+        if self.id is None:
+            self.id = _completion_id(chunk)
+            self.model = chunk.get("modelVersion") or self.model
+        try:
+            if chunk.get("usageMetadata"):
+                self.usage = usage_from(chunk["usageMetadata"])
+                self._meta = chunk["usageMetadata"]
+            choices = self._choices(chunk)
+        except (AttributeError, TypeError, KeyError):
+            raise StreamError("upstream sent a malformed stream chunk") from None
+        out = [self._payload(choices)] if choices else []
+        self.done = bool(self._finished) and self._started <= self._finished
+        if self.done and self.usage and self.client_wants_usage and not self._usage_sent:
+            self._usage_sent = True
+            out.append(self._payload([], _usage_json(self.usage, self._meta)))
+        return out
+
+    def _choices(self, chunk: dict) -> list[dict]:
+        candidates = chunk.get("candidates") or []
+        choices = []
+        if not candidates and (chunk.get("promptFeedback") or {}).get("blockReason"):
+            choices.append(self._delta(0, {}, "content_filter"))
+        for position, candidate in enumerate(candidates):
+            index = candidate.get("index", position)
+            text, calls = _read_candidate(candidate)
+            delta = {}
+            if text:
+                delta["content"] = text
+                self.text_chars += len(text)
+            if calls:
+                first = self._calls.get(index, 0)
+                delta["tool_calls"] = [{"index": first + i, **call} for i, call in enumerate(calls)]
+                self._calls[index] = first + len(calls)
+                self.text_chars += sum(len(c["function"]["arguments"]) for c in calls)
+            reason = candidate.get("finishReason")
+            choices.append(self._delta(index, delta, finish_reason(reason, index in self._calls)
+                                       if reason else None))
+        # nothing to say, e.g. a chunk with only a thought summary
+        return [c for c in choices if c["delta"] or c["finish_reason"]]
+
+    def _delta(self, index: int, delta: dict, finish: str | None) -> dict:
+        if index not in self._started:
+            self._started.add(index)
+            delta = {"role": "assistant", **delta}
+        if index in self._finished:     # report a candidate's end once
+            finish = None
+        elif finish:
+            self._finished.add(index)
+        return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+    def _payload(self, choices: list[dict], usage: dict | None = None) -> bytes:
+        out = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+               "model": self.model, "choices": choices}
+        if usage:
+            out["usage"] = usage
+        return orjson.dumps(out)
+
+
+def embeddings_request(target: Target, body: dict) -> UpstreamRequest:
+    texts = body.get("input")
+    if isinstance(texts, str):
+        texts = [texts]
+    if not texts or not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise InvalidRequest("Gemini embeddings take a string or a list of strings, not tokens.",
+                             param="input")
+    model = f"models/{target.model.removeprefix('models/')}"
+    extra = {"outputDimensionality": body["dimensions"]} if body.get("dimensions") else {}
+    requests = [{"model": model, "content": {"parts": [{"text": t}]}, **extra} for t in texts]
+    return UpstreamRequest(_url(target, "batchEmbedContents"), _headers(target),
+                           orjson.dumps({"requests": requests}))
+
+
+def embeddings_response(data: bytes, target: Target) -> Reply:
+    """Gemini reports no token counts here: usage is None and the gateway estimates it."""
+    embeddings = _load(data).get("embeddings")
+    if not isinstance(embeddings, list):
+        raise StreamError("upstream answer has no embeddings")
+    try:
+        items = [{"object": "embedding", "index": i, "embedding": e["values"]}
+                 for i, e in enumerate(embeddings)]
+    except (TypeError, KeyError):
+        raise StreamError("upstream answer has an unexpected shape") from None
+    out = {"object": "list", "data": items, "model": target.model,
+           "usage": {"prompt_tokens": 0, "total_tokens": 0}}
+    return Reply(orjson.dumps(out), None)
+
+
+def error_message(status: int, data: bytes) -> UpstreamFailure:
+    """Google's own message, from {"error": {"code", "message", "status"}} (or a list of one)."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        obj = None
+    if isinstance(obj, list) and obj:
+        obj = obj[0]
+    err = obj.get("error") if isinstance(obj, dict) else None
+    if isinstance(err, dict) and err.get("message"):
+        code = str(err["status"]).lower() if err.get("status") else None
+        return UpstreamFailure(str(err["message"]), code=code)
+    return UpstreamFailure(f"upstream returned HTTP {status}")
