@@ -8,7 +8,7 @@ import orjson
 from flask import Blueprint, Response, current_app, g, request
 
 from gateway.errors import GatewayError, InvalidRequest, PayloadTooLarge
-from gateway.services import catalog, keys, relay
+from gateway.services import catalog, keys, quota, relay
 from gateway.services.usage import new_request_id
 
 bp = Blueprint("proxy", __name__, url_prefix="/v1")
@@ -106,14 +106,15 @@ def _call(endpoint: str, validate) -> relay.Call:
         validate(body)
         for name in GATEWAY_FIELDS:
             body.pop(name, None)
+        quota.admit(call)
     except GatewayError as e:
         relay.record_failure(current_app._get_current_object(), call, e)
         raise
     return call
 
 
-def _json(data: bytes, status: int = 200) -> Response:
-    return Response(data, status=status, mimetype="application/json")
+def _json(data: bytes, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(data, status=status, mimetype="application/json", headers=headers)
 
 
 @bp.post("/chat/completions")
@@ -121,15 +122,15 @@ def chat_completions():
     call = _call("chat", _validate_chat)
     if call.stream:
         body = relay.stream(call)
-        return Response(body, mimetype="text/event-stream",
-                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    return _json(relay.complete(call, "chat"))
+        return Response(body, mimetype="text/event-stream", headers={
+            "Cache-Control": "no-cache", "X-Accel-Buffering": "no", **call.rate_headers})
+    return _json(relay.complete(call, "chat"), headers=call.rate_headers)
 
 
 @bp.post("/embeddings")
 def embeddings():
     call = _call("embeddings", _validate_embeddings)
-    return _json(relay.complete(call, "embedding"))
+    return _json(relay.complete(call, "embedding"), headers=call.rate_headers)
 
 
 def _model_obj(name: str) -> dict:

@@ -14,7 +14,7 @@ from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, Upstream
 from gateway.providers import transport as transport_mod
 from gateway.providers.base import StreamError, Usage
 from gateway.providers.registry import ADAPTERS
-from gateway.services import catalog, pricing, tokens
+from gateway.services import catalog, pricing, quota, tokens
 from gateway.services.keys import KeyInfo
 from gateway.services.usage import UsageEntry, recorder
 
@@ -28,6 +28,8 @@ class Call:
     key: KeyInfo | None
     tags: dict = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
+    reservation: object | None = None     # set by quota.admit
+    rate_headers: dict = field(default_factory=dict)   # x-ratelimit-* for the response
 
     @property
     def model(self) -> str | None:
@@ -48,9 +50,18 @@ def entry_for(call: Call, status: int, **fields) -> UsageEntry:
                       latency_ms=(time.perf_counter() - call.started) * 1000, **fields)
 
 
+def record(app: Flask, call: Call, entry: UsageEntry) -> None:
+    """The one way a request's record is made: settles its quota reservation, then queues it."""
+    try:
+        if call.reservation is not None:
+            quota.settle(app, call, entry)
+    finally:
+        recorder(app).record(entry)
+
+
 def record_failure(app: Flask, call: Call, error: GatewayError, **fields) -> None:
-    recorder(app).record(entry_for(call, error.status, error_type=error.type,
-                                   error_message=error.message[:500], **fields))
+    record(app, call, entry_for(call, error.status, error_type=error.type,
+                                error_message=error.message[:500], **fields))
 
 
 def _transport(app: Flask) -> transport_mod.Transport:
@@ -209,7 +220,7 @@ def complete(call: Call, mode: str) -> bytes:
     finally:
         p.response.close()
     usage = reply.usage or Usage(prompt_tokens=tokens.estimate_prompt(call.body), estimated=True)
-    recorder(app).record(entry_for(call, 200, **_route_fields(p), **_usage_fields(p, usage)))
+    record(app, call, entry_for(call, 200, **_route_fields(p), **_usage_fields(p, usage)))
     return reply.body
 
 
@@ -239,7 +250,7 @@ def _relay_stream(app: Flask, p: Prepared, parser) -> Iterator[bytes]:
         fields = dict(_route_fields(p), **_usage_fields(p, usage), ttft_ms=ttft)
         if error is not None:
             fields.update(error_type=error.type, error_message=error.message[:500])
-        recorder(app).record(entry_for(call, status, **fields))
+        record(app, call, entry_for(call, status, **fields))
 
     try:
         for event, data in transport_mod.sse_events(p.response.chunks()):
