@@ -158,6 +158,7 @@ def start(call: Call, mode: str) -> Prepared:
         attempts.append(_attempt(route, t0, resp.status, None))
         return Prepared(call, route, resp, pricing.price_book().lookup(route.target.model), attempts)
     last.attempts = attempts
+    last.route = route      # the failure's record names the deployment tried last
     raise last
 
 
@@ -196,7 +197,10 @@ def _start_recorded(app: Flask, call: Call, mode: str) -> Prepared:
     try:
         return start(call, mode)
     except GatewayError as e:
-        record_failure(app, call, e, attempts=getattr(e, "attempts", []))
+        route = getattr(e, "route", None)
+        fields = {"provider_id": route.provider_id, "provider": route.provider,
+                  "upstream_model": route.target.model} if route else {}
+        record_failure(app, call, e, attempts=getattr(e, "attempts", []), **fields)
         raise
     except Exception:
         record_failure(app, call, GatewayError("internal error", status=500, type="server_error"))
