@@ -24,6 +24,7 @@ class User(UserMixin, db.Model):
     role: Mapped[str] = mapped_column(String(16), default="member")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"), nullable=True)
 
     @property
     def is_active(self) -> bool:
@@ -88,6 +89,26 @@ class ApiKey(db.Model):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     user: Mapped[User | None] = relationship()
+    # Limits (issue 5). None: no limit of that kind here (the plan's default, if any, applies).
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"), nullable=True, index=True)
+    plan_id: Mapped[int | None] = mapped_column(ForeignKey("plans.id", ondelete="SET NULL"), nullable=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    token_quota: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    quota_period: Mapped[str] = mapped_column(String(8), default="total")   # total, day, week, month
+    quota_tz: Mapped[str] = mapped_column(String(64), default="UTC")        # where a period starts
+    budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)  # per quota_period
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_parallel: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    policy: Mapped[str | None] = mapped_column(String(100), nullable=True)  # bound routing policy
+    ip_allow: Mapped[list | None] = mapped_column(JSON, nullable=True)      # CIDRs; None: anywhere
+    # Rotation: the previous secret keeps working until prev_valid_until.
+    prev_key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    prev_valid_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    rotated_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, default=utcnow, onupdate=utcnow)
+    team: Mapped[Team | None] = relationship(foreign_keys=[team_id])
+    plan: Mapped[Plan | None] = relationship(foreign_keys=[plan_id])
 
 
 class UsageRecord(db.Model):
@@ -121,3 +142,128 @@ class UsageRecord(db.Model):
     error_message: Mapped[str | None] = mapped_column(String(500), nullable=True)
     tags: Mapped[dict] = mapped_column(JSON, default=dict)
     attempts: Mapped[list] = mapped_column(JSON, default=list)
+
+
+class AuditLog(db.Model):
+    """Who did what in the console. Append-only: no route edits or deletes these rows."""
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_at", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    actor_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    actor: Mapped[str] = mapped_column(String(255), default="")        # email at the time
+    action: Mapped[str] = mapped_column(String(64))                    # e.g. key.create
+    target: Mapped[str] = mapped_column(String(255), default="")
+    details: Mapped[dict] = mapped_column(JSON, default=dict)          # never secrets
+    ip: Mapped[str] = mapped_column(String(64), default="")
+
+
+class Setting(db.Model):
+    """Console-editable settings (prompt logging, budget, public URL): name -> JSON value."""
+    __tablename__ = "settings"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict | list | str | int | float | bool | None] = mapped_column(JSON, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class LoginFailure(db.Model):
+    """A failed console login; counted per email and per IP to throttle guessing across workers."""
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_email_at", "email", "at"),
+                      Index("ix_login_failures_ip_at", "ip", "at"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(255))
+    ip: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Team(db.Model):
+    """Owns keys and users; carries a spend budget with soft alerts and a hard cap."""
+    __tablename__ = "teams"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)   # hard cap per period
+    budget_period: Mapped[str] = mapped_column(String(8), default="month")  # total, day, week, month
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    alert_thresholds: Mapped[list] = mapped_column(JSON, default=lambda: [50, 80, 100])  # percent
+    webhook_url: Mapped[str] = mapped_column(String(500), default="")
+    webhook_secret_enc: Mapped[str] = mapped_column(Text, default="")     # secrets.encrypt()
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Plan(db.Model):
+    """A tier: default limits and model allowlist for the keys on it."""
+    __tablename__ = "plans"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_quota: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    quota_period: Mapped[str] = mapped_column(String(8), default="month")
+    budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_parallel: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    models: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class TagBudget(db.Model):
+    """A budget on requests carrying a tag, e.g. feature=search or tenant=acme."""
+    __tablename__ = "tag_budgets"
+    __table_args__ = (db.UniqueConstraint("tag", "value"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64))
+    value: Mapped[str] = mapped_column(String(200))
+    budget_usd: Mapped[float] = mapped_column(Float)
+    budget_period: Mapped[str] = mapped_column(String(8), default="month")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    alert_thresholds: Mapped[list] = mapped_column(JSON, default=lambda: [50, 80, 100])
+    webhook_url: Mapped[str] = mapped_column(String(500), default="")
+    webhook_secret_enc: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class QuotaCounter(db.Model):
+    """Spend of one scope (key:7, key:7:m, team:2, tag:feature=search) in one period.
+    Reservations sit in reserved_*, settled usage in used_*; the guard is used+reserved <= cap."""
+    __tablename__ = "quota_counters"
+    __table_args__ = (db.UniqueConstraint("scope", "period_start"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(300))
+    period_start: Mapped[datetime] = mapped_column(DateTime)      # naive UTC
+    used_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    used_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    reserved_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    inflight: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Reservation(db.Model):
+    """The ledger: what one request reserved, and what it finally cost. Settled once."""
+    __tablename__ = "reservations"
+    __table_args__ = (Index("ix_reservations_open", "settled_at", "created_at"),)
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    counters: Mapped[list] = mapped_column(JSON)          # [[scope, period_start iso], ...]
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    usd: Mapped[float] = mapped_column(Float, default=0.0)
+    used_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    used_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    settled_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Alert(db.Model):
+    """A budget threshold crossed: once per scope, threshold and period; shown as a banner."""
+    __tablename__ = "alerts"
+    __table_args__ = (db.UniqueConstraint("scope", "period_start", "threshold"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(String(300))     # team:2, tag:feature=search, key:7
+    label: Mapped[str] = mapped_column(String(300), default="")
+    period_start: Mapped[datetime] = mapped_column(DateTime)
+    threshold: Mapped[int] = mapped_column(Integer)     # percent
+    spent_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    budget_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    webhook_status: Mapped[str] = mapped_column(String(64), default="")   # "", sent, failed: ..., none
+    acknowledged: Mapped[bool] = mapped_column(Boolean, default=False)
