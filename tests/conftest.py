@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -18,22 +20,30 @@ from gateway.models import UsageRecord
 from gateway.services import catalog, keys, pricing
 from gateway.services.usage import recorder
 
+ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(scope="session")
 def mock_upstream():
-    """The project's fake provider as a real server on 127.0.0.1 (a subprocess)."""
+    """The project's fake provider as a real server on 127.0.0.1 (a subprocess), its base URL."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     proc = subprocess.Popen([sys.executable, "-m", "gateway.mock_upstream", "--port", "0"],
-                            stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        raise RuntimeError(f"mock upstream did not start: {line!r}")
-    base = line.strip().rsplit(" ", 1)[-1]
-    yield base
-    proc.kill()
-    proc.wait()
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().strip()
+        prefix = "mock-upstream listening on "
+        assert line.startswith(prefix), f"unexpected first line {line!r}"
+        yield line[len(prefix):]
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stdout.close()
 
 
 @pytest.fixture
