@@ -71,8 +71,9 @@ def seed_demo(out=print, base_url: str = "http://127.0.0.1:8080") -> None:
     if db.session.scalar(select(func.count()).select_from(Provider)) or \
             db.session.scalar(select(func.count()).select_from(ApiKey)):
         return
-    catalog.save_provider("demo (mock)", "mock", models=["demo-chat"], embedding_models=["demo-embed"],
-                          source="demo")
+    # The mock checks that a key is sent, like a real vendor; any value will do.
+    catalog.save_provider("demo (mock)", "mock", api_key="demo-mock-key", models=["demo-chat"],
+                          embedding_models=["demo-embed"], source="demo")
     _, secret = keys.create_key("demo")
     out("Seeded a demo provider 'demo (mock)' (answers in-process; models demo-chat, demo-embed).")
     out(f"Demo key (shown once): {secret}")

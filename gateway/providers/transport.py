@@ -35,10 +35,9 @@ def check_address(ip: str, allow_private: bool) -> None:
     addr = ipaddress.ip_address(ip.split("%")[0])
     if getattr(addr, "ipv4_mapped", None):
         addr = addr.ipv4_mapped
-    if addr in METADATA_HOSTS or addr.is_link_local or addr.is_multicast or addr.is_unspecified \
-            or addr.is_reserved:
+    if addr in METADATA_HOSTS or addr.is_link_local or addr.is_multicast or addr.is_unspecified:
         raise BlockedAddress(f"address {addr} is never allowed as an upstream")
-    if not allow_private and (addr.is_loopback or addr.is_private or not addr.is_global):
+    if not allow_private and not addr.is_global:        # loopback, private, reserved ranges
         raise BlockedAddress(f"address {addr} is private; set GATEWAY_ALLOW_PRIVATE_UPSTREAMS=1 to allow it")
 
 
@@ -146,8 +145,9 @@ class Transport:
         except (ConnectTimeoutError, ReadTimeoutError) as e:
             raise UpstreamTimeout(_describe(e, "upstream timed out"), retryable=True) from None
         except (HTTPError, OSError) as e:
-            cause = e.reason if isinstance(getattr(e, "reason", None), BlockedAddress) else None
-            if cause:
+            # urllib3 wraps what _new_conn raised: ProtocolError(msg, cause) or .reason
+            cause = getattr(e, "reason", None) or (e.args[-1] if e.args else None)
+            if isinstance(cause, BlockedAddress):
                 raise UpstreamError(f"upstream address refused: {cause}", code="upstream_blocked") from None
             raise UpstreamError(_describe(e, "cannot reach the upstream"), retryable=True) from None
         sock = getattr(resp.connection, "sock", None)
