@@ -1,22 +1,26 @@
-"""Virtual API keys: issue, hash, look up (cached), revoke."""
+"""Virtual API keys: issue, hash, look up (cached), edit, rotate, revoke."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from flask import current_app
-from sqlalchemy import select
+from flask import current_app, has_request_context, request
+from sqlalchemy import or_, select
 
-from gateway.errors import AuthenticationFailed, PermissionDenied
+from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from gateway.extensions import db
-from gateway.models import ApiKey, utcnow
+from gateway.models import ApiKey, Plan, Team, utcnow
 
 KEY_PREFIX = "sk-gw-"
 PREFIX_LEN = 14     # "sk-gw-" + 8 characters: enough to tell keys apart, useless to an attacker
+PERIODS = ("total", "day", "week", "month")
+
+IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def hash_secret(secret: str) -> str:
@@ -26,7 +30,8 @@ def hash_secret(secret: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class KeyInfo:
-    """What the hot path needs to know about a key, detached from any session."""
+    """What the hot path needs to know about a key, detached from any session. Limits are the
+    effective ones: the key's own, else its plan's."""
     id: int
     name: str
     prefix: str
@@ -34,6 +39,21 @@ class KeyInfo:
     models: frozenset[str] | None
     expires_at: datetime | None
     revoked: bool
+    enabled: bool = True
+    team_id: int | None = None
+    token_quota: int | None = None
+    quota_period: str = "total"
+    quota_tz: str = "UTC"
+    budget_usd: float | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_parallel: int | None = None
+    policy: str | None = None
+    ip_allow: tuple[IPNet, ...] | None = None
+    team_budget_usd: float | None = None
+    team_period: str = "month"
+    team_tz: str = "UTC"
+    valid_until: datetime | None = None     # set when this is a rotated-out secret in its grace
 
     def allows(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -42,20 +62,130 @@ class KeyInfo:
         if not self.allows(model):
             raise PermissionDenied(f"This API key may not use the model '{model}'.", param="model")
 
+    @property
+    def limited(self) -> bool:
+        """Whether admit() has anything to reserve or count for this key."""
+        return any(v is not None for v in (self.token_quota, self.budget_usd, self.rpm, self.tpm,
+                                           self.max_parallel, self.team_budget_usd))
 
-def info(key: ApiKey) -> KeyInfo:
-    return KeyInfo(key.id, key.name, key.prefix, key.user_id,
-                   frozenset(key.models) if key.models is not None else None,
-                   key.expires_at, key.revoked_at is not None)
+    def allows_ip(self, addr: str | None) -> bool:
+        if self.ip_allow is None:
+            return True
+        try:
+            ip = ipaddress.ip_address((addr or "").strip())
+        except ValueError:
+            return False
+        if ip.version == 6 and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        return any(ip.version == net.version and ip in net for net in self.ip_allow)
+
+
+def parse_networks(values) -> list[str] | None:
+    """Normalise an IP allowlist ("10.0.0.0/8, 203.0.113.7"); InvalidRequest on a bad entry."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [v for v in values.replace(" ", ",").split(",") if v]
+    out = []
+    for v in values:
+        try:
+            out.append(str(ipaddress.ip_network(str(v).strip(), strict=False)))
+        except ValueError:
+            raise InvalidRequest(f"'{v}' is not an IP address or CIDR range.", param="ip_allow") from None
+    return out or None
+
+
+def _pick(own, plan_value):
+    return own if own is not None else plan_value
+
+
+def info(key: ApiKey, valid_until: datetime | None = None) -> KeyInfo:
+    plan: Plan | None = key.plan
+    team: Team | None = key.team
+    models = key.models if key.models is not None else (plan.models if plan else None)
+    period = key.quota_period or "total"
+    if plan and key.token_quota is None and key.budget_usd is None and (plan.token_quota or plan.budget_usd):
+        period = plan.quota_period or period
+    nets = tuple(ipaddress.ip_network(n, strict=False) for n in key.ip_allow) if key.ip_allow else None
+    return KeyInfo(
+        key.id, key.name, key.prefix, key.user_id,
+        frozenset(models) if models is not None else None,
+        key.expires_at, key.revoked_at is not None,
+        enabled=key.enabled is not False, team_id=key.team_id,
+        token_quota=_pick(key.token_quota, plan.token_quota if plan else None),
+        quota_period=period, quota_tz=key.quota_tz or "UTC",
+        budget_usd=_pick(key.budget_usd, plan.budget_usd if plan else None),
+        rpm=_pick(key.rpm, plan.rpm if plan else None),
+        tpm=_pick(key.tpm, plan.tpm if plan else None),
+        max_parallel=_pick(key.max_parallel, plan.max_parallel if plan else None),
+        policy=key.policy or None, ip_allow=nets,
+        team_budget_usd=team.budget_usd if team else None,
+        team_period=team.budget_period if team else "month",
+        team_tz=team.timezone if team else "UTC",
+        valid_until=valid_until)
+
+
+# Settings update_key() accepts, with the column each one sets.
+SETTINGS = ("name", "models", "expires_at", "user_id", "team_id", "plan_id", "enabled", "token_quota",
+            "quota_period", "quota_tz", "budget_usd", "rpm", "tpm", "max_parallel", "policy", "ip_allow")
+
+
+def _validate(settings: dict) -> dict:
+    unknown = set(settings) - set(SETTINGS)
+    if unknown:
+        raise InvalidRequest(f"Unknown key setting(s): {', '.join(sorted(unknown))}.")
+    s = dict(settings)
+    if "quota_period" in s and s["quota_period"] not in PERIODS:
+        raise InvalidRequest(f"quota_period must be one of {', '.join(PERIODS)}.", param="quota_period")
+    if s.get("quota_tz"):
+        from gateway.services.periods import zone
+        zone(s["quota_tz"])
+    for name in ("token_quota", "rpm", "tpm", "max_parallel"):
+        v = s.get(name)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            raise InvalidRequest(f"{name} must be a whole number of at least 0.", param=name)
+    if s.get("budget_usd") is not None and float(s["budget_usd"]) < 0:
+        raise InvalidRequest("budget_usd must not be negative.", param="budget_usd")
+    if "ip_allow" in s:
+        s["ip_allow"] = parse_networks(s["ip_allow"])
+    if "models" in s and s["models"] is not None:
+        s["models"] = sorted({m.strip() for m in s["models"] if m and m.strip()}) or None
+    if "name" in s and not (s["name"] or "").strip():
+        raise InvalidRequest("A key needs a name.", param="name")
+    return s
 
 
 def create_key(name: str, *, models: list[str] | None = None, expires_at: datetime | None = None,
-               user_id: int | None = None) -> tuple[ApiKey, str]:
+               user_id: int | None = None, **settings) -> tuple[ApiKey, str]:
     """Make a key; the secret is returned once and never stored."""
+    s = _validate(dict(settings, name=name, models=models))
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(name=name, prefix=secret[:PREFIX_LEN], key_hash=hash_secret(secret),
-                 models=models, expires_at=expires_at, user_id=user_id)
+    key = ApiKey(prefix=secret[:PREFIX_LEN], key_hash=hash_secret(secret), expires_at=expires_at,
+                 user_id=user_id, **s)
     db.session.add(key)
+    db.session.commit()
+    return key, secret
+
+
+def update_key(key: ApiKey, **settings) -> ApiKey:
+    """Edit a key's settings in place; the secret stays the same."""
+    for name, value in _validate(settings).items():
+        setattr(key, name, value)
+    db.session.commit()
+    _forget(key)
+    return key
+
+
+def rotate_key(key: ApiKey, grace_seconds: float = 86400, now: datetime | None = None) -> tuple[ApiKey, str]:
+    """A new secret with the same settings and counters; the old one works for grace_seconds."""
+    now = now or utcnow()
+    _forget(key)
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    key.prev_key_hash = key.key_hash if grace_seconds > 0 else None
+    key.prev_valid_until = now + timedelta(seconds=grace_seconds) if grace_seconds > 0 else None
+    key.key_hash = hash_secret(secret)
+    key.prefix = secret[:PREFIX_LEN]
+    key.rotated_at = now
     db.session.commit()
     return key, secret
 
@@ -63,7 +193,23 @@ def create_key(name: str, *, models: list[str] | None = None, expires_at: dateti
 def revoke_key(key: ApiKey) -> None:
     key.revoked_at = key.revoked_at or utcnow()
     db.session.commit()
-    cache().forget(key.key_hash)
+    _forget(key)
+
+
+def _forget(key: ApiKey) -> None:
+    c = cache()
+    for h in (key.key_hash, key.prev_key_hash):
+        if h:
+            c.forget(h)
+
+
+def find_by_prefix(prefix: str) -> ApiKey:
+    """The one key whose visible prefix is `prefix` (a trailing … is ignored)."""
+    prefix = prefix.rstrip("….")
+    found = db.session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).all()
+    if len(found) != 1:
+        raise InvalidRequest(f"{len(found)} keys have the prefix {prefix}.")
+    return found[0]
 
 
 class KeyCache:
@@ -81,8 +227,14 @@ class KeyCache:
         if hit and now - hit[1] < self.ttl:
             return hit[0]
         try:
-            row = db.session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
-            found = info(row) if row else None
+            row = db.session.scalar(select(ApiKey).where(
+                or_(ApiKey.key_hash == key_hash, ApiKey.prev_key_hash == key_hash)))
+            if row is None:
+                found = None
+            elif row.key_hash == key_hash:
+                found = info(row)
+            else:   # a rotated-out secret: valid until its grace ends
+                found = info(row, valid_until=row.prev_valid_until or utcnow())
         except Exception:
             db.session.rollback()
             if hit:     # database locked or down: keep serving what we knew
@@ -100,6 +252,9 @@ class KeyCache:
     def forget(self, key_hash: str) -> None:
         self.entries.pop(key_hash, None)
 
+    def clear(self) -> None:
+        self.entries.clear()
+
 
 def cache() -> KeyCache:
     app = current_app._get_current_object()
@@ -108,8 +263,19 @@ def cache() -> KeyCache:
     return app.extensions["key_cache"]
 
 
-def authenticate(secret: str | None) -> KeyInfo:
-    """The KeyInfo for a presented secret, or AuthenticationFailed."""
+def client_ip() -> str | None:
+    """The caller's address; X-Forwarded-For only behind a proxy we were told to trust."""
+    if not has_request_context():
+        return None
+    if current_app.config.get("TRUST_PROXY"):
+        fwd = request.headers.get("X-Forwarded-For", "")
+        if fwd:
+            return fwd.split(",")[0].strip()
+    return request.remote_addr
+
+
+def authenticate(secret: str | None, now: datetime | None = None, ip: str | None = None) -> KeyInfo:
+    """The KeyInfo for a presented secret, or AuthenticationFailed / PermissionDenied."""
     if not secret:
         raise AuthenticationFailed("You didn't provide an API key. Send it as 'Authorization: Bearer sk-...'.")
     if not secret.startswith(KEY_PREFIX) or len(secret) > 200:
@@ -119,6 +285,17 @@ def authenticate(secret: str | None) -> KeyInfo:
         raise AuthenticationFailed("Incorrect API key provided.")
     if found.revoked:
         raise AuthenticationFailed("This API key has been revoked.", code="key_revoked")
-    if found.expires_at is not None and found.expires_at <= utcnow():
+    now = now or utcnow()
+    if found.valid_until is not None and found.valid_until <= now:
+        raise AuthenticationFailed("This API key was rotated and its grace period is over.",
+                                   code="key_rotated")
+    if not found.enabled:
+        raise AuthenticationFailed("This API key is disabled.", code="key_disabled")
+    if found.expires_at is not None and found.expires_at <= now:
         raise AuthenticationFailed("This API key has expired.", code="key_expired")
+    if found.ip_allow is not None:
+        addr = ip if ip is not None else client_ip()
+        if not found.allows_ip(addr):
+            raise PermissionDenied("This API key may not be used from this IP address.",
+                                   code="ip_not_allowed")
     return found
