@@ -89,5 +89,7 @@ def bootstrap(out=print, base_url: str = "http://127.0.0.1:8080") -> None:
 
     upgrade_schema()
     pricing.seed_prices()
+    from gateway.services import config_file
+    config_file.apply_from_env(out)     # GATEWAY_CONFIG: before the demo, which needs an empty catalogue
     ensure_admin(out)
     seed_demo(out, base_url)

@@ -1,0 +1,188 @@
+"""Declarative configuration: GATEWAY_CONFIG=gateway.yaml, applied idempotently at start.
+
+The file owns what it declares: providers, deployments, aliases and policies it names are
+created or updated and marked source="config"; rows it created earlier but no longer names
+are removed. Rows made in the console or CLI under other names are left alone. Provider keys
+come from environment variables (`api_key_env: OPENAI_KEY`, or `${OPENAI_KEY}` in any string).
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import yaml
+from flask import current_app
+from sqlalchemy import select
+
+from gateway.errors import GatewayError
+from gateway.extensions import db
+from gateway.models import Alias, Deployment, Policy, Provider
+from gateway.services import catalog
+
+SOURCE = "config"
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+DEPLOYMENT_KEYS = {"provider", "upstream", "upstream_model", "mode", "weight", "enabled", "region",
+                   "input_per_1k", "output_per_1k", "context_window", "capabilities", "rpm", "tpm",
+                   "rpm_limit", "tpm_limit"}
+PROVIDER_KEYS = {"kind", "base_url", "api_key", "api_key_env", "region", "options", "enabled"}
+
+
+class ConfigError(GatewayError):
+    """The configuration file is invalid; the message says where."""
+
+
+def _expand(value, where: str):
+    if isinstance(value, str):
+        def sub(m):
+            if m[1] in os.environ:
+                return os.environ[m[1]]
+            if m[2] is not None:
+                return m[2]
+            raise ConfigError(f"{where}: environment variable {m[1]} is not set")
+        return _VAR.sub(sub, value)
+    if isinstance(value, list):
+        return [_expand(v, where) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{where}.{k}") for k, v in value.items()}
+    return value
+
+
+def _named(section, what: str) -> dict[str, dict]:
+    """Sections may be a mapping name -> spec or a list of specs with `name`."""
+    if section is None:
+        return {}
+    if isinstance(section, dict):
+        return {str(k): (v if isinstance(v, dict) else {"target": v}) for k, v in section.items()}
+    if isinstance(section, list):
+        out = {}
+        for i, item in enumerate(section):
+            if not isinstance(item, dict) or not item.get("name"):
+                raise ConfigError(f"{what}[{i}] needs a name")
+            out[str(item["name"])] = {k: v for k, v in item.items() if k != "name"}
+        return out
+    raise ConfigError(f"{what} must be a mapping or a list")
+
+
+def load(path: str | Path) -> dict:
+    """Read and check a config file; environment variables are substituted."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    unknown = set(doc) - {"providers", "models", "aliases", "policies", "version"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
+    return doc
+
+
+def apply(doc: dict, out=print) -> dict:
+    """Make the database match the file; returns counts of what the file declares."""
+    providers = _named(doc.get("providers"), "providers")
+    models = _named(doc.get("models"), "models")
+    aliases = _named(doc.get("aliases"), "aliases")
+    policies = _named(doc.get("policies"), "policies")
+
+    for name, spec in providers.items():
+        where = f"providers.{name}"
+        bad = set(spec) - PROVIDER_KEYS
+        if bad:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(bad))}")
+        if not spec.get("kind"):
+            raise ConfigError(f"{where}: needs a kind")
+        api_key = _expand(spec.get("api_key"), where)
+        if spec.get("api_key_env"):
+            env = spec["api_key_env"]
+            if env not in os.environ:
+                raise ConfigError(f"{where}: environment variable {env} is not set")
+            api_key = os.environ[env]
+        p = catalog.save_provider(name, spec["kind"], base_url=_expand(spec.get("base_url"), where),
+                                  api_key=api_key, region=_expand(spec.get("region") or "", where),
+                                  options=_expand(spec.get("options"), where), source=SOURCE)
+        p.source, p.enabled = SOURCE, bool(spec.get("enabled", True))
+        db.session.commit()
+
+    kept: set[tuple[str, str, str]] = set()
+    for model, spec in models.items():
+        deployments = spec.get("deployments")
+        if not isinstance(deployments, list) or not deployments:
+            raise ConfigError(f"models.{model}: needs a list of deployments")
+        for i, d in enumerate(deployments):
+            where = f"models.{model}.deployments[{i}]"
+            if not isinstance(d, dict) or not d.get("provider"):
+                raise ConfigError(f"{where}: needs a provider")
+            bad = set(d) - DEPLOYMENT_KEYS
+            if bad:
+                raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(bad))}")
+            d = _expand(d, where)
+            upstream = str(d.get("upstream") or d.get("upstream_model") or model)
+            fields = {"mode": d.get("mode") or spec.get("mode") or "chat",
+                      "weight": int(d.get("weight", 1)), "enabled": bool(d.get("enabled", True)),
+                      "region": d.get("region"), "input_per_1k": d.get("input_per_1k"),
+                      "output_per_1k": d.get("output_per_1k"), "context_window": d.get("context_window"),
+                      "capabilities": d.get("capabilities"),
+                      "rpm_limit": d.get("rpm", d.get("rpm_limit")), "tpm_limit": d.get("tpm", d.get("tpm_limit"))}
+            try:
+                catalog.save_deployment(model, str(d["provider"]), upstream, source=SOURCE, **fields)
+            except GatewayError as e:
+                raise ConfigError(f"{where}: {e.message}") from None
+            kept.add((model, str(d["provider"]), upstream))
+
+    for name, spec in aliases.items():
+        target = spec.get("target")
+        if not isinstance(target, str) or not target:
+            raise ConfigError(f"aliases.{name}: needs a target (a model or policy:NAME)")
+        catalog.set_alias(name, target, source=SOURCE)
+
+    for name, spec in policies.items():
+        fields = {k: spec.get(k) for k in catalog.POLICY_FIELDS if k != "enabled"}
+        fields["strategy"] = fields["strategy"] or "weighted"
+        fields["enabled"] = bool(spec.get("enabled", True))
+        bad = set(spec) - set(catalog.POLICY_FIELDS)
+        if bad:
+            raise ConfigError(f"policies.{name}: unknown key(s) {', '.join(sorted(bad))}")
+        try:
+            catalog.save_policy(name, source=SOURCE, **fields)
+        except GatewayError as e:
+            raise ConfigError(f"policies.{name}: {e.message}") from None
+
+    removed = _prune(set(providers), kept, set(aliases), set(policies))
+    catalog.catalog().invalidate()
+    summary = {"providers": len(providers), "deployments": len(kept), "aliases": len(aliases),
+               "policies": len(policies), "removed": removed}
+    out(f"config: {summary['providers']} providers, {summary['deployments']} deployments, "
+        f"{summary['aliases']} aliases, {summary['policies']} policies"
+        + (f"; removed {removed} no longer in the file" if removed else ""))
+    return summary
+
+
+def _prune(providers: set, deployments: set, aliases: set, policies: set) -> int:
+    """Delete what an earlier version of the file made and this one no longer names."""
+    removed = 0
+    for d in db.session.scalars(select(Deployment).where(Deployment.source == SOURCE)):
+        if (d.model, d.provider.name, d.upstream_model) not in deployments:
+            db.session.delete(d)
+            removed += 1
+    for model, names in ((Alias, aliases), (Policy, policies), (Provider, providers)):
+        for row in db.session.scalars(select(model).where(model.source == SOURCE)):
+            if row.name not in names:
+                db.session.delete(row)
+                removed += 1
+    db.session.commit()
+    return removed
+
+
+def apply_file(path: str | Path, out=print) -> dict:
+    return apply(load(path), out)
+
+
+def apply_from_env(out=print) -> dict | None:
+    """Apply GATEWAY_CONFIG (or the CONFIG_FILE setting) when set; None when not."""
+    path = os.environ.get("GATEWAY_CONFIG") or current_app.config.get("CONFIG_FILE")
+    if not path:
+        return None
+    return apply_file(path, out)
