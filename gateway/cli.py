@@ -413,8 +413,220 @@ def mock_upstream_cmd(host, port):
                               "--host", host, "--port", str(port)])
 
 
+@click.group("aliases", help="Model aliases: stable names pointing at a model or policy:NAME.")
+def aliases_cli():
+    pass
+
+
+@aliases_cli.command("set")
+@click.argument("name")
+@click.argument("target")
+@with_appcontext
+def aliases_set(name, target):
+    """Point NAME at TARGET (a model or policy:NAME); clients keep asking for NAME."""
+    from gateway.services import catalog
+    _ready()
+    try:
+        catalog.set_alias(name, target)
+    except GatewayError as e:
+        _fail(e)
+    click.echo(f"alias {name} -> {target}")
+
+
+@aliases_cli.command("list")
+@with_appcontext
+def aliases_list():
+    from gateway.extensions import db
+    from gateway.models import Alias
+    _ready()
+    for a in db.session.scalars(select(Alias).order_by(Alias.name)):
+        click.echo(f"{a.name}\t{a.target}\t{a.source}")
+
+
+@aliases_cli.command("delete")
+@click.argument("name")
+@with_appcontext
+def aliases_delete(name):
+    from gateway.services import catalog
+    _ready()
+    if not catalog.delete_alias(name):
+        raise click.ClickException(f"no alias {name}")
+    click.echo(f"deleted alias {name}")
+
+
+def _experiment(value: str | None) -> dict | None:
+    if not value:
+        return None
+    model, _, percent = value.rpartition(":")
+    try:
+        return {"model": model, "percent": float(percent)}
+    except ValueError:
+        raise click.BadParameter("use MODEL:PERCENT, e.g. gpt-4.1-mini:10") from None
+
+
+@click.group("policies", help="Routing policies (built in: cost-, latency-, throughput-, reliability-optimized).")
+def policies_cli():
+    pass
+
+
+@policies_cli.command("set")
+@click.argument("name")
+@click.option("--strategy", type=click.Choice(["weighted", "cost", "latency", "throughput", "reliability"]))
+@click.option("--candidates", help="models (or aliases) to choose among, comma-separated")
+@click.option("--regions", help="allowed regions, comma-separated: eu admits eu-west-1, never us-*")
+@click.option("--capabilities", help="required of every deployment: tools, vision, json, ...")
+@click.option("--sticky", help="request field that pins a caller to a deployment, e.g. user")
+@click.option("--ab", help="MODEL:PERCENT of traffic to a candidate model")
+@click.option("--shadow", help="MODEL:PERCENT of requests mirrored to a candidate, not billed")
+@with_appcontext
+def policies_set(name, strategy, candidates, regions, capabilities, sticky, ab, shadow):
+    """Create or update a policy; options not given keep their value."""
+    from gateway.services import catalog
+    _ready()
+    given = {"strategy": strategy, "candidates": _csv(candidates), "regions": _csv(regions),
+             "capabilities": _csv(capabilities), "sticky": sticky, "ab": _experiment(ab),
+             "shadow": _experiment(shadow)}
+    try:
+        p = catalog.save_policy(name, **{k: v for k, v in given.items() if v is not None})
+    except GatewayError as e:
+        _fail(e)
+    click.echo(f"policy {p.name}: {p.strategy}; use model \"policy:{p.name}\"")
+
+
+@policies_cli.command("list")
+@with_appcontext
+def policies_list():
+    from gateway.extensions import db
+    from gateway.models import Policy
+    _ready()
+    for p in db.session.scalars(select(Policy).order_by(Policy.name)):
+        click.echo(f"{p.name}\t{p.strategy}\tcandidates={','.join(p.candidates or []) or 'any'}"
+                   f"\tregions={','.join(p.regions or []) or 'any'}\tab={p.ab or '-'}\tshadow={p.shadow or '-'}"
+                   f"\t{p.source}")
+
+
+@policies_cli.command("bind")
+@click.argument("key_prefix")
+@click.argument("policy", required=False)
+@with_appcontext
+def policies_bind(key_prefix, policy):
+    """Route every request of the key KEY_PREFIX by POLICY (omit POLICY to unbind)."""
+    from gateway.extensions import db
+    from gateway.models import ApiKey
+    from gateway.services import catalog
+    _ready()
+    found = db.session.scalars(select(ApiKey).where(ApiKey.prefix == key_prefix.rstrip("…."))).all()
+    if len(found) != 1:
+        raise click.ClickException(f"{len(found)} keys have the prefix {key_prefix}")
+    catalog.bind_policy(found[0].id, policy)
+    click.echo(f"key {found[0].prefix}… " + (f"routes by {policy}" if policy else "unbound"))
+
+
+@click.group("deployments", help="Deployments: a provider serving a public model name.")
+def deployments_cli():
+    pass
+
+
+def _deployment_options(f):
+    for opt in reversed([
+        click.option("--upstream", help="the provider's model name (default: MODEL)"),
+        click.option("--weight", type=int), click.option("--region"),
+        click.option("--input-price", type=float, help="USD per 1K input tokens"),
+        click.option("--output-price", type=float, help="USD per 1K output tokens"),
+        click.option("--context-window", type=int),
+        click.option("--capabilities", help="tools, vision, json, audio, embeddings"),
+        click.option("--rpm", type=int, help="requests per minute cap"),
+        click.option("--tpm", type=int, help="tokens per minute cap"),
+        click.option("--enabled/--disabled", default=None),
+        click.option("--mode", type=click.Choice(["chat", "embedding"])),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _save_deployment(model, provider, upstream, **o):
+    from gateway.services import catalog
+    fields = {"weight": o["weight"], "region": o["region"], "input_per_1k": o["input_price"],
+              "output_per_1k": o["output_price"], "context_window": o["context_window"],
+              "capabilities": _csv(o["capabilities"]), "rpm_limit": o["rpm"], "tpm_limit": o["tpm"],
+              "enabled": o["enabled"], "mode": o["mode"]}
+    try:
+        d = catalog.save_deployment(model, provider, upstream,
+                                    **{k: v for k, v in fields.items() if v is not None})
+    except GatewayError as e:
+        _fail(e)
+    click.echo(f"deployment {d.id}: {d.model} -> {provider}/{d.upstream_model}")
+
+
+@deployments_cli.command("add")
+@click.argument("model")
+@click.argument("provider")
+@_deployment_options
+@with_appcontext
+def deployments_add(model, provider, upstream, **o):
+    """Serve MODEL from PROVIDER (created or updated)."""
+    _ready()
+    _save_deployment(model, provider, upstream, **o)
+
+
+@deployments_cli.command("update")
+@click.argument("deployment_id", type=int)
+@_deployment_options
+@with_appcontext
+def deployments_update(deployment_id, upstream, **o):
+    """Change a deployment by id; options not given keep their value."""
+    from gateway.extensions import db
+    from gateway.models import Deployment
+    _ready()
+    d = db.session.get(Deployment, deployment_id)
+    if d is None:
+        raise click.ClickException(f"no deployment {deployment_id}")
+    if upstream:
+        d.upstream_model = upstream
+        db.session.commit()
+    _save_deployment(d.model, d.provider.name, d.upstream_model, **o)
+
+
+@deployments_cli.command("list")
+@with_appcontext
+def deployments_list():
+    """Every deployment with its routing facts and live health (this process's view)."""
+    from gateway.extensions import db
+    from gateway.models import Deployment
+    from gateway.services import routing
+    _ready()
+    for d in db.session.scalars(select(Deployment).order_by(Deployment.model, Deployment.id)):
+        st = routing.deployment_status(d.id)
+        price = f"{d.input_per_1k}/{d.output_per_1k}" if d.input_per_1k is not None else "table"
+        click.echo(f"{d.id}\t{d.model}\t{d.provider.name}/{d.upstream_model}\t{d.region or d.provider.region or '-'}"
+                   f"\tw={d.weight}\tprice={price}\tctx={d.context_window or '-'}"
+                   f"\tcaps={','.join(d.capabilities or []) or '-'}\trpm={d.rpm_limit or '-'}"
+                   f"\ttpm={d.tpm_limit or '-'}\t{'enabled' if d.enabled else 'disabled'}\t{d.source}"
+                   f"\t{st['state']}")
+
+
+@click.group("config", help="Declarative configuration (GATEWAY_CONFIG=gateway.yaml).")
+def config_cli():
+    pass
+
+
+@config_cli.command("apply")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@with_appcontext
+def config_apply(path):
+    """Apply a gateway.yaml now (the same as at start; idempotent)."""
+    from gateway.services import config_file
+    _ready()
+    try:
+        config_file.apply_file(path, click.echo)
+    except GatewayError as e:
+        _fail(e)
+
+
 def register(app: Flask) -> None:
     for command in (users_cli, providers_cli, keys_cli, teams_cli, bootstrap_cmd, serve_cmd, mock_upstream_cmd):
+        app.cli.add_command(command)
+    for command in (aliases_cli, policies_cli, deployments_cli, config_cli):
         app.cli.add_command(command)
 
 

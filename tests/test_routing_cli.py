@@ -1,0 +1,46 @@
+"""The routing CLI groups: aliases, policies, deployments, config."""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from gateway.extensions import db
+from gateway.models import Alias, Deployment, KeyPolicy, Policy
+from tests.conftest import add_provider, make_key
+
+
+def test_routing_commands(sqlite_app, monkeypatch, tmp_path):
+    monkeypatch.setattr("gateway.cli._ready", lambda: None)     # create_all made the schema
+    app = sqlite_app
+    add_provider(app, "up", "mock", None, ["m"])
+    secret = make_key(app)
+    run = app.test_cli_runner().invoke
+
+    out = run(args=["deployments", "add", "m", "up", "--upstream", "echo", "--region", "eu-west-1",
+                    "--input-price", "0.001", "--output-price", "0.002", "--capabilities", "tools,json",
+                    "--rpm", "60", "--context-window", "8000"])
+    assert out.exit_code == 0, out.output
+    dep_id = int(out.output.split()[1].rstrip(":"))
+    out = run(args=["deployments", "update", str(dep_id), "--weight", "3", "--disabled"])
+    assert out.exit_code == 0, out.output
+    assert "eu-west-1" in run(args=["deployments", "list"]).output
+    assert run(args=["aliases", "set", "chat-default", "policy:eu"]).exit_code == 0
+    out = run(args=["policies", "set", "eu", "--strategy", "cost", "--candidates", "m", "--regions", "eu",
+                    "--ab", "m:10", "--shadow", "m:5"])
+    assert out.exit_code == 0, out.output
+    assert run(args=["policies", "set", "bad", "--ab", "m:x"]).exit_code != 0
+    assert run(args=["policies", "bind", secret[:14], "eu"]).exit_code == 0
+    assert "chat-default" in run(args=["aliases", "list"]).output
+    assert "eu" in run(args=["policies", "list"]).output
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text("aliases:\n  fast: m\n")
+    out = run(args=["config", "apply", str(cfg)])
+    assert out.exit_code == 0 and "1 aliases" in out.output, out.output
+    assert run(args=["aliases", "delete", "nope"]).exit_code != 0
+    with app.app_context():
+        d = db.session.get(Deployment, dep_id)
+        assert (d.upstream_model, d.region, d.weight, d.enabled, d.rpm_limit, d.capabilities) == \
+            ("echo", "eu-west-1", 3, False, 60, ["json", "tools"])
+        p = db.session.scalar(select(Policy).where(Policy.name == "eu"))
+        assert p.ab == {"model": "m", "percent": 10.0} and p.regions == ["eu"]
+        assert db.session.scalar(select(KeyPolicy)).policy == "eu"
+        assert {a.name for a in db.session.scalars(select(Alias))} == {"chat-default", "fast"}
