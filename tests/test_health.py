@@ -162,3 +162,47 @@ def test_redis_down_degrades_to_memory(caplog):
     assert h.begin(r, 1) and not h.begin(r, 1)      # the cap still holds, per worker
     assert h.stats(1).count == 1
     assert sum("Redis unreachable" in m for m in caplog.messages) == 1      # logged once
+
+
+def test_two_workers_share_an_open_circuit(tmp_path):
+    """Two app instances (as two gunicorn workers) on one database and one Redis."""
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.skip("Redis not reachable")
+    from gateway import create_app, mock_upstream
+    from gateway.services import catalog
+    from gateway.services.health import health
+    from tests.conftest import make_app, make_key
+
+    prefix = f"gw:test:{uuid.uuid4().hex[:8]}:"
+    cfg = dict(REDIS_URL=REDIS_URL, HEALTH_REDIS_PREFIX=prefix, HEALTH_SYNC_SECONDS=3600,
+               CIRCUIT_FAILURES=2, MAX_ATTEMPTS=1)
+    url = f"sqlite:///{tmp_path}/t.db"
+    w1 = make_app(url, instance_path=str(tmp_path / "i1"), **cfg)
+    w2 = create_app(instance_path=str(tmp_path / "i2"), overrides=dict(
+        w1.config, SQLALCHEMY_DATABASE_URI=url))
+    with w1.app_context():
+        catalog.save_provider("up", "mock", models=["m=echo"], api_key="sk-mock-123456")
+    key = make_key(w1)
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    auth = {"Authorization": f"Bearer {key}"}
+    try:
+        assert w2.test_client().post("/v1/chat/completions", json=body, headers=auth).status_code == 200
+        mock_upstream.app.queue_faults({"faults": ["fail=500", "fail=500"]})
+        c1 = w1.test_client()
+        assert [c1.post("/v1/chat/completions", json=body, headers=auth).status_code for _ in range(2)] == [502, 502]
+        assert health(w1).sync() and health(w2).sync()
+        r = w2.test_client().post("/v1/chat/completions", json=body, headers=auth)
+        assert r.status_code == 503 and r.json["error"]["code"] == "no_healthy_deployment"
+    finally:
+        mock_upstream.app.clear_faults({})
+        keys = list(client.scan_iter(prefix + "*"))
+        if keys:
+            client.delete(*keys)
+        for app in (w1, w2):
+            with app.app_context():
+                from gateway.services.usage import recorder
+                recorder(app).drain()

@@ -352,3 +352,14 @@ def test_deployment_status_shape(gw):
         assert health().stats(dep).count == 3
     assert st["state"] == "healthy" and st["p50_ms"] > 0 and st["p95_ms"] >= st["p50_ms"]
     assert set(st) >= {"state", "p50_ms", "p95_ms", "ttft_p95_ms", "error_rate", "rate_429"}
+
+
+def test_model_aliases_are_listed(gw):
+    deploy(gw, "a", "m1", "echo")
+    with gw.app.app_context():
+        catalog.set_alias("chat-default", "m1")
+        catalog.set_alias("cheap", "policy:cost-optimized")
+    h = {"Authorization": f"Bearer {gw.key}"}
+    ids = {m["id"] for m in requests.get(gw.url + "/v1/models", headers=h, timeout=5).json()["data"]}
+    assert ids == {"m1", "chat-default"}
+    assert requests.get(gw.url + "/v1/models/chat-default", headers=h, timeout=5).status_code == 200

@@ -158,11 +158,19 @@ def catalog() -> Catalog:
 
 
 def routes_for(model: str) -> list[Route]:
-    return catalog().table().get(model, [])
+    """The deployments of a model, or of the model an alias points at."""
+    snap = catalog().snapshot()
+    for _ in range(5):
+        if model in snap.routes or model not in snap.aliases:
+            break
+        model = snap.aliases[model]
+    return snap.routes.get(model, [])
 
 
 def model_names() -> list[str]:
-    return sorted(catalog().table())
+    """Models and the aliases that lead to one (what /v1/models lists)."""
+    snap = catalog().snapshot()
+    return sorted(set(snap.routes) | {a for a in snap.aliases if routes_for(a)})
 
 
 def order_routes(routes: list[Route]) -> list[Route]:

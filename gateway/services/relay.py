@@ -168,7 +168,7 @@ def start(call: Call, mode: str) -> Prepared:
     plan = routing.plan(call, mode)
     call.variant = plan.variant
     h = health(app)
-    need_tokens = routing.needs(call.body, mode).tokens
+    need_tokens = plan.need.tokens
     max_attempts = int(routing.config("MAX_ATTEMPTS"))
     deadline = call.started + float(routing.config("ROUTING_DEADLINE_SECONDS"))
     wait_cap = float(routing.config("RETRY_AFTER_MAX_SECONDS"))

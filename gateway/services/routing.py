@@ -52,6 +52,7 @@ class Plan:
     variant: str | None = None
     shadow: Route | None = None
     skipped: dict = field(default_factory=dict)     # deployment label -> why it was left out
+    need: Need | None = None
 
 
 @dataclass
@@ -221,7 +222,7 @@ def plan(call, mode: str) -> Plan:
     if not ordered:
         raise _nothing_fits(model, skipped, required)
     ordered = _by_health(ordered, need, skipped)
-    return Plan(ordered, policy.get("name"), variant, _pick_shadow(call, policy, snap, mode), skipped)
+    return Plan(ordered, policy.get("name"), variant, _pick_shadow(call, policy, snap, mode), skipped, need)
 
 
 def _nothing_fits(model: str, skipped: dict, required: frozenset) -> GatewayError:
