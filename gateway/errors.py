@@ -84,7 +84,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(GatewayError)
     def gateway_error(e: GatewayError):
-        return jsonify(e.body()), e.status
+        return jsonify(e.body()), e.status, getattr(e, "headers", None) or {}
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):
