@@ -1,0 +1,189 @@
+"""The console in a real browser (headless Debian Chromium via Playwright): the "done when" flow.
+
+Screenshots of the main pages go to artifacts/screenshots/ (git-ignored)."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import LiveServer, make_app
+from console_client import PASSWORD, make_user
+from gateway.extensions import db
+from gateway.models import UsageRecord
+from gateway.services.usage import recorder
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
+EVIL = "<script>alert(1)</script>"
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install chromium)")]
+
+
+@pytest.fixture
+def console_server(tmp_path):
+    app = make_app(f"sqlite:///{tmp_path}/browser.db", instance_path=str(tmp_path / "instance"))
+    make_user(app, "admin@example.com", "admin")
+    server = LiveServer(app)
+    yield server
+    server.stop()
+    with app.app_context():
+        recorder(app).drain()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def browser_page(console_server):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        context = browser.new_context(base_url=console_server.url, accept_downloads=True,
+                                      viewport={"width": 1360, "height": 900})
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=console_server.url)
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.js_errors = []
+        page.dialogs = []
+        page.on("console", lambda m: m.type == "error" and page.js_errors.append(f"console: {m.text}"))
+        page.on("pageerror", lambda e: page.js_errors.append(f"pageerror: {e}"))
+
+        def on_dialog(d):
+            page.dialogs.append((d.type, d.message))
+            d.accept()
+        page.on("dialog", on_dialog)
+        yield page
+        context.close()
+        browser.close()
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_console_flow_in_a_real_browser(browser_page, console_server, mock, tmp_path):
+    page, app = browser_page, console_server.app
+
+    # log in
+    page.goto("/login")
+    shot(page, "01-login")
+    page.fill("input[name=email]", "admin@example.com")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/$"))
+    assert "admin@example.com" in page.inner_text("header")
+    shot(page, "02-overview")
+
+    # a provider pointed at the mock upstream, with a working Test connection
+    page.goto("/providers/new")
+    page.fill("input[name=name]", "upstream")
+    page.select_option("select[name=kind]", "openai")
+    page.fill("input[name=base_url]", mock + "/v1")
+    page.fill("input[name=api_key]", "sk-upstream-browser-secret-7777")
+    page.fill("textarea[name=models]", "echo")
+    page.click("#test-connection")
+    page.wait_for_selector("#provider-test .test-result")
+    result = page.inner_text("#provider-test")
+    assert "Connected" in result and " ms" in result, result
+    shot(page, "03-provider-test-connection")
+    page.click("button[type=submit].primary")
+    page.wait_for_url(re.compile(r"/providers/\d+/edit"))
+    assert "••••7777" in page.content() and "sk-upstream-browser-secret" not in page.content()
+    page.goto("/providers")
+    shot(page, "04-providers")
+
+    # a key, with its secret copied to the clipboard
+    page.goto("/keys/new")
+    page.fill("input[name=name]", EVIL)
+    page.fill("input[name=budget_usd]", "25")
+    page.click("button[type=submit].primary")
+    secret = page.inner_text("#new-secret").strip()
+    assert secret.startswith("sk-gw-")
+    page.click("button[data-copy-target='#new-secret']")
+    page.wait_for_selector("button.copied")
+    assert page.evaluate("navigator.clipboard.readText()") == secret
+    shot(page, "05-key-created")
+    page.goto("/keys")
+    assert EVIL in page.inner_text("#key-rows")           # shown as text, never run
+    shot(page, "06-keys")
+
+    # the model's snippet, copied
+    page.goto("/models")
+    shot(page, "07-marketplace")
+    page.click("a.model-card:has-text('echo')")
+    page.wait_for_selector("#snippet-curl")
+    page.click("button[data-copy-target='#snippet-curl']")
+    page.wait_for_selector("button.copied")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert f"{console_server.url}/v1/chat/completions" in copied and '"model": "echo"' in copied
+    shot(page, "08-model-detail")
+
+    # a streamed playground request
+    page.goto("/playground?model=echo")
+    page.fill("#pg-prompt", "hello from the browser")
+    page.click("#pg-send")
+    page.wait_for_function("document.getElementById('pg-status').textContent.includes('Done')")
+    assert page.inner_text("#pg-output") == "Echo: hello from the browser"
+    shot(page, "09-playground")
+
+    # ... and also one through /v1 with the new key, so the usage has two requests
+    import requests
+    r = requests.post(console_server.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {secret}"},
+                      json={"model": "echo", "messages": [{"role": "user", "content": "one two three"}]}, timeout=10)
+    assert r.status_code == 200
+    with app.app_context():
+        assert recorder(app).drain()
+        rows = db.session.query(UsageRecord).all()
+        want_requests, want_tokens = len(rows), sum(x.total_tokens for x in rows)
+        want_cost = sum(x.cost_usd for x in rows)
+    assert want_requests == 2
+
+    # usage chart and totals
+    page.goto("/usage?range=24h")
+    page.wait_for_selector("#chart-requests .main-svg")
+    assert page.inner_text("#total-requests") == "2"
+    assert page.locator("#chart-requests .bars path").count() >= 1 or page.locator("#chart-requests .trace").count() >= 1
+    shot(page, "10-usage")
+    page.select_option("select[name=group]", "key")           # an htmx swap of the panel
+    page.wait_for_selector("#usage-panel th:has-text('Key')")
+    page.wait_for_selector("#chart-requests .main-svg")
+
+    # logs and the detail drawer
+    page.goto("/logs")
+    rows_in_table = page.locator("tr.log-row")
+    assert rows_in_table.count() == 2
+    rows_in_table.first.click()
+    page.wait_for_selector("#log-detail.open h2")
+    assert "Attempt chain" in page.inner_text("#log-detail")
+    shot(page, "11-logs-drawer")
+
+    # Excel export of the current view, opened with openpyxl
+    page.goto("/usage?range=24h")
+    with page.expect_download() as dl:
+        page.click("#export-xlsx")
+    path = tmp_path / "export.xlsx"
+    dl.value.save_as(path)
+    import openpyxl
+    wb = openpyxl.load_workbook(path)
+    summary = {row[0]: row[1] for row in wb["Summary"].iter_rows(values_only=True) if row and row[0]}
+    assert summary["Requests"] == want_requests and summary["Total tokens"] == want_tokens
+    assert summary["Cost (USD)"] == pytest.approx(want_cost)
+    assert wb["Detail"].max_row == want_requests + 1
+
+    # a destructive action asks first
+    page.goto("/keys")
+    page.click("#key-rows a")
+    page.click("button:has-text('Disable')")
+    page.wait_for_selector(".state-disabled")
+    assert any(t == "confirm" for t, _ in page.dialogs)
+
+    for url, name in (("/audit", "12-audit"), ("/users", "13-users"), ("/settings", "14-settings")):
+        page.goto(url)
+        shot(page, name)
+    assert not [m for t, m in page.dialogs if t == "alert"], "user text ran as script"
+    assert page.js_errors == []
