@@ -96,6 +96,14 @@
   }
   document.addEventListener("DOMContentLoaded", showCustomRange);
 
+  // Charts drawn while the page was still being laid out may have the wrong width.
+  function resizeCharts() {
+    if (!window.Plotly) return;
+    document.querySelectorAll(".js-plotly-plot").forEach(function (el) { window.Plotly.Plots.resize(el); });
+  }
+  window.addEventListener("load", resizeCharts);
+  document.addEventListener("htmx:afterSettle", resizeCharts);
+
   document.addEventListener("htmx:afterSwap", function (ev) {
     if (ev.detail.target && ev.detail.target.id === "log-detail") ev.detail.target.classList.add("open");
   });

@@ -330,8 +330,9 @@ def figures(f: UsageFilter, budget: float | None = None) -> dict[str, str]:
         layout = fig["layout"]
         layout.update(height=300, margin={"l": 50, "r": 20, "t": 40, "b": 40}, legend={"orientation": "h", "y": -0.2},
                       font={"family": "system-ui, sans-serif", "size": 12}, template={})
-        if name != "latency":
-            layout["xaxis"] = {"range": [f.start.isoformat(), f.end.isoformat()], "type": "date"}
+        layout["xaxis"] = {"range": [f.start.isoformat(), f.end.isoformat()], "type": "date"}
+        layout.setdefault("yaxis", {"rangemode": "tozero"})
+        layout["autosize"] = True
         html[name] = pio.to_html(fig, validate=False, full_html=False, include_plotlyjs=False, div_id=f"chart-{name}",
                                  config={"displaylogo": False, "responsive": True})
     return html
