@@ -144,6 +144,7 @@ def test_circuit_opens_and_recovers(gw):
         assert routing.deployment_status(dep)["state"] == "open"
     r = chat(gw)        # open: refused without calling upstream
     assert r.status_code == 503 and r.json()["error"]["code"] == "no_healthy_deployment"
+    assert int(r.headers["Retry-After"]) >= 1
     assert sum(mock_models(gw).values()) == 2
     time.sleep(0.6)     # cooldown over: one half-open probe goes, succeeds, closes the circuit
     assert chat(gw).status_code == 200

@@ -259,10 +259,12 @@ def _by_health(routes: list[Route], need: Need, skipped: dict) -> list[Route]:
         soonest = wait if soonest is None else min(soonest, wait)
     if good or later:
         return good + later
-    raise UpstreamError("Every deployment able to serve this request is unavailable right now "
+    wait = round(max(soonest or 1.0, 1.0))
+    err = UpstreamError("Every deployment able to serve this request is unavailable right now "
                         "(circuit open or at its rate limit).", status=503, type="service_unavailable",
-                        code="no_healthy_deployment", retryable=True,
-                        retry_after=round(max(soonest or 1.0, 1.0)))
+                        code="no_healthy_deployment", retryable=True, retry_after=wait)
+    err.headers = {"Retry-After": str(wait)}
+    raise err
 
 
 def _sticky_value(call, policy: dict) -> str | None:
