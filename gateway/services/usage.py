@@ -10,9 +10,9 @@ import atexit
 import logging
 import os
 import queue
+import random
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -56,7 +56,8 @@ class UsageEntry:
 
 
 def new_request_id() -> str:
-    return "req_" + uuid.uuid4().hex
+    # Unique, not secret: os.urandom (uuid4) costs ~2 ms a call on these VMs.
+    return f"req_{random.getrandbits(128):032x}"
 
 
 class UsageRecorder:
