@@ -40,6 +40,8 @@ def create_app(overrides: dict | None = None, instance_path: str | None = None) 
     for bp in (auth_bp, console_bp, proxy_bp):
         app.register_blueprint(bp)
     errors.init_app(app)
+    from gateway.auth import security
+    security.init_app(app)
 
     from gateway import cli
     cli.register(app)

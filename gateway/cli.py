@@ -106,13 +106,82 @@ def _parse_expiry(value: str | None) -> datetime | None:
         raise click.BadParameter("use an ISO date like 2027-01-31 or 2027-01-31T12:00") from None
 
 
+def _limit_options(f):
+    """The limit settings `keys create` and `keys update` share."""
+    for opt in reversed([
+        click.option("--models", help="allowed models, comma-separated (default: all; 'all' on update)"),
+        click.option("--expires", help="ISO date or date-time, UTC ('never' on update)"),
+        click.option("--team", help="owning team (name or id)"),
+        click.option("--plan", help="plan whose default limits apply"),
+        click.option("--token-quota", type=int, help="tokens per period"),
+        click.option("--quota-period", type=click.Choice(["total", "day", "week", "month"])),
+        click.option("--quota-tz", help="time zone where a period starts, e.g. Europe/Paris"),
+        click.option("--budget", type=float, help="spend limit in USD per period"),
+        click.option("--rpm", type=int, help="requests per minute"),
+        click.option("--tpm", type=int, help="tokens per minute"),
+        click.option("--parallel", type=int, help="requests in flight at once"),
+        click.option("--policy", help="bound routing policy"),
+        click.option("--ip-allow", help="allowed client IPs or CIDR ranges, comma-separated"),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _settings(models=None, expires=None, team=None, plan=None, token_quota=None, quota_period=None,
+              quota_tz=None, budget=None, rpm=None, tpm=None, parallel=None, policy=None, ip_allow=None,
+              update=False) -> dict:
+    """Only what was given; on update, 0 / 'none' / 'all' / 'never' clear a limit."""
+    from gateway.services import teams
+    s: dict = {}
+    for name, value in (("token_quota", token_quota), ("rpm", rpm), ("tpm", tpm), ("max_parallel", parallel)):
+        if value is not None:
+            s[name] = None if update and value == 0 else value
+    if budget is not None:
+        s["budget_usd"] = None if update and budget == 0 else budget
+    if quota_period:
+        s["quota_period"] = quota_period
+    if quota_tz:
+        s["quota_tz"] = quota_tz
+    if models is not None:
+        s["models"] = None if models.strip().lower() == "all" else _csv(models)
+    if expires is not None:
+        s["expires_at"] = None if expires.strip().lower() == "never" else _parse_expiry(expires)
+    if team is not None:
+        s["team_id"] = None if team.lower() == "none" else teams.find_team(team).id
+    if plan is not None:
+        s["plan_id"] = None if plan.lower() == "none" else teams.find_plan(plan).id
+    if policy is not None:
+        s["policy"] = None if policy.lower() == "none" else policy
+    if ip_allow is not None:
+        s["ip_allow"] = None if ip_allow.strip().lower() in ("", "any", "none") else ip_allow
+    return s
+
+
+def _describe(k) -> str:
+    from gateway.services import keys
+    i = keys.info(k)
+    limits = []
+    if i.token_quota is not None:
+        limits.append(f"quota={i.token_quota}/{i.quota_period}")
+    if i.budget_usd is not None:
+        limits.append(f"budget=${i.budget_usd:g}/{i.quota_period}")
+    for name in ("rpm", "tpm", "max_parallel"):
+        if getattr(i, name) is not None:
+            limits.append(f"{name}={getattr(i, name)}")
+    if k.ip_allow:
+        limits.append("ip=" + ",".join(k.ip_allow))
+    state = "revoked" if k.revoked_at else ("disabled" if not k.enabled else "active")
+    return (f"{k.prefix}…\t{k.name}\t{state}\tteam={k.team.name if k.team else '-'}"
+            f"\tmodels={','.join(sorted(i.models)) if i.models is not None else 'all'}"
+            f"\texpires={k.expires_at or '-'}\t{' '.join(limits) or 'unlimited'}")
+
+
 @keys_cli.command("create")
 @click.option("--name", required=True)
-@click.option("--models", help="allowed models, comma-separated (default: all)")
-@click.option("--expires", help="ISO date or date-time, UTC")
 @click.option("--user", "user_email", help="owner's email")
+@_limit_options
 @with_appcontext
-def keys_create(name, models, expires, user_email):
+def keys_create(name, user_email, **options):
     """Create a key; the secret is printed alone on the last line, once."""
     from gateway.extensions import db
     from gateway.models import User
@@ -124,9 +193,59 @@ def keys_create(name, models, expires, user_email):
         if user is None:
             raise click.ClickException(f"no user {user_email}")
         user_id = user.id
-    key, secret = keys.create_key(name, models=_csv(models), expires_at=_parse_expiry(expires),
-                                  user_id=user_id)
+    try:
+        settings = _settings(**options)
+        if user_id is not None and "team_id" not in settings and user.team_id:
+            settings["team_id"] = user.team_id
+        key, secret = keys.create_key(name, user_id=user_id, **settings)
+    except GatewayError as e:
+        _fail(e)
     click.echo(f"key {key.name} ({key.prefix}…) created")
+    click.echo(secret)
+
+
+@keys_cli.command("update")
+@click.argument("prefix")
+@click.option("--name")
+@click.option("--enable/--disable", "enabled", default=None)
+@_limit_options
+@with_appcontext
+def keys_update(prefix, name, enabled, **options):
+    """Edit the key whose visible prefix is PREFIX; the secret stays the same. 0 clears a limit."""
+    from gateway.services import keys
+    _ready()
+    try:
+        key = keys.find_by_prefix(prefix)
+        settings = _settings(update=True, **options)
+        if name:
+            settings["name"] = name
+        if enabled is not None:
+            settings["enabled"] = enabled
+        keys.update_key(key, **settings)
+    except GatewayError as e:
+        _fail(e)
+    click.echo(_describe(key))
+
+
+@keys_cli.command("rotate")
+@click.argument("prefix")
+@click.option("--grace", default="24h", help="how long the old secret keeps working: 90s, 30m, 24h, 7d, 0")
+@with_appcontext
+def keys_rotate(prefix, grace):
+    """New secret for the key PREFIX, same settings; printed alone on the last line, once."""
+    from gateway.services import keys
+    _ready()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        seconds = float(grace[:-1]) * units[grace[-1]] if grace[-1:] in units else float(grace)
+    except ValueError:
+        raise click.BadParameter("use e.g. 90s, 30m, 24h, 7d or 0", param_hint="--grace") from None
+    try:
+        key, secret = keys.rotate_key(keys.find_by_prefix(prefix), grace_seconds=seconds)
+    except GatewayError as e:
+        _fail(e)
+    until = f"until {key.prev_valid_until:%Y-%m-%d %H:%M} UTC" if key.prev_valid_until else "no longer"
+    click.echo(f"key {key.name} rotated to {key.prefix}…; the old secret works {until}")
     click.echo(secret)
 
 
@@ -137,9 +256,7 @@ def keys_list():
     from gateway.models import ApiKey
     _ready()
     for k in db.session.scalars(select(ApiKey).order_by(ApiKey.id)):
-        state = "revoked" if k.revoked_at else "active"
-        click.echo(f"{k.prefix}…\t{k.name}\t{state}\tmodels={','.join(k.models) if k.models else 'all'}"
-                   f"\texpires={k.expires_at or '-'}")
+        click.echo(_describe(k))
 
 
 @keys_cli.command("revoke")
@@ -147,15 +264,120 @@ def keys_list():
 @with_appcontext
 def keys_revoke(prefix):
     """Revoke the key whose visible prefix is PREFIX."""
-    from gateway.extensions import db
-    from gateway.models import ApiKey
     from gateway.services import keys
     _ready()
-    found = db.session.scalars(select(ApiKey).where(ApiKey.prefix == prefix.rstrip("…."))).all()
-    if len(found) != 1:
-        raise click.ClickException(f"{len(found)} keys have the prefix {prefix}")
-    keys.revoke_key(found[0])
-    click.echo(f"revoked {found[0].prefix}…")
+    try:
+        key = keys.find_by_prefix(prefix)
+    except GatewayError as e:
+        _fail(e)
+    keys.revoke_key(key)
+    click.echo(f"revoked {key.prefix}…")
+
+
+@keys_cli.command("reconcile")
+@with_appcontext
+def keys_reconcile():
+    """Release reservations never settled and rebuild shared (Redis) counters from the ledger."""
+    from flask import current_app
+
+    from gateway.services import quota
+    _ready()
+    n = quota.reconcile(current_app._get_current_object())
+    click.echo(f"reconciled {n} counters")
+
+
+@click.group("teams", help="Teams, plans and tag budgets.")
+def teams_cli():
+    pass
+
+
+def _team_line(t) -> str:
+    budget = f"${t.budget_usd:g}/{t.budget_period} ({t.timezone})" if t.budget_usd is not None else "no budget"
+    alerts = ",".join(f"{x}%" for x in (t.alert_thresholds or [])) or "none"
+    return f"{t.id}\t{t.name}\t{budget}\talerts {alerts}\twebhook {'set' if t.webhook_url else 'none'}"
+
+
+@teams_cli.command("create")
+@click.option("--name", required=True)
+@click.option("--budget", type=float, help="hard cap in USD per period")
+@click.option("--period", type=click.Choice(["total", "day", "week", "month"]))
+@click.option("--tz", "timezone", help="time zone where a period starts")
+@click.option("--alerts", help="alert thresholds in percent, e.g. 50,80,100")
+@click.option("--webhook-url")
+@click.option("--webhook-secret", help="HMAC secret; read from $WEBHOOK_SECRET when omitted")
+@with_appcontext
+def teams_create(name, budget, period, timezone, alerts, webhook_url, webhook_secret):
+    """Create a team, or update the one with this name."""
+    from gateway.services import teams
+    _ready()
+    fields = {k: v for k, v in (("budget_usd", budget), ("budget_period", period), ("timezone", timezone),
+                                ("alert_thresholds", alerts)) if v is not None}
+    secret = webhook_secret if webhook_secret is not None else os.environ.get("WEBHOOK_SECRET")
+    try:
+        t = teams.save_team(name, webhook_url=webhook_url, webhook_secret=secret, **fields)
+    except GatewayError as e:
+        _fail(e)
+    click.echo(_team_line(t))
+
+
+@teams_cli.command("list")
+@with_appcontext
+def teams_list():
+    from gateway.extensions import db
+    from gateway.models import Team
+    _ready()
+    for t in db.session.scalars(select(Team).order_by(Team.name)):
+        click.echo(_team_line(t))
+
+
+@teams_cli.command("plan")
+@click.option("--name", required=True)
+@click.option("--token-quota", type=int)
+@click.option("--quota-period", type=click.Choice(["total", "day", "week", "month"]))
+@click.option("--budget", type=float)
+@click.option("--rpm", type=int)
+@click.option("--tpm", type=int)
+@click.option("--parallel", type=int)
+@click.option("--models", help="allowed models, comma-separated")
+@with_appcontext
+def teams_plan(name, token_quota, quota_period, budget, rpm, tpm, parallel, models):
+    """Create or edit a plan: default limits for the keys on it."""
+    from gateway.services import teams
+    _ready()
+    fields = {k: v for k, v in (("token_quota", token_quota), ("quota_period", quota_period),
+                                ("budget_usd", budget), ("rpm", rpm), ("tpm", tpm),
+                                ("max_parallel", parallel), ("models", _csv(models))) if v is not None}
+    try:
+        p = teams.save_plan(name, **fields)
+    except GatewayError as e:
+        _fail(e)
+    click.echo(f"plan {p.name} saved")
+
+
+@teams_cli.command("tag-budget")
+@click.argument("tag")
+@click.option("--budget", type=float, required=True, help="hard cap in USD per period")
+@click.option("--period", type=click.Choice(["total", "day", "week", "month"]))
+@click.option("--tz", "timezone")
+@click.option("--alerts", help="alert thresholds in percent, e.g. 50,80,100")
+@click.option("--webhook-url")
+@click.option("--webhook-secret")
+@with_appcontext
+def teams_tag_budget(tag, budget, period, timezone, alerts, webhook_url, webhook_secret):
+    """Budget on requests tagged TAG (name=value, e.g. feature=search)."""
+    from gateway.services import teams
+    _ready()
+    name, sep, value = tag.partition("=")
+    if not sep:
+        raise click.BadParameter("use name=value, e.g. tenant=acme", param_hint="TAG")
+    fields = {k: v for k, v in (("budget_period", period), ("timezone", timezone),
+                                ("alert_thresholds", alerts)) if v is not None}
+    try:
+        b = teams.save_tag_budget(name, value, budget, webhook_url=webhook_url,
+                                  webhook_secret=webhook_secret, **fields)
+    except GatewayError as e:
+        _fail(e)
+    click.echo(f"budget ${b.budget_usd:g}/{b.budget_period} on {b.tag}={b.value}")
 
 
 @click.command("bootstrap")
@@ -192,7 +414,7 @@ def mock_upstream_cmd(host, port):
 
 
 def register(app: Flask) -> None:
-    for command in (users_cli, providers_cli, keys_cli, bootstrap_cmd, serve_cmd, mock_upstream_cmd):
+    for command in (users_cli, providers_cli, keys_cli, teams_cli, bootstrap_cmd, serve_cmd, mock_upstream_cmd):
         app.cli.add_command(command)
 
 

@@ -63,6 +63,15 @@ class Deployment(db.Model):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     provider: Mapped[Provider] = relationship(back_populates="deployments")
+    # Routing facts; None means "not set": the provider's region, the price table, no limit.
+    region: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    input_per_1k: Mapped[float | None] = mapped_column(Float, nullable=True)
+    output_per_1k: Mapped[float | None] = mapped_column(Float, nullable=True)
+    context_window: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    capabilities: Mapped[list | None] = mapped_column(JSON, nullable=True)   # tools, vision, json, ...
+    rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    source: Mapped[str] = mapped_column(String(16), default="cli")        # cli, console, config, demo
 
 
 class ModelPrice(db.Model):
@@ -142,6 +151,7 @@ class UsageRecord(db.Model):
     error_message: Mapped[str | None] = mapped_column(String(500), nullable=True)
     tags: Mapped[dict] = mapped_column(JSON, default=dict)
     attempts: Mapped[list] = mapped_column(JSON, default=list)
+    variant: Mapped[str | None] = mapped_column(String(64), nullable=True)   # A/B arm, or "shadow"
 
 
 class AuditLog(db.Model):
@@ -267,3 +277,38 @@ class Alert(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     webhook_status: Mapped[str] = mapped_column(String(64), default="")   # "", sent, failed: ..., none
     acknowledged: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Alias(db.Model):
+    """A stable name clients use, pointing at a model or at `policy:NAME`."""
+    __tablename__ = "aliases"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    target: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(16), default="cli")
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Policy(db.Model):
+    """An admin-defined routing policy (the built-in ones need no row)."""
+    __tablename__ = "policies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    strategy: Mapped[str] = mapped_column(String(32), default="weighted")  # cost, latency, throughput, reliability
+    candidates: Mapped[list | None] = mapped_column(JSON, nullable=True)  # model names; None: the requested model
+    weights: Mapped[dict | None] = mapped_column(JSON, nullable=True)     # candidate -> weight
+    capabilities: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    regions: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    sticky: Mapped[str | None] = mapped_column(String(64), nullable=True)  # body field, e.g. "user"
+    ab: Mapped[dict | None] = mapped_column(JSON, nullable=True)          # {"model": ..., "percent": ...}
+    shadow: Mapped[dict | None] = mapped_column(JSON, nullable=True)      # {"model": ..., "percent": ...}
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    source: Mapped[str] = mapped_column(String(16), default="cli")
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class KeyPolicy(db.Model):
+    """A routing policy bound to an API key: it applies to every request the key makes."""
+    __tablename__ = "key_policies"
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
+    policy: Mapped[str] = mapped_column(String(100))

@@ -109,3 +109,35 @@ def test_update_validates(demo):
         for bad in ({"quota_period": "year"}, {"rpm": -1}, {"quota_tz": "Mars/Base"}, {"colour": "red"}):
             with pytest.raises(InvalidRequest):
                 keys.update_key(row, **bad)
+
+
+def test_cli_create_update_rotate(demo, monkeypatch):
+    monkeypatch.setattr("gateway.cli._ready", lambda: None)     # create_all made the schema
+    runner = demo.test_cli_runner()
+    out = runner.invoke(args=["teams", "create", "--name", "search", "--budget", "25", "--alerts", "50,80,100"])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(args=["keys", "create", "--name", "svc", "--team", "search", "--token-quota", "1000",
+                              "--quota-period", "day", "--budget", "5", "--rpm", "60", "--tpm", "10000",
+                              "--parallel", "4", "--models", "demo-chat", "--policy", "cheapest",
+                              "--expires", "2099-01-31", "--ip-allow", "10.0.0.0/8"])
+    assert out.exit_code == 0, out.output
+    secret = out.output.strip().splitlines()[-1]
+    with demo.app_context():
+        row = the_key(demo)
+        prefix = row.prefix
+        assert (row.token_quota, row.quota_period, row.budget_usd, row.rpm, row.tpm, row.max_parallel,
+                row.models, row.policy, row.ip_allow, row.team.name) == (
+            1000, "day", 5.0, 60, 10000, 4, ["demo-chat"], "cheapest", ["10.0.0.0/8"], "search")
+    out = runner.invoke(args=["keys", "update", prefix, "--rpm", "0", "--token-quota", "50", "--disable"])
+    assert out.exit_code == 0, out.output
+    with demo.app_context():
+        row = the_key(demo)
+        assert (row.rpm, row.token_quota, row.enabled, row.key_hash) == (None, 50, False, keys.hash_secret(secret))
+    out = runner.invoke(args=["keys", "rotate", prefix, "--grace", "1h"])
+    assert out.exit_code == 0, out.output
+    new = out.output.strip().splitlines()[-1]
+    with demo.app_context():
+        row = the_key(demo)
+        assert row.key_hash == keys.hash_secret(new) and row.prev_key_hash == keys.hash_secret(secret)
+    assert runner.invoke(args=["keys", "update", "sk-gw-nope", "--rpm", "1"]).exit_code != 0
+    assert "quota=50/day" in runner.invoke(args=["keys", "list"]).output

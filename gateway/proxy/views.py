@@ -14,7 +14,7 @@ from gateway.services.usage import new_request_id
 bp = Blueprint("proxy", __name__, url_prefix="/v1")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
-GATEWAY_FIELDS = ("metadata",)      # ours; never forwarded upstream
+GATEWAY_FIELDS = ("metadata", "models")      # ours; never forwarded upstream
 
 
 @bp.before_request
@@ -27,6 +27,9 @@ def assign_request_id():
 def add_request_id(response: Response) -> Response:
     if request.path.startswith("/v1/"):
         response.headers["x-request-id"] = g.get("request_id") or new_request_id()
+        call = g.get("call")
+        if call is not None:
+            response.headers.update(call.gateway_headers)
     return response
 
 
@@ -96,14 +99,25 @@ def _validate_embeddings(body: dict) -> None:
         raise InvalidRequest("'input' must be a non-empty string or array.", param="input")
 
 
+def _fallbacks(body: dict) -> list[str]:
+    """The client's own fallback models: `models: [...]` in the body or `x-gateway-fallbacks`."""
+    given = body.get("models")
+    if given is None:
+        given = [m.strip() for m in request.headers.get("x-gateway-fallbacks", "").split(",") if m.strip()]
+    if not isinstance(given, list) or len(given) > 10 or not all(isinstance(m, str) and m for m in given):
+        raise InvalidRequest("'models' must be an array of up to 10 model names.", param="models")
+    return given
+
+
 def _call(endpoint: str, validate) -> relay.Call:
     """Authenticate and parse; a failure here is recorded too, then raised."""
-    call = relay.Call(request_id=g.request_id, endpoint=endpoint, body={}, key=None)
+    call = g.call = relay.Call(request_id=g.request_id, endpoint=endpoint, body={}, key=None)
     try:
         call.key = keys.authenticate(_secret())
         body = _json_body()
         call.body, call.tags = body, _tags(body)
         validate(body)
+        call.fallbacks = _fallbacks(body)
         for name in GATEWAY_FIELDS:
             body.pop(name, None)
         quota.admit(call)

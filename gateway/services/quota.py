@@ -12,6 +12,7 @@ REDIS_URL set the counters live in Redis (ratelimit.RedisCounters), shared by ev
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -163,7 +164,7 @@ def backend(app: Flask):
     """The counter store: Redis when REDIS_URL is set, else the database."""
     store = app.extensions.get("quota_backend")
     if store is None:
-        url = app.config.get("REDIS_URL")
+        url = app.config.get("REDIS_URL") or os.environ.get("REDIS_URL")
         if url:
             from gateway.services.ratelimit import RedisCounters
             store = RedisCounters(app, url)

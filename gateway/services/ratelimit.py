@@ -349,7 +349,8 @@ class RedisCounters:
                     request_id=res.request_id, key_id=res.key_id, counters=_ledger_counters(res),
                     tokens=res.tokens, usd=res.usd, used_tokens=used_tokens, used_usd=used_usd,
                     created_at=res.created_at, settled_at=now)
-                if conn.execute(ins.on_conflict_do_nothing()).rowcount != 1:
+                # RETURNING rather than rowcount: psycopg reports -1 for INSERT .. ON CONFLICT
+                if conn.execute(ins.on_conflict_do_nothing().returning(RT.c.request_id)).first() is None:
                     return      # already in the ledger
                 for x in durable:
                     stmt = _dialect_insert(QC).values(

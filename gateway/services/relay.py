@@ -10,11 +10,12 @@ from typing import Iterator
 import orjson
 from flask import Flask, current_app
 
-from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamError, UpstreamTimeout
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.providers import transport as transport_mod
-from gateway.providers.base import StreamError, Usage
+from gateway.providers.base import Reply, StreamError, Usage
 from gateway.providers.registry import ADAPTERS
-from gateway.services import catalog, pricing, quota, tokens
+from gateway.services import catalog, pricing, quota, routing, shadow, tokens
+from gateway.services.health import health
 from gateway.services.keys import KeyInfo
 from gateway.services.usage import UsageEntry, recorder
 
@@ -30,6 +31,21 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
     reservation: object | None = None     # set by quota.admit
     rate_headers: dict = field(default_factory=dict)   # x-ratelimit-* for the response
+    fallbacks: list = field(default_factory=list)      # models to try after `model` (client's list)
+    served_by: catalog.Route | None = None             # set once an attempt answered
+    attempt_count: int = 0
+    variant: str | None = None                         # A/B arm chosen by the policy
+
+    @property
+    def gateway_headers(self) -> dict:
+        """x-gateway-* response headers: who served, after how many attempts."""
+        out = {"x-gateway-attempts": str(self.attempt_count)} if self.attempt_count else {}
+        if self.served_by is not None:
+            out["x-gateway-deployment"] = _header_safe(self.served_by.label)
+            out["x-gateway-deployment-id"] = str(self.served_by.deployment_id)
+        if self.variant:
+            out["x-gateway-variant"] = self.variant
+        return out
 
     @property
     def model(self) -> str | None:
@@ -41,12 +57,16 @@ class Call:
         return self.endpoint == "chat" and self.body.get("stream") is True
 
 
+def _header_safe(value: str) -> str:
+    return value.encode("ascii", "replace").decode().replace("\r", " ").replace("\n", " ")[:200]
+
+
 def entry_for(call: Call, status: int, **fields) -> UsageEntry:
     key = call.key
     return UsageEntry(request_id=call.request_id, endpoint=call.endpoint, status=status,
                       key_id=key.id if key else None, key_prefix=key.prefix if key else None,
                       user_id=key.user_id if key else None, requested_model=call.model,
-                      stream=call.stream, tags=call.tags,
+                      stream=call.stream, tags=call.tags, variant=call.variant,
                       latency_ms=(time.perf_counter() - call.started) * 1000, **fields)
 
 
@@ -66,18 +86,6 @@ def record_failure(app: Flask, call: Call, error: GatewayError, **fields) -> Non
 
 def _transport(app: Flask) -> transport_mod.Transport:
     return app.extensions["transport"]
-
-
-def _routes(call: Call, mode: str) -> list[catalog.Route]:
-    model = call.model
-    routes = [r for r in catalog.routes_for(model) if r.mode == mode]
-    if not routes:
-        if catalog.routes_for(model):
-            raise InvalidRequest(f"The model '{model}' does not support {call.endpoint}.", param="model")
-        raise ModelNotFound(f"The model '{model}' does not exist or is not served by this gateway.",
-                            param="model")
-    call.key.check_model(model)
-    return catalog.order_routes(routes)
 
 
 _SECRETISH = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|key=[^&\s\"']+|Bearer\s+\S+|https?://[^\s\"']+)")
@@ -122,50 +130,161 @@ def _retry_after(value: str | None) -> float | None:
 
 @dataclass
 class Prepared:
-    """An upstream answer whose status and headers arrived; the body is still to read."""
+    """An upstream answer that is known to be good: a whole reply, or a stream whose first
+    event arrived (so failing over is no longer possible without the client noticing)."""
     call: Call
     route: catalog.Route
     response: transport_mod.Response
     price: tuple | None
     attempts: list
+    t0: float = 0.0                     # when the serving attempt started
+    reply: Reply | None = None          # non-streaming: the translated answer
+    parser: object | None = None        # streaming: the adapter's ChatStream, already fed
+    events: Iterator | None = None      # streaming: the rest of the upstream's SSE events
+    pending: list = field(default_factory=list)     # streaming: chunks parsed while peeking
+    first_at: float | None = None       # streaming: when the first chunk arrived
+
+
+def _fault(e: UpstreamError) -> str:
+    """retry: the deployment may answer next time; next: try another deployment only;
+    stop: the request itself is at fault, no deployment will do better."""
+    status = e.upstream_status
+    if isinstance(e, UpstreamTimeout):
+        return "next"       # it just cost a whole timeout; spend what is left elsewhere
+    if e.retryable:
+        return "retry"
+    if status in (401, 403, 404) or e.code in ("upstream_blocked", "stream_error", "malformed"):
+        return "next"
+    if status is None and e.status >= 500:
+        return "next"
+    return "stop"
 
 
 def start(call: Call, mode: str) -> Prepared:
-    """Send to the first deployment that answers; fall back to the next one on errors that
-    another deployment may not have (connection, 429, 5xx, timeout) before any byte is sent."""
+    """Try the planned deployments in order until one answers; retry with backoff and fall
+    back on errors another attempt may not have (connection, 429, 5xx, timeout, a stream that
+    breaks before its first chunk), within MAX_ATTEMPTS and the request's deadline."""
     app = current_app._get_current_object()
-    routes = _routes(call, mode)
+    plan = routing.plan(call, mode)
+    call.variant = plan.variant
+    h = health(app)
+    need_tokens = routing.needs(call.body, mode).tokens
+    max_attempts = int(routing.config("MAX_ATTEMPTS"))
+    deadline = call.started + float(routing.config("ROUTING_DEADLINE_SECONDS"))
+    wait_cap = float(routing.config("RETRY_AFTER_MAX_SECONDS"))
     attempts: list[dict] = []
+    tries: dict[int, int] = {}
+    retry_after: dict[int, float | None] = {}
+    done: set[int] = set()      # not to be tried again in this request
     last: UpstreamError | None = None
-    for route in routes[: app.config.get("MAX_ATTEMPTS", 3)]:
-        adapter = ADAPTERS[route.kind]
+    last_route: catalog.Route | None = None
+    while len(attempts) < max_attempts:
+        fresh = [r for r in plan.routes if r.deployment_id not in done and not tries.get(r.deployment_id)]
+        again = [r for r in plan.routes if r.deployment_id not in done and tries.get(r.deployment_id)]
+        route = (fresh or again or [None])[0]
+        if route is None:
+            break
+        rid = route.deployment_id
+        if not fresh:           # every deployment was tried: back off, then retry this one
+            wait = routing.backoff(tries[rid], retry_after.get(rid))
+            if wait > wait_cap or time.perf_counter() + wait >= deadline:
+                done.add(rid)
+                continue
+            time.sleep(wait)
+        if time.perf_counter() >= deadline:
+            break
+        if not h.begin(route, need_tokens):
+            done.add(rid)       # its probe is taken or its cap is full
+            continue
         t0 = time.perf_counter()
         try:
-            if mode == "embedding":
-                req = adapter.embeddings_request(route.target, call.body)
-            else:
-                req = adapter.chat_request(route.target, call.body, call.stream)
-            resp = _transport(app).send(req)
-            if resp.status >= 400:
-                data = _read_capped(resp)
-                raise upstream_failure(route, resp.status, data, resp.headers)
+            prepared = _attempt_once(app, call, route, mode, t0)
         except UpstreamError as e:
-            attempts.append(_attempt(route, t0, e.upstream_status or e.status, e.type))
-            last = e
-            if not e.retryable:
+            ms = (time.perf_counter() - t0) * 1000
+            fault = _fault(e)
+            attempts.append(_attempt(route, t0, e.upstream_status or e.status, e.type, e.code))
+            last, last_route = e, route
+            tries[rid] = tries.get(rid, 0) + 1
+            retry_after[rid] = e.retry_after
+            if fault == "stop":
+                h.release(route)
                 break
+            h.failure(route, ms, status=e.upstream_status, retry_after=e.retry_after)
+            if fault == "next" or e.upstream_status == 429 and (e.retry_after or wait_cap + 1) > wait_cap:
+                done.add(rid)
             continue
-        attempts.append(_attempt(route, t0, resp.status, None))
-        return Prepared(call, route, resp, pricing.price_book().lookup(route.target.model), attempts)
+        except BaseException:
+            h.release(route)
+            raise
+        attempts.append(_attempt(route, t0, prepared.response.status, None, None))
+        prepared.attempts = attempts
+        call.served_by, call.attempt_count = route, len(attempts)
+        if plan.shadow is not None and plan.shadow.deployment_id != rid:
+            shadow.mirror(app, call, plan.shadow, mode)
+        return prepared
+    call.attempt_count = len(attempts)
+    if last is None:
+        last = UpstreamError("No deployment could take the request within its deadline and limits.",
+                             status=503, type="service_unavailable", code="no_healthy_deployment",
+                             retryable=True)
     last.attempts = attempts
-    last.route = route      # the failure's record names the deployment tried last
+    last.route = last_route     # the failure's record names the deployment tried last
     raise last
 
 
-def _attempt(route: catalog.Route, t0: float, status: int, error: str | None) -> dict:
-    return {"deployment_id": route.deployment_id, "provider": route.provider,
-            "model": route.target.model, "status": status, "error": error,
-            "ms": round((time.perf_counter() - t0) * 1000, 1)}
+def _attempt_once(app: Flask, call: Call, route: catalog.Route, mode: str, t0: float) -> Prepared:
+    """One upstream attempt, read far enough to know it is good; raises UpstreamError."""
+    adapter = ADAPTERS[route.kind]
+    if mode == "embedding":
+        req = adapter.embeddings_request(route.target, call.body)
+    else:
+        req = adapter.chat_request(route.target, call.body, call.stream)
+    resp = _transport(app).send(req)
+    if resp.status >= 400:
+        data = _read_capped(resp)
+        raise upstream_failure(route, resp.status, data, resp.headers)
+    p = Prepared(call, route, resp, route.price(), [], t0)
+    try:
+        if call.stream:
+            _peek(p, adapter.ChatStream(route.target, call.body))
+        else:
+            data = resp.read()
+            p.reply = (adapter.embeddings_response if mode == "embedding" else adapter.chat_response)(
+                data, route.target)
+    except StreamError as e:
+        resp.close()
+        raise UpstreamError(f"The provider sent a malformed answer: {sanitize(str(e), route.target.api_key)}",
+                            code="malformed") from None
+    except BaseException:
+        resp.close()
+        raise
+    if not call.stream:
+        resp.close()
+    return p
+
+
+def _peek(p: Prepared, parser) -> None:
+    """Read the stream until its first chunk for the client (or its end), so that a stream
+    failing before that can still go to another deployment."""
+    p.parser = parser
+    p.events = transport_mod.sse_events(p.response.chunks())
+    for event, data in p.events:
+        out = parser.feed(event, data)
+        if out or parser.done:
+            p.pending = out
+            p.first_at = time.perf_counter()
+            return
+    raise UpstreamError("The provider ended the stream before its first chunk.",
+                        code="stream_incomplete", retryable=True)
+
+
+def _attempt(route: catalog.Route, t0: float, status: int, error: str | None, code: str | None) -> dict:
+    out = {"deployment_id": route.deployment_id, "provider": route.provider,
+           "model": route.target.model, "region": route.region, "status": status, "error": error,
+           "ms": round((time.perf_counter() - t0) * 1000, 1)}
+    if code and code != error:
+        out["code"] = code
+    return out
 
 
 def _read_capped(resp: transport_mod.Response, limit: int = 64 * 1024) -> bytes:
@@ -211,35 +330,25 @@ def complete(call: Call, mode: str) -> bytes:
     """A whole (non-streaming) answer in OpenAI's shape; records usage either way."""
     app = current_app._get_current_object()
     p = _start_recorded(app, call, mode)
-    adapter = ADAPTERS[p.route.kind]
-    try:
-        data = p.response.read()
-        reply = (adapter.embeddings_response if mode == "embedding" else adapter.chat_response)(
-            data, p.route.target)
-    except (UpstreamError, StreamError) as e:
-        err = e if isinstance(e, UpstreamError) else UpstreamError(
-            f"The provider sent a malformed answer: {sanitize(str(e), p.route.target.api_key)}")
-        record_failure(app, call, err, **_route_fields(p))
-        raise err from None
-    finally:
-        p.response.close()
+    reply = p.reply
     usage = reply.usage or Usage(prompt_tokens=tokens.estimate_prompt(call.body), estimated=True)
+    ms = (time.perf_counter() - p.t0) * 1000
+    health(app).success(p.route, ms, None, usage.completion_tokens, usage.total_tokens)
     record(app, call, entry_for(call, 200, **_route_fields(p), **_usage_fields(p, usage)))
     return reply.body
 
 
 def stream(call: Call) -> Iterator[bytes]:
-    """Start a chat stream. Failures before the first byte raise (a proper HTTP error);
-    the returned iterator yields SSE bytes and records usage when it ends, however it ends."""
+    """Start a chat stream. Failures before the first chunk fall back or raise (a proper HTTP
+    error); the returned iterator yields SSE bytes and records usage when it ends, however it ends."""
     app = current_app._get_current_object()
     p = _start_recorded(app, call, "chat")
-    parser = ADAPTERS[p.route.kind].ChatStream(p.route.target, call.body)
-    return _relay_stream(app, p, parser)
+    return _relay_stream(app, p, p.parser)
 
 
 def _relay_stream(app: Flask, p: Prepared, parser) -> Iterator[bytes]:
     call = p.call
-    ttft: float | None = None
+    ttft: float | None = (p.first_at - call.started) * 1000 if p.first_at else None
     recorded = False
 
     def finish(status: int, error: GatewayError | None) -> None:
@@ -251,13 +360,16 @@ def _relay_stream(app: Flask, p: Prepared, parser) -> Iterator[bytes]:
         if usage is None:       # none reported (cut, abandoned, or a vendor that sends none)
             usage = Usage(prompt_tokens=tokens.estimate_prompt(call.body),
                           completion_tokens=tokens.estimate_text(parser.text_chars), estimated=True)
+        _stream_health(app, p, status, error, usage)
         fields = dict(_route_fields(p), **_usage_fields(p, usage), ttft_ms=ttft)
         if error is not None:
             fields.update(error_type=error.type, error_message=error.message[:500])
         record(app, call, entry_for(call, status, **fields))
 
     try:
-        for event, data in transport_mod.sse_events(p.response.chunks()):
+        for out in p.pending:
+            yield b"data: " + out + b"\n\n"
+        for event, data in (p.events if not parser.done else ()):
             for out in parser.feed(event, data):
                 if ttft is None:
                     ttft = (time.perf_counter() - call.started) * 1000
@@ -278,3 +390,15 @@ def _relay_stream(app: Flask, p: Prepared, parser) -> Iterator[bytes]:
     finally:
         if not recorded:        # the client went away (GeneratorExit) or something unexpected
             finish(499, GatewayError("The client closed the connection.", type="client_disconnected"))
+
+
+def _stream_health(app: Flask, p: Prepared, status: int, error: GatewayError | None, usage: Usage) -> None:
+    ms = (time.perf_counter() - p.t0) * 1000
+    ttft = (p.first_at - p.t0) * 1000 if p.first_at else None
+    h = health(app)
+    if status == 200:
+        h.success(p.route, ms, ttft, usage.completion_tokens, usage.total_tokens)
+    elif isinstance(error, UpstreamError):
+        h.failure(p.route, ms, status=error.upstream_status)
+    else:
+        h.release(p.route)

@@ -53,6 +53,7 @@ class UsageEntry:
     error_message: str | None = None
     tags: dict = field(default_factory=dict)
     attempts: list = field(default_factory=list)
+    variant: str | None = None
 
 
 def new_request_id() -> str:

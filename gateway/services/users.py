@@ -34,3 +34,29 @@ def check_login(email: str, password: str) -> User | None:
     if user and user.active and check_password_hash(user.password_hash, password):
         return user
     return None
+
+
+def _admins_left(excluding: User) -> int:
+    from sqlalchemy import func
+    return db.session.scalar(select(func.count()).select_from(User).where(
+        User.role == "admin", User.active, User.id != excluding.id))
+
+
+def set_role(user: User, role: str) -> User:
+    """Change a user's role; the last active admin keeps theirs."""
+    if role not in ROLES:
+        raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", param="role")
+    if user.role == "admin" and role != "admin" and user.active and not _admins_left(user):
+        raise InvalidRequest("the last admin can't lose the admin role", param="role")
+    user.role = role
+    db.session.commit()
+    return user
+
+
+def set_active(user: User, active: bool) -> User:
+    """Revoke or restore a user's console access; the last active admin stays."""
+    if not active and user.role == "admin" and user.active and not _admins_left(user):
+        raise InvalidRequest("the last admin can't be deactivated", param="active")
+    user.active = active
+    db.session.commit()
+    return user

@@ -1,0 +1,134 @@
+"""Users and roles, the audit log and console settings (admins only)."""
+from __future__ import annotations
+
+from flask import abort, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+
+from gateway.auth.rbac import ADMIN, require_role
+from gateway.console.views import bp, log_action
+from gateway.errors import InvalidRequest
+from gateway.extensions import db
+from gateway.htmx import navigate, render
+from gateway.models import ROLES, User
+from gateway.services import audit, settings, users
+
+
+def _teams():
+    try:
+        from gateway.models import Team
+        return db.session.scalars(select(Team).order_by(Team.name)).all()
+    except ImportError:
+        return []
+
+
+def _users_page(form=None, errors=None, status=200):
+    rows = db.session.scalars(select(User).order_by(User.email)).all()
+    return render_template("console/users.html", users=rows, roles=ROLES, teams=_teams(),
+                           form=form or {"role": "member"}, errors=errors or {}), status
+
+
+@bp.get("/users")
+@require_role(*ADMIN)
+def users_index():
+    return _users_page()
+
+
+@bp.post("/users")
+@require_role(*ADMIN)
+def user_create():
+    f = request.form
+    form = {"email": f.get("email", "").strip()[:255], "role": f.get("role", "member"), "team_id": f.get("team_id", "")}
+    errors = {}
+    if db.session.scalar(select(User).where(User.email == form["email"].lower())):
+        errors["email"] = "A user with this email exists already."
+    else:
+        try:
+            user = users.create_user(form["email"], f.get("password", ""), form["role"])
+        except InvalidRequest as e:
+            db.session.rollback()
+            errors[e.param or "email"] = e.message
+    if errors:
+        return _users_page(form, errors, 422)
+    if form["team_id"].isdigit() and hasattr(User, "team_id"):
+        user.team_id = int(form["team_id"])
+        db.session.commit()
+    log_action("user.create", user.email, role=user.role, team_id=getattr(user, "team_id", None))
+    return navigate(url_for("console.users_index"))
+
+
+def _user_or_404(user_id: int) -> User:
+    user = db.session.get(User, user_id)
+    if user is None:
+        abort(404)
+    return user
+
+
+@bp.post("/users/<int:user_id>")
+@require_role(*ADMIN)
+def user_update(user_id: int):
+    """Change role, team, or revoke/restore access."""
+    user = _user_or_404(user_id)
+    f = request.form
+    error = None
+    try:
+        if "role" in f and f["role"] != user.role:
+            old = user.role
+            users.set_role(user, f["role"])
+            log_action("user.role", user.email, old=old, new=user.role)
+        if "active" in f:
+            active = f["active"] == "1"
+            if active != user.active:
+                if user.id == current_user.id and not active:
+                    raise InvalidRequest("You can't revoke your own access.", param="active")
+                users.set_active(user, active)
+                log_action("user.activate" if active else "user.deactivate", user.email)
+        if "team_id" in f and hasattr(User, "team_id"):
+            new = int(f["team_id"]) if f["team_id"].isdigit() else None
+            if new != user.team_id:
+                user.team_id = new
+                db.session.commit()
+                log_action("user.team", user.email, team_id=new)
+    except InvalidRequest as e:
+        db.session.rollback()
+        error = e.message
+    return render_template("console/_user_row.html", u=user, roles=ROLES, teams=_teams(), error=error)
+
+
+@bp.get("/audit")
+@require_role(*ADMIN)
+def audit_index():
+    page = max(1, request.args.get("page", 1, type=int))
+    action, actor = request.args.get("action", "").strip()[:64], request.args.get("actor", "").strip()[:255]
+    rows, total = audit.entries(action=action, actor=actor, page=page)
+    return render("console/audit.html", "console/_audit_rows.html", rows=rows, total=total, page=page,
+                  more=page * 50 < total, action=action, actor=actor)
+
+
+@bp.route("/settings", methods=["GET", "POST"])
+@require_role(*ADMIN)
+def settings_page():
+    errors, saved = {}, False
+    values = settings.all_settings()
+    if request.method == "POST":
+        f = request.form
+        new = {"log_prompts": f.get("log_prompts") == "on",
+               "public_base_url": f.get("public_base_url", "").strip()[:300]}
+        raw = f.get("monthly_budget_usd", "").strip()
+        try:
+            new["monthly_budget_usd"] = float(raw) if raw else None
+            if new["monthly_budget_usd"] is not None and new["monthly_budget_usd"] < 0:
+                raise ValueError
+        except ValueError:
+            errors["monthly_budget_usd"] = "Enter an amount of 0 or more, or leave empty."
+        if new["public_base_url"] and not new["public_base_url"].startswith(("http://", "https://")):
+            errors["public_base_url"] = "Start the URL with http:// or https://."
+        if not errors:
+            changed = {k: v for k, v in new.items() if values.get(k) != v}
+            for k, v in changed.items():
+                settings.put(k, v)
+            if changed:
+                log_action("settings.update", "settings", **changed)
+            saved = True
+        values.update(new)
+    return render_template("console/settings.html", values=values, errors=errors, saved=saved), (422 if errors else 200)

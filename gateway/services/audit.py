@@ -1,0 +1,49 @@
+"""The audit trail: one row per console change, secrets scrubbed before they are stored."""
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import func, select
+
+from gateway.extensions import db
+from gateway.models import AuditLog
+
+_SECRET_FIELDS = re.compile(r"(key|secret|password|token)", re.I)
+_SECRET_VALUES = re.compile(r"sk-[A-Za-z0-9_\-]{6,}")
+_ALLOWED = {"key_last4", "key_prefix", "prefix", "key_id", "keys", "key_ids"}   # harmless identifiers
+
+
+def scrub(value):
+    """A copy of `value` with secret-looking fields and values replaced."""
+    if isinstance(value, dict):
+        return {k: ("[redacted]" if _SECRET_FIELDS.search(str(k)) and k not in _ALLOWED else scrub(v))
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v) for v in value]
+    if isinstance(value, str):
+        return _SECRET_VALUES.sub("[redacted]", value)[:1000]
+    return value
+
+
+def record(actor, action: str, target: str = "", details: dict | None = None, ip: str = "",
+           commit: bool = True) -> AuditLog:
+    """Append an audit row; `actor` is a User or None (the system)."""
+    row = AuditLog(actor_id=getattr(actor, "id", None), actor=getattr(actor, "email", "") or "system",
+                   action=action, target=str(target)[:255], details=scrub(details or {}), ip=ip[:64])
+    db.session.add(row)
+    if commit:
+        db.session.commit()
+    return row
+
+
+def entries(*, action: str = "", actor: str = "", page: int = 1, per_page: int = 50):
+    """One page of audit rows, newest first, and the total count."""
+    q = select(AuditLog)
+    if action:
+        q = q.where(AuditLog.action.startswith(action))
+    if actor:
+        q = q.where(AuditLog.actor.contains(actor))
+    total = db.session.scalar(select(func.count()).select_from(q.subquery()))
+    rows = db.session.scalars(q.order_by(AuditLog.id.desc())
+                              .limit(per_page).offset((page - 1) * per_page)).all()
+    return rows, total

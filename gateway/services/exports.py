@@ -1,0 +1,149 @@
+"""The current usage view as an Excel workbook or CSV.
+
+Built in memory: at most MAX_ROWS detail rows (newest first; the summary always covers the
+whole filter because it is aggregated in SQL). 50 000 rows make a workbook of about 4 MB.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from typing import Iterator
+
+from sqlalchemy import select
+
+from gateway.extensions import db
+from gateway.models import UsageRecord
+from gateway.services import charts
+
+MAX_ROWS = 50_000
+COLUMNS = [  # header, attribute, width, kind
+    ("Time (UTC)", "created_at", 20, "time"), ("Request ID", "request_id", 36, "text"),
+    ("Status", "status", 8, "int"), ("Model", "requested_model", 24, "text"),
+    ("Provider", "provider", 16, "text"), ("Upstream model", "upstream_model", 24, "text"),
+    ("Key prefix", "key_prefix", 16, "text"), ("User ID", "user_id", 8, "int"),
+    ("Stream", "stream", 8, "bool"), ("Prompt tokens", "prompt_tokens", 14, "int"),
+    ("Completion tokens", "completion_tokens", 16, "int"), ("Total tokens", "total_tokens", 13, "int"),
+    ("Estimated", "estimated", 10, "bool"), ("Cost (USD)", "cost_usd", 12, "money"),
+    ("Latency (ms)", "latency_ms", 12, "ms"), ("TTFT (ms)", "ttft_ms", 10, "ms"),
+    ("Error type", "error_type", 18, "text"), ("Error", "error_message", 40, "text"),
+    ("Tags", "tags", 30, "tags"),
+]
+
+
+def detail_rows(f: charts.UsageFilter, limit: int = MAX_ROWS) -> Iterator[UsageRecord]:
+    q = (select(UsageRecord).where(*charts.conditions(f))
+         .order_by(UsageRecord.created_at.desc(), UsageRecord.id.desc()).limit(limit)
+         .execution_options(yield_per=2000))
+    yield from db.session.scalars(q)
+
+
+def _cell(row: UsageRecord, attr: str, kind: str):
+    value = getattr(row, attr)
+    if kind == "tags":
+        return ", ".join(f"{k}={v}" for k, v in (value or {}).items())
+    if kind == "bool":
+        return "yes" if value else "no"
+    return value
+
+
+def _safe_text(value):
+    """Neutralise spreadsheet formulas in user text (CSV injection: =, +, -, @ at the start)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def csv_bytes(f: charts.UsageFilter) -> bytes:
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow([c[0] for c in COLUMNS])
+    for row in detail_rows(f):
+        w.writerow([_safe_text(_cell(row, attr, kind)) if kind != "time" else row.created_at.isoformat(sep=" ")
+                    for _, attr, _, kind in COLUMNS])
+    return out.getvalue().encode("utf-8-sig")     # the BOM makes Excel read UTF-8
+
+
+def xlsx_bytes(f: charts.UsageFilter, title: str = "Usage") -> bytes:
+    """Summary (filter, totals, per-group table and a chart) and Detail sheets."""
+    import xlsxwriter
+
+    buf = io.BytesIO()
+    wb = xlsxwriter.Workbook(buf, {"in_memory": True, "strings_to_formulas": False,
+                                   "strings_to_urls": False, "default_date_format": "yyyy-mm-dd hh:mm:ss"})
+    bold = wb.add_format({"bold": True})
+    head = wb.add_format({"bold": True, "bg_color": "#1d2330", "font_color": "#ffffff"})
+    fmt = {"time": wb.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"}),
+           "int": wb.add_format({"num_format": "#,##0"}), "money": wb.add_format({"num_format": "$#,##0.000000"}),
+           "ms": wb.add_format({"num_format": "#,##0.0"})}
+
+    summary = wb.add_worksheet("Summary")
+    summary.set_column(0, 0, 28)
+    summary.set_column(1, 6, 16)
+    summary.write(0, 0, f"{title} export", wb.add_format({"bold": True, "font_size": 14}))
+    summary.write(1, 0, "From (UTC)")
+    summary.write_datetime(1, 1, f.start, fmt["time"])
+    summary.write(2, 0, "To (UTC)")
+    summary.write_datetime(2, 1, f.end, fmt["time"])
+    line = 3
+    for name, value in f.query_args().items():
+        if name not in ("range", "start", "end"):
+            summary.write(line, 0, f"Filter: {name}")
+            summary.write_string(line, 1, str(value))
+            line += 1
+    t = charts.totals(f)
+    line += 1
+    summary.write(line, 0, "Totals", bold)
+    for label, key, kind in (("Requests", "requests", "int"), ("Errors", "errors", "int"),
+                             ("Prompt tokens", "prompt_tokens", "int"),
+                             ("Completion tokens", "completion_tokens", "int"),
+                             ("Total tokens", "tokens", "int"), ("Cost (USD)", "cost", "money"),
+                             ("Mean latency (ms)", "avg_latency", "ms")):
+        line += 1
+        summary.write(line, 0, label)
+        summary.write_number(line, 1, t[key], fmt[kind])
+    line += 2
+    groups = charts.breakdown(f)
+    summary.write(line, 0, f"By {f.group}", bold)
+    line += 1
+    for col, h in enumerate((f.group.capitalize(), "Requests", "Errors", "Tokens", "Cost (USD)", "Mean latency (ms)")):
+        summary.write(line, col, h, head)
+    first = line + 1
+    for g in groups:
+        line += 1
+        summary.write_string(line, 0, g["group"])
+        summary.write_number(line, 1, g["requests"], fmt["int"])
+        summary.write_number(line, 2, g["errors"], fmt["int"])
+        summary.write_number(line, 3, g["tokens"], fmt["int"])
+        summary.write_number(line, 4, g["cost"], fmt["money"])
+        summary.write_number(line, 5, g["avg_latency"], fmt["ms"])
+    if groups:
+        chart = wb.add_chart({"type": "column"})
+        chart.add_series({"name": "Requests", "categories": ["Summary", first, 0, line, 0],
+                          "values": ["Summary", first, 1, line, 1]})
+        chart.set_title({"name": f"Requests by {f.group}"})
+        chart.set_legend({"none": True})
+        summary.insert_chart(1, 7, chart, {"x_scale": 1.3, "y_scale": 1.2})
+
+    detail = wb.add_worksheet("Detail")
+    for col, (h, _, width, kind) in enumerate(COLUMNS):
+        detail.write(0, col, h, head)
+        detail.set_column(col, col, width, fmt.get(kind))
+    detail.freeze_panes(1, 0)
+    n = 0
+    for n, row in enumerate(detail_rows(f), start=1):
+        for col, (_, attr, _, kind) in enumerate(COLUMNS):
+            value = _cell(row, attr, kind)
+            if value is None:
+                continue
+            if kind == "time":
+                detail.write_datetime(n, col, value, fmt["time"])
+            elif kind in ("int", "money", "ms"):
+                detail.write_number(n, col, value, fmt[kind])
+            else:
+                detail.write_string(n, col, str(value))
+    if n:
+        detail.autofilter(0, 0, n, len(COLUMNS) - 1)
+    if n >= MAX_ROWS:
+        summary.write(line + 2, 0, f"Detail sheet cut at the newest {MAX_ROWS:,} rows; totals cover everything.", bold)
+    wb.close()
+    return buf.getvalue()

@@ -1,0 +1,388 @@
+"""Rolling per-deployment statistics, circuit breakers, 429 cool-downs and RPM/TPM caps.
+
+In memory per worker. With REDIS_URL set, a background sync (every HEALTH_SYNC_SECONDS)
+pushes this worker's samples and state changes to Redis and reads back the shared view, so
+every worker and instance routes on the same numbers. The request path itself calls Redis
+only to reserve a slot under a deployment's RPM/TPM cap: one pipelined round trip, and only
+for capped deployments. If Redis is unreachable everything keeps working per worker.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import orjson
+from flask import Flask, current_app
+
+log = logging.getLogger("gateway.health")
+
+DEFAULTS = {
+    "HEALTH_WINDOW_SECONDS": 300.0,      # samples older than this are forgotten
+    "HEALTH_SAMPLES": 200,               # per deployment
+    "HEALTH_SYNC_SECONDS": 1.0,          # Redis sync period
+    "HEALTH_REDIS_PREFIX": "gw:health:",
+    "CIRCUIT_FAILURES": 5,               # consecutive failures that open the circuit
+    "CIRCUIT_ERROR_RATE": 0.5,           # ... or this error rate over the window below
+    "CIRCUIT_MIN_REQUESTS": 20,          # ... with at least this many requests in it
+    "CIRCUIT_WINDOW_SECONDS": 60.0,
+    "CIRCUIT_COOLDOWN_SECONDS": 30.0,    # open this long, then one half-open probe
+    "RATE_LIMIT_COOLDOWN_SECONDS": 10.0,  # after a 429 without retry-after
+}
+
+
+def setting(app: Flask, name: str):
+    return app.config.get(name, DEFAULTS.get(name))
+
+
+@dataclass(slots=True)
+class Sample:
+    t: float                    # wall clock, comparable across processes
+    ms: float                   # whole attempt
+    ttft: float | None          # to the first content byte
+    tps: float | None           # output tokens per second
+    ok: bool
+    r429: bool = False
+
+    def pack(self) -> bytes:
+        return orjson.dumps([round(self.t, 3), round(self.ms, 1), self.ttft, self.tps, self.ok, self.r429])
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Sample:
+        return cls(*orjson.loads(raw))
+
+
+@dataclass(slots=True)
+class Stats:
+    count: int = 0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    ttft_p95_ms: float | None = None
+    tokens_per_s: float | None = None
+    error_rate: float = 0.0
+    rate_429: float = 0.0
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values.sort()
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+@dataclass
+class Deployment:
+    """What one worker knows about one deployment."""
+    samples: deque
+    consecutive: int = 0
+    open_until: float = 0.0     # wall time; 0: closed
+    closed_at: float = 0.0      # errors before this do not count toward the rate
+    opens: int = 0              # opened again without a success in between: longer cooldowns
+    probe_until: float = 0.0    # a half-open probe is in flight until then
+    cool_until: float = 0.0     # 429 cool-down
+    minute: int = 0
+    rpm: int = 0                # this minute, local (or shared view when Redis is on)
+    tpm: int = 0
+    pending: list = field(default_factory=list)     # samples not yet pushed to Redis
+    state_dirty: bool = False
+    tpm_pending: int = 0
+    stats_cache: Stats | None = None
+
+
+class Health:
+    """One per worker process (app.extensions["health"])."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+        self.deps: dict[int, Deployment] = {}
+        self.lock = threading.Lock()
+        self.redis = None
+        self.redis_url = app.config.get("REDIS_URL") or os.environ.get("REDIS_URL") or None
+        self.prefix = setting(app, "HEALTH_REDIS_PREFIX")
+        self.redis_down_logged = False
+        self.thread: threading.Thread | None = None
+        self.pid = None
+
+    def cfg(self, name: str):
+        return setting(self.app, name)
+
+    def _dep(self, dep_id: int) -> Deployment:
+        d = self.deps.get(dep_id)
+        if d is None:
+            with self.lock:
+                d = self.deps.setdefault(dep_id, Deployment(deque(maxlen=int(self.cfg("HEALTH_SAMPLES")))))
+            self._ensure_sync()
+        return d
+
+    # Decisions
+
+    def state(self, dep_id: int, now: float | None = None) -> str:
+        """closed, open (cooling down) or half_open (a probe may go)."""
+        d = self._dep(dep_id)
+        now = now or time.time()
+        if not d.open_until:
+            return "closed"
+        return "open" if now < d.open_until else "half_open"
+
+    def cooling(self, dep_id: int, now: float | None = None) -> float:
+        """Seconds left of a 429 cool-down; 0 when none."""
+        return max(0.0, self._dep(dep_id).cool_until - (now or time.time()))
+
+    def available(self, route, now: float | None = None) -> str:
+        """ok, cooling (429), open, probe (half-open, free to probe) or busy (a probe is out)."""
+        now = now or time.time()
+        d = self._dep(route.deployment_id)
+        if d.open_until:
+            if now < d.open_until:
+                return "open"
+            return "probe" if now >= d.probe_until else "busy"
+        if now < d.cool_until:
+            return "cooling"
+        return "ok"
+
+    def over_cap(self, route, tokens: int) -> bool:
+        """Would one more request of about `tokens` tokens exceed the deployment's caps (local view)?"""
+        if not (route.rpm_limit or route.tpm_limit):
+            return False
+        d = self._roll(route.deployment_id)
+        if route.rpm_limit and d.rpm >= route.rpm_limit:
+            return True
+        return bool(route.tpm_limit and d.tpm + tokens > route.tpm_limit and d.tpm > 0)
+
+    def begin(self, route, tokens: int) -> bool:
+        """Claim the right to send one attempt: the half-open probe slot and a slot under the
+        RPM/TPM caps. False when another request holds the probe or the caps are full."""
+        now = time.time()
+        d = self._dep(route.deployment_id)
+        if d.open_until:
+            if now < d.open_until or now < d.probe_until:
+                return False
+            d.probe_until = now + max(5.0, float(self.app.config.get("UPSTREAM_FIRST_BYTE_TIMEOUT", 60)))
+        if route.rpm_limit or route.tpm_limit:
+            if not self._reserve(route, tokens):
+                d.probe_until = 0.0
+                return False
+        return True
+
+    def _roll(self, dep_id: int) -> Deployment:
+        d = self._dep(dep_id)
+        minute = int(time.time() // 60)
+        if d.minute != minute:
+            d.minute, d.rpm, d.tpm = minute, 0, 0
+        return d
+
+    def _reserve(self, route, tokens: int) -> bool:
+        d = self._roll(route.deployment_id)
+        r = self._client()
+        if r is not None:
+            key = f"{self.prefix}{route.deployment_id}:"
+            try:
+                pipe = r.pipeline(transaction=False)
+                pipe.incr(f"{key}rpm:{d.minute}")
+                pipe.expire(f"{key}rpm:{d.minute}", 120)
+                pipe.get(f"{key}tpm:{d.minute}")
+                count, _, used = pipe.execute()
+                d.rpm, d.tpm = int(count), max(d.tpm, int(used or 0))
+                if route.rpm_limit and count > route.rpm_limit:
+                    return False
+                return not (route.tpm_limit and d.tpm > 0 and d.tpm + tokens > route.tpm_limit)
+            except Exception:      # noqa: BLE001 - Redis down: fall back to this worker's count
+                self._redis_failed()
+        if route.rpm_limit and d.rpm >= route.rpm_limit:
+            return False
+        if route.tpm_limit and d.tpm > 0 and d.tpm + tokens > route.tpm_limit:
+            return False
+        d.rpm += 1
+        return True
+
+    # Outcomes
+
+    def success(self, route, ms: float, ttft: float | None = None, out_tokens: int = 0,
+                total_tokens: int = 0) -> None:
+        """An attempt served the request."""
+        gen_s = (ms - (ttft or 0.0)) / 1000
+        tps = round(out_tokens / gen_s, 2) if out_tokens and gen_s > 0.001 else None
+        d = self._dep(route.deployment_id)
+        self._add(d, Sample(time.time(), ms, ttft if ttft is not None else ms, tps, True))
+        d.consecutive = 0
+        if d.open_until:
+            d.open_until = d.probe_until = 0.0
+            d.closed_at, d.opens, d.state_dirty = time.time(), 0, True
+        if total_tokens:
+            self._roll(route.deployment_id).tpm += total_tokens
+            d.tpm_pending += total_tokens
+
+    def failure(self, route, ms: float, *, status: int | None = None,
+                retry_after: float | None = None) -> None:
+        """An attempt failed in a way that is the deployment's fault (5xx, timeout, reset, 429)."""
+        now = time.time()
+        d = self._dep(route.deployment_id)
+        if status == 429:
+            self._add(d, Sample(now, ms, None, None, False, True))
+            wait = retry_after if retry_after is not None else self.cfg("RATE_LIMIT_COOLDOWN_SECONDS")
+            d.cool_until, d.state_dirty = max(d.cool_until, now + float(wait)), True
+            d.probe_until = 0.0
+            return
+        self._add(d, Sample(now, ms, None, None, False))
+        d.consecutive += 1
+        if d.open_until:                      # the half-open probe failed: open again, longer
+            self._open(d, now)
+            return
+        if d.consecutive >= int(self.cfg("CIRCUIT_FAILURES")):
+            self._open(d, now)
+            return
+        since = max(now - float(self.cfg("CIRCUIT_WINDOW_SECONDS")), d.closed_at)
+        recent = [s for s in d.samples if s.t >= since and not s.r429]
+        if len(recent) >= int(self.cfg("CIRCUIT_MIN_REQUESTS")):
+            errors = sum(1 for s in recent if not s.ok)
+            if errors / len(recent) >= float(self.cfg("CIRCUIT_ERROR_RATE")):
+                self._open(d, now)
+
+    def release(self, route) -> None:
+        """The attempt ended without saying anything about the deployment (client error, disconnect)."""
+        self._dep(route.deployment_id).probe_until = 0.0
+
+    def _open(self, d: Deployment, now: float) -> None:
+        cooldown = float(self.cfg("CIRCUIT_COOLDOWN_SECONDS")) * min(2 ** d.opens, 8)
+        d.open_until, d.probe_until, d.opens = now + cooldown, 0.0, d.opens + 1
+        d.consecutive, d.state_dirty = 0, True
+        log.warning("circuit opened for deployment after failures; retry in %.0fs", cooldown)
+
+    def _add(self, d: Deployment, s: Sample) -> None:
+        d.samples.append(s)
+        d.stats_cache = None
+        if self.redis_url:
+            d.pending.append(s)
+
+    # Statistics
+
+    def stats(self, dep_id: int) -> Stats:
+        """Rolling statistics over the window (cached until the next sample)."""
+        d = self._dep(dep_id)
+        cached = d.stats_cache
+        if cached is not None:
+            return cached
+        since = time.time() - float(self.cfg("HEALTH_WINDOW_SECONDS"))
+        recent = [s for s in d.samples if s.t >= since]
+        st = Stats(count=len(recent))
+        if recent:
+            ok = [s for s in recent if s.ok]
+            st.p50_ms = _pct([s.ms for s in ok], 0.5)
+            st.p95_ms = _pct([s.ms for s in ok], 0.95)
+            st.ttft_p95_ms = _pct([s.ttft for s in ok if s.ttft is not None], 0.95)
+            tps = [s.tps for s in ok if s.tps]
+            st.tokens_per_s = round(sum(tps) / len(tps), 2) if tps else None
+            st.error_rate = round(sum(1 for s in recent if not s.ok and not s.r429) / len(recent), 4)
+            st.rate_429 = round(sum(1 for s in recent if s.r429) / len(recent), 4)
+        d.stats_cache = st
+        return st
+
+    # Redis sharing
+
+    def _client(self):
+        if not self.redis_url:
+            return None
+        if self.redis is None:
+            import redis
+            self.redis = redis.Redis.from_url(self.redis_url, socket_timeout=0.5,
+                                              socket_connect_timeout=0.5)
+        return self.redis
+
+    def _redis_failed(self) -> None:
+        if not self.redis_down_logged:
+            self.redis_down_logged = True
+            log.warning("Redis unreachable: routing statistics are per worker until it is back",
+                        exc_info=True)
+
+    def _ensure_sync(self) -> None:
+        if not self.redis_url:
+            return
+        if self.thread is None or self.pid != os.getpid() or not self.thread.is_alive():
+            self.pid = os.getpid()
+            self.thread = threading.Thread(target=self._run, name="health-sync", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(float(self.cfg("HEALTH_SYNC_SECONDS")))
+            self.sync()
+
+    def sync(self) -> bool:
+        """Push this worker's news to Redis and adopt the shared view; False if Redis failed."""
+        r = self._client()
+        if r is None:
+            return False
+        items = list(self.deps.items())
+        if not items:
+            return True
+        keep = int(self.cfg("HEALTH_SAMPLES"))
+        ttl = int(float(self.cfg("HEALTH_WINDOW_SECONDS"))) + 60
+        minute = int(time.time() // 60)
+        pipe = r.pipeline(transaction=False)
+        sent = []
+        for dep_id, d in items:
+            key = f"{self.prefix}{dep_id}:"
+            pending, d.pending = d.pending, []
+            tpm, d.tpm_pending = d.tpm_pending, 0
+            dirty, d.state_dirty = d.state_dirty, False
+            sent.append((d, pending, tpm, dirty))
+            if pending:
+                pipe.lpush(key + "s", *[s.pack() for s in pending])
+                pipe.ltrim(key + "s", 0, keep - 1)
+                pipe.expire(key + "s", ttl)
+            if tpm:
+                pipe.incrby(f"{key}tpm:{minute}", tpm)
+                pipe.expire(f"{key}tpm:{minute}", 120)
+            if dirty:
+                pipe.hset(key + "st", mapping={"open_until": d.open_until, "closed_at": d.closed_at,
+                                               "opens": d.opens, "cool_until": d.cool_until})
+                pipe.expire(key + "st", ttl)
+            pipe.lrange(key + "s", 0, keep - 1)
+            pipe.hgetall(key + "st")
+            pipe.get(f"{key}rpm:{minute}")
+            pipe.get(f"{key}tpm:{minute}")
+        try:
+            results = pipe.execute()
+        except Exception:          # noqa: BLE001
+            for d, pending, tpm, dirty in sent:     # keep them for the next try
+                d.pending[:0] = pending[-keep:]
+                d.tpm_pending += tpm
+                d.state_dirty = d.state_dirty or dirty
+            self._redis_failed()
+            return False
+        self.redis_down_logged = False
+        pos = 0
+        for dep_id, d in items:
+            _, pending, tpm, dirty = sent.pop(0)
+            pos += (3 if pending else 0) + (2 if tpm else 0) + (2 if dirty else 0)
+            raw, st, rpm, tpm_used = results[pos:pos + 4]
+            pos += 4
+            shared = [Sample.unpack(x) for x in reversed(raw)]
+            shared.extend(d.pending)        # arrived while we were syncing
+            d.samples = deque(shared, maxlen=keep)
+            d.stats_cache = None
+            if st and not d.state_dirty:
+                d.open_until = float(st.get(b"open_until", 0))
+                d.closed_at = float(st.get(b"closed_at", 0))
+                d.opens = int(float(st.get(b"opens", 0)))
+                d.cool_until = float(st.get(b"cool_until", 0))
+            if d.minute == minute:
+                d.rpm = max(d.rpm, int(rpm or 0))
+                d.tpm = max(d.tpm, int(tpm_used or 0))
+        return True
+
+    def forget(self) -> None:
+        """Drop everything known (tests, and `gateway routing reset`)."""
+        with self.lock:
+            self.deps.clear()
+
+
+def health(app: Flask | None = None) -> Health:
+    app = app or current_app._get_current_object()
+    h = app.extensions.get("health")
+    if h is None:
+        h = app.extensions.setdefault("health", Health(app))
+    return h

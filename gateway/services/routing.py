@@ -1,0 +1,384 @@
+"""Which deployments serve a request, in which order: aliases, policies, capability, context
+and region checks, health, A/B split and shadow sampling. Also the retry timing.
+
+Everything here reads the cached catalog snapshot and in-memory health: no database or
+network call per request.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+
+from flask import current_app
+
+from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamError
+from gateway.services import catalog, tokens
+from gateway.services.catalog import Route, Snapshot
+from gateway.services.health import health, setting
+
+POLICY_PREFIX = "policy:"
+STRATEGIES = ("weighted", "cost", "latency", "throughput", "reliability")
+BUILT_IN = {
+    "cost-optimized": {"strategy": "cost"},
+    "latency-optimized": {"strategy": "latency"},
+    "throughput-optimized": {"strategy": "throughput"},
+    "reliability-optimized": {"strategy": "reliability"},
+}
+CAPABILITIES = ("tools", "vision", "json", "audio", "embeddings")
+DEFAULTS = {
+    "MAX_ATTEMPTS": 3,                  # upstream attempts per request, all deployments together
+    "ROUTING_DEADLINE_SECONDS": 60.0,   # no new attempt starts after this
+    "RETRY_BASE_SECONDS": 0.1,          # backoff before retrying a deployment already tried
+    "RETRY_MAX_SECONDS": 2.0,
+    "RETRY_AFTER_MAX_SECONDS": 5.0,     # a longer retry-after means: go elsewhere, not wait
+    "ROUTING_EXPLORE": 0.05,            # share of requests ordered at random, to refresh stats
+    "MAX_FALLBACK_MODELS": 5,
+    "SHADOW_MAX_CONCURRENCY": 8,        # per worker; shadows beyond this are skipped
+}
+_ALIAS_DEPTH = 5
+
+
+def config(name: str):
+    """A routing setting: app config first, then the default here or in health."""
+    return current_app.config.get(name, DEFAULTS.get(name, setting(current_app, name)))
+
+
+@dataclass
+class Plan:
+    """The ordered deployments for one request, and what the experiment decided."""
+    routes: list[Route]
+    policy: str | None = None
+    variant: str | None = None
+    shadow: Route | None = None
+    skipped: dict = field(default_factory=dict)     # deployment label -> why it was left out
+
+
+@dataclass
+class Need:
+    """What the request demands of a deployment."""
+    mode: str
+    capabilities: frozenset
+    tokens: int                 # prompt estimate plus requested output
+    prompt_tokens: int
+    output_tokens: int
+
+
+def needs(body: dict, mode: str) -> Need:
+    """Capabilities and size of a request, read from its body."""
+    caps = set()
+    if mode == "embedding":
+        caps.add("embeddings")
+    if body.get("tools") or body.get("functions"):
+        caps.add("tools")
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
+        caps.add("json")
+    for m in body.get("messages") or ():
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, list):
+            for part in content:
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind in ("image_url", "input_image", "image"):
+                    caps.add("vision")
+                elif kind in ("input_audio", "audio"):
+                    caps.add("audio")
+    prompt = tokens.estimate_prompt(body)
+    out = body.get("max_completion_tokens") or body.get("max_tokens")
+    out = out if isinstance(out, int) and out > 0 else 0
+    return Need(mode, frozenset(caps), prompt + out, prompt, out or 256)
+
+
+def resolve(name: str, snap: Snapshot) -> str:
+    """Follow aliases to a model name or `policy:NAME`."""
+    seen = 0
+    while name in snap.aliases and seen < _ALIAS_DEPTH:
+        name, seen = snap.aliases[name], seen + 1
+    return name
+
+
+def policy_named(name: str, snap: Snapshot) -> dict | None:
+    if name in snap.policies:
+        return snap.policies[name]
+    if name in BUILT_IN:
+        return dict(BUILT_IN[name], name=name)
+    return None
+
+
+def known(name: str) -> bool:
+    """Is `name` something a client may ask for (model, alias or policy)?"""
+    snap = catalog.catalog().snapshot()
+    target = resolve(name, snap)
+    if target.startswith(POLICY_PREFIX):
+        return policy_named(target[len(POLICY_PREFIX):], snap) is not None
+    return target in snap.routes
+
+
+def _pool(name: str, snap: Snapshot, mode: str) -> tuple[list[Route], dict | None]:
+    """The deployments a requested name stands for, and the policy it names (if any)."""
+    target = resolve(name, snap)
+    if not target.startswith(POLICY_PREFIX):
+        return [r for r in snap.routes.get(target, ()) if r.mode == mode], None
+    policy = policy_named(target[len(POLICY_PREFIX):], snap)
+    if policy is None:
+        raise ModelNotFound(f"The routing policy '{target[len(POLICY_PREFIX):]}' does not exist.",
+                            param="model")
+    candidates = policy.get("candidates")
+    if not candidates:      # a built-in or open policy: every deployment that fits
+        pool = [r for routes in snap.routes.values() for r in routes if r.mode == mode]
+    else:
+        weights = policy.get("weights") or {}
+        pool = []
+        for c in candidates:
+            inner = resolve(c, snap)
+            if inner.startswith(POLICY_PREFIX):
+                continue        # no policies inside policies
+            w = weights.get(c)
+            for r in snap.routes.get(inner, ()):
+                if r.mode == mode:
+                    pool.append(r if w is None else _reweighted(r, r.weight * int(w)))
+    return pool, policy
+
+
+def _reweighted(r: Route, weight: int) -> Route:
+    from dataclasses import replace
+    return replace(r, weight=max(weight, 0))
+
+
+def in_regions(route: Route, regions) -> bool:
+    """`eu` admits `eu`, `eu-west-1`, `eu_central`; an unknown region never passes a constraint."""
+    if not regions:
+        return True
+    region = (route.region or "").lower()
+    return any(region == r or region.startswith(r + "-") or region.startswith(r + "_")
+               for r in (x.lower() for x in regions))
+
+
+def plan(call, mode: str) -> Plan:
+    """The deployments to try for `call`, best first; raises when none can serve it."""
+    snap = catalog.catalog().snapshot()
+    model = call.model
+    key = call.key
+    names = [model] + [m for m in getattr(call, "fallbacks", ()) if m != model]
+    names = names[: 1 + int(config("MAX_FALLBACK_MODELS"))]
+    pool, policy = _pool(model, snap, mode)
+    if not pool and policy is None:
+        if any(r for r in snap.routes.get(resolve(model, snap), ())):
+            raise InvalidRequest(f"The model '{model}' does not support {call.endpoint}.", param="model")
+        if not snap.routes.get(resolve(model, snap)):
+            raise ModelNotFound(f"The model '{model}' does not exist or is not served by this gateway.",
+                                param="model")
+    if key is not None:
+        key.check_model(model)
+        bound = snap.key_policies.get(key.id)
+        if policy is None and bound:
+            policy = policy_named(bound, snap)
+    policy = policy or {}
+    need = needs(call.body, mode)
+    required = need.capabilities | frozenset(policy.get("capabilities") or ())
+    regions = policy.get("regions")
+    skipped: dict[str, str] = {}
+
+    def fits(r: Route) -> bool:
+        why = None
+        if r.capabilities is not None and not required <= r.capabilities:
+            why = "capability"
+        elif r.context_window and need.tokens > r.context_window:
+            why = "context"
+        elif not in_regions(r, regions):
+            why = "region"
+        if why:
+            skipped[r.label] = why
+        return why is None
+
+    primary = [r for r in pool if fits(r)]
+    variant = None
+    ab = policy.get("ab")
+    ordered = None
+    if ab and ab.get("model") and primary:
+        # Arm B: the candidate first, the usual pool as its fallback. Arm A: the pool without it.
+        b_pool = [r for r in _pool(ab["model"], snap, mode)[0] if fits(r)]
+        b_ids = {r.deployment_id for r in b_pool}
+        a_pool = [r for r in primary if r.deployment_id not in b_ids]
+        if b_pool and a_pool:
+            arm_b = _pick_ab(call, policy, float(ab.get("percent") or 0))
+            variant = "B" if arm_b else "A"
+            ordered = _order(b_pool, policy, need, call) + _order(a_pool, policy, need, call) \
+                if arm_b else _order(a_pool, policy, need, call)
+    if ordered is None:
+        ordered = _order(primary, policy, need, call)
+    seen = {r.deployment_id for r in ordered}
+    for name in names[1:]:
+        if key is not None and not key.allows(name):
+            continue
+        try:
+            extra, _ = _pool(name, snap, mode)
+        except GatewayError:
+            continue
+        extra = [r for r in extra if r.deployment_id not in seen and fits(r)]
+        seen.update(r.deployment_id for r in extra)
+        ordered += _order(extra, policy, need, call)
+    if not ordered:
+        raise _nothing_fits(model, skipped, required)
+    ordered = _by_health(ordered, need, skipped)
+    return Plan(ordered, policy.get("name"), variant, _pick_shadow(call, policy, snap, mode), skipped)
+
+
+def _nothing_fits(model: str, skipped: dict, required: frozenset) -> GatewayError:
+    reasons = set(skipped.values())
+    if not reasons:
+        return ModelNotFound(f"The model '{model}' has no deployment able to serve this request.",
+                             param="model")
+    why = {"context": "the request is too long for it",
+           "capability": f"it lacks {', '.join(sorted(required))}",
+           "region": "it is outside the regions this request may use"}
+    code = {"context": "context_length_exceeded", "capability": "unsupported_capability",
+            "region": "region_unavailable"}
+    detail = "; or ".join(why[r] for r in sorted(reasons) if r in why)
+    return InvalidRequest(f"No deployment of '{model}' can serve this request: {detail}.",
+                          code=code[next(iter(reasons))] if len(reasons) == 1 else "no_suitable_deployment",
+                          param="messages" if reasons == {"context"} else "model")
+
+
+def _by_health(routes: list[Route], need: Need, skipped: dict) -> list[Route]:
+    """Healthy first (in the given order), then cooling-down ones as a last resort; open
+    circuits and full caps are left out. Raises when nothing is left at all."""
+    h = health()
+    good, later = [], []
+    soonest = None
+    for r in routes:
+        state = h.available(r)
+        if state in ("ok", "probe") and not h.over_cap(r, need.tokens):
+            good.append(r)
+            continue
+        if state == "cooling":
+            later.append(r)
+        skipped[r.label] = "capped" if state in ("ok", "probe") else state
+        wait = h.cooling(r.deployment_id) if state == "cooling" else 1.0
+        soonest = wait if soonest is None else min(soonest, wait)
+    if good or later:
+        return good + later
+    raise UpstreamError("Every deployment able to serve this request is unavailable right now "
+                        "(circuit open or at its rate limit).", status=503, type="service_unavailable",
+                        code="no_healthy_deployment", retryable=True,
+                        retry_after=round(max(soonest or 1.0, 1.0)))
+
+
+def _sticky_value(call, policy: dict) -> str | None:
+    field_name = policy.get("sticky")
+    if not field_name:
+        return None
+    value = call.body.get(field_name)
+    if value is None:
+        value = (call.tags or {}).get(field_name)
+    return str(value) if value not in (None, "") else None
+
+
+def _unit(*parts: str) -> float:
+    """A stable number in [0, 1) from strings: same input, same choice, on every worker."""
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2 ** 64
+
+
+def _pick_ab(call, policy: dict, percent: float) -> bool:
+    sticky = _sticky_value(call, policy)
+    u = _unit("ab", policy.get("name") or "", sticky) if sticky else random.random()
+    return u * 100 < percent
+
+
+def _pick_shadow(call, policy: dict, snap: Snapshot, mode: str) -> Route | None:
+    spec = policy.get("shadow")
+    if not spec or not spec.get("model") or random.random() * 100 >= float(spec.get("percent") or 0):
+        return None
+    try:
+        pool, _ = _pool(spec["model"], snap, mode)
+    except GatewayError:
+        return None
+    h = health()
+    pool = [r for r in pool if h.available(r) in ("ok", "probe")]
+    return weighted_order(pool)[0] if pool else None
+
+
+def weighted_order(routes: list[Route], sticky: str | None = None) -> list[Route]:
+    """Weighted random order; with a sticky value, the same order every time (rendezvous hashing)."""
+    if len(routes) < 2:
+        return list(routes)
+    live = [r for r in routes if r.weight > 0] or list(routes)
+    rest = [r for r in routes if r not in live]
+    if sticky is not None:
+        import math
+        def score(r: Route) -> float:
+            u = _unit(sticky, str(r.deployment_id)) or 1e-12
+            return -math.log(u) / max(r.weight, 1)
+        return sorted(live, key=score) + rest
+    # Efraimidis-Spirakis: one random key per route, sort once
+    keyed = sorted(live, key=lambda r: random.random() ** (1.0 / max(r.weight, 1)), reverse=True)
+    return keyed + rest
+
+
+def _score(r: Route, strategy: str, need: Need) -> float | None:
+    """Lower is better; None when there is no data yet (tried first, to learn)."""
+    if strategy == "cost":
+        if r.input_per_1k is None and r.output_per_1k is None:
+            return float("inf")
+        return ((r.input_per_1k or 0) * need.prompt_tokens + (r.output_per_1k or 0) * need.output_tokens) / 1000
+    st = health().stats(r.deployment_id)
+    if strategy == "latency":
+        return st.ttft_p95_ms if st.ttft_p95_ms is not None else st.p95_ms
+    if strategy == "throughput":
+        return -st.tokens_per_s if st.tokens_per_s else None
+    if strategy == "reliability":
+        return (st.error_rate + st.rate_429) if st.count else None
+    return 0.0
+
+
+def _order(routes: list[Route], policy: dict, need: Need, call) -> list[Route]:
+    strategy = policy.get("strategy") or "weighted"
+    if strategy == "keep":
+        return list(routes)
+    sticky = _sticky_value(call, policy)
+    if strategy == "weighted" or len(routes) < 2:
+        return weighted_order(routes, sticky)
+    if strategy != "cost" and random.random() < float(config("ROUTING_EXPLORE")):
+        return weighted_order(routes)
+    scored = [(_score(r, strategy, need), r) for r in routes]
+    unknown = [r for s, r in scored if s is None]
+    scored = sorted(((s, r) for s, r in scored if s is not None), key=lambda x: x[0])
+    out = weighted_order(unknown) if unknown else []
+    # Equals (within 10%, or a hair apart) share traffic by weight; then the next tier.
+    while scored:
+        best = scored[0][0]
+        margin = abs(best) * 0.1 + (1e-9 if strategy == "cost" else 5.0 if strategy == "latency" else 0.01)
+        tier = [r for s, r in scored if s <= best + margin]
+        scored = [(s, r) for s, r in scored if s > best + margin]
+        out += weighted_order(tier, sticky)
+    return out
+
+
+def backoff(tries: int, retry_after: float | None) -> float:
+    """Seconds to wait before retrying a deployment already tried `tries` times:
+    exponential with full jitter, or the upstream's retry-after when it gave one."""
+    if retry_after is not None:
+        return max(0.0, retry_after)
+    base = float(config("RETRY_BASE_SECONDS"))
+    cap = float(config("RETRY_MAX_SECONDS"))
+    return random.uniform(0, min(cap, base * 2 ** max(tries - 1, 0)))
+
+
+def deployment_status(deployment_id: int) -> dict:
+    """Health of one deployment for the console and metrics."""
+    h = health()
+    st = h.stats(deployment_id)
+    circuit = h.state(deployment_id)
+    if circuit != "closed":
+        state = "open"
+    elif not st.count:
+        state = "unknown"
+    elif h.cooling(deployment_id) or st.error_rate >= 0.1 or st.rate_429 >= 0.1:
+        state = "degraded"
+    else:
+        state = "healthy"
+    return {"state": state, "circuit": circuit, "p50_ms": st.p50_ms, "p95_ms": st.p95_ms,
+            "ttft_p95_ms": st.ttft_p95_ms, "tokens_per_s": st.tokens_per_s,
+            "error_rate": st.error_rate, "rate_429": st.rate_429, "requests": st.count,
+            "cooldown_s": round(h.cooling(deployment_id), 1)}
