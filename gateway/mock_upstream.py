@@ -957,6 +957,12 @@ def _handler_class():
     from gevent.pywsgi import WSGIHandler
 
     class Handler(WSGIHandler):
+        def __init__(self, sock, address, server, rfile=None):
+            # Headers and body go out in separate writes: without NODELAY, Nagle holds the
+            # body until the client's delayed ACK (~40 ms a response).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            super().__init__(sock, address, server, rfile)
+
         def get_environ(self):
             environ = super().get_environ()
             environ["mock.abort"] = self._abort
