@@ -513,12 +513,12 @@ def policies_bind(key_prefix, policy):
     """Route every request of the key KEY_PREFIX by POLICY (omit POLICY to unbind)."""
     from gateway.extensions import db
     from gateway.models import ApiKey
-    from gateway.services import catalog
+    from gateway.services import keys
     _ready()
     found = db.session.scalars(select(ApiKey).where(ApiKey.prefix == key_prefix.rstrip("…."))).all()
     if len(found) != 1:
         raise click.ClickException(f"{len(found)} keys have the prefix {key_prefix}")
-    catalog.bind_policy(found[0].id, policy)
+    keys.update_key(found[0], policy=policy)
     click.echo(f"key {found[0].prefix}… " + (f"routes by {policy}" if policy else "unbound"))
 
 

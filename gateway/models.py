@@ -305,10 +305,3 @@ class Policy(db.Model):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     source: Mapped[str] = mapped_column(String(16), default="cli")
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
-
-
-class KeyPolicy(db.Model):
-    """A routing policy bound to an API key: it applies to every request the key makes."""
-    __tablename__ = "key_policies"
-    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
-    policy: Mapped[str] = mapped_column(String(100))

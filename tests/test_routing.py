@@ -245,7 +245,7 @@ def test_key_bound_policy_applies_region(gw):
         catalog.save_policy("eu-only", regions=["eu"])
         from gateway.services import keys
         key, secret = keys.create_key("eu-team")
-        catalog.bind_policy(key.id, "eu-only")
+        keys.update_key(key, policy="eu-only")
     r = requests.post(gw.url + "/v1/chat/completions", timeout=10, json={"model": "m", "messages": MSG},
                       headers={"Authorization": f"Bearer {secret}"})
     assert served(r) == "eu1"

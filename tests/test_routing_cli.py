@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from gateway.extensions import db
-from gateway.models import Alias, Deployment, KeyPolicy, Policy
+from gateway.models import Alias, ApiKey, Deployment, Policy
 from tests.conftest import add_provider, make_key
 
 
@@ -42,5 +42,5 @@ def test_routing_commands(sqlite_app, monkeypatch, tmp_path):
             ("echo", "eu-west-1", 3, False, 60, ["json", "tools"])
         p = db.session.scalar(select(Policy).where(Policy.name == "eu"))
         assert p.ab == {"model": "m", "percent": 10.0} and p.regions == ["eu"]
-        assert db.session.scalar(select(KeyPolicy)).policy == "eu"
+        assert db.session.scalar(select(ApiKey)).policy == "eu"
         assert {a.name for a in db.session.scalars(select(Alias))} == {"chat-default", "fast"}

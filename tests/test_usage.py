@@ -11,12 +11,11 @@ import threading
 import time
 from dataclasses import asdict
 
-import pytest
 import requests
 from sqlalchemy import create_engine, text
 
 from gateway.services.usage import UsageEntry, new_request_id, recorder
-from tests.conftest import ROOT, add_provider, make_key, usage_records
+from tests.conftest import ROOT, usage_records
 
 
 def entry(**kw) -> UsageEntry:

@@ -7,7 +7,7 @@ from flask import abort, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import func, select
 
-from gateway.auth.rbac import ADMIN, READ, WRITE, require_role
+from gateway.auth.rbac import READ, WRITE, require_role
 from gateway.console.views import bp, key_scope, log_action, team_id
 from gateway.errors import InvalidRequest
 from gateway.extensions import db

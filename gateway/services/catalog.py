@@ -67,10 +67,9 @@ class Snapshot:
     by_id: dict[int, Route]
     aliases: dict[str, str]
     policies: dict[str, dict]
-    key_policies: dict[int, str]
 
 
-EMPTY = Snapshot({}, {}, {}, {}, {})
+EMPTY = Snapshot({}, {}, {}, {})
 
 
 class Catalog:
@@ -111,7 +110,7 @@ class Catalog:
 
 
 def _load() -> Snapshot:
-    from gateway.models import Alias, KeyPolicy, Policy
+    from gateway.models import Alias, Policy
     from gateway.services import pricing
 
     book = pricing.price_book()
@@ -139,8 +138,7 @@ def _load() -> Snapshot:
     by_id = {r.deployment_id: r for routes in table.values() for r in routes}
     aliases = {a.name: a.target for a in db.session.scalars(select(Alias))}
     policies = {p.name: policy_dict(p) for p in db.session.scalars(select(Policy).where(Policy.enabled))}
-    bound = {k.key_id: k.policy for k in db.session.scalars(select(KeyPolicy))}
-    return Snapshot(table, by_id, aliases, policies, bound)
+    return Snapshot(table, by_id, aliases, policies)
 
 
 def policy_dict(p) -> dict:
@@ -323,18 +321,3 @@ def save_policy(name: str, source: str = "cli", **fields):
     db.session.commit()
     catalog().invalidate()
     return row
-
-
-def bind_policy(key_id: int, policy: str | None) -> None:
-    """Route every request of a key by `policy` (None unbinds)."""
-    from gateway.models import KeyPolicy
-    row = db.session.get(KeyPolicy, key_id)
-    if policy is None:
-        if row is not None:
-            db.session.delete(row)
-    elif row is None:
-        db.session.add(KeyPolicy(key_id=key_id, policy=policy))
-    else:
-        row.policy = policy
-    db.session.commit()
-    catalog().invalidate()

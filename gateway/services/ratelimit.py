@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import orjson
 from flask import Flask
@@ -16,7 +16,6 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from gateway.extensions import db
 from gateway.models import QuotaCounter, Reservation as LedgerRow
-from gateway.services import periods
 from gateway.services.quota import Counter, Limit, Reservation
 
 log = logging.getLogger("gateway.quota")

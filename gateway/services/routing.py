@@ -171,9 +171,8 @@ def plan(call, mode: str) -> Plan:
                                 param="model")
     if key is not None:
         key.check_model(model)
-        bound = snap.key_policies.get(key.id)
-        if policy is None and bound:
-            policy = policy_named(bound, snap)
+        if policy is None and key.policy:      # bound to the key, or its plan's default
+            policy = policy_named(key.policy, snap)
     policy = policy or {}
     need = needs(call.body, mode)
     required = need.capabilities | frozenset(policy.get("capabilities") or ())
