@@ -76,7 +76,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--worker-class", default="gevent")
+    ap.add_argument("--worker-class", default="gevent_pywsgi")
     ap.add_argument("--concurrency", default="1,16,64")
     args = ap.parse_args()
     if not shutil.which("wrk"):

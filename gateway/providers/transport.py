@@ -113,8 +113,10 @@ class Response:
     def read(self) -> bytes:
         return b"".join(self._chunks)
 
-    def close(self) -> None:
-        self._close()
+    def close(self, finished: bool = False) -> None:
+        """Give the connection back; `finished`: the body's own end was seen (a stream's last
+        event), so only the transfer terminator is left and the connection can be reused."""
+        self._close(finished)
 
 
 class Transport:
@@ -153,7 +155,8 @@ class Transport:
         sock = getattr(resp.connection, "sock", None)
         if sock is not None:
             sock.settimeout(t.idle)     # from here on, the limit is silence between chunks
-        return Response(resp.status, resp.headers, _read_chunks(resp), lambda: _release(resp))
+        return Response(resp.status, resp.headers, _read_chunks(resp),
+                        lambda finished=False: _release(resp, finished))
 
 
 def _describe(e: Exception, what: str) -> str:
@@ -181,8 +184,14 @@ def _read_chunks(resp) -> Iterator[bytes]:
         raise UpstreamError(_describe(e, "upstream connection broke"), retryable=True) from None
 
 
-def _release(resp) -> None:
-    # A response read to the end goes back to the pool; a half-read one must not.
+def _release(resp, finished: bool = False) -> None:
+    # A response read to the end goes back to the pool; a half-read one must not, unless all
+    # that is left is the chunked terminator (reading it costs nothing, a new TCP+TLS handshake does).
+    if not (resp.closed or resp.isclosed()) and finished:
+        try:
+            resp.read1(65536)
+        except (HTTPError, OSError):
+            pass
     if resp.closed or resp.isclosed():
         resp.release_conn()
     else:
@@ -222,7 +231,7 @@ def _send_in_process(req: UpstreamRequest) -> Response:
             raise UpstreamError("upstream connection broke (reset)", retryable=True) from None
 
     return Response(started["status"], started["headers"], chunks(),
-                    getattr(body, "close", lambda: None))
+                    lambda finished=False: getattr(body, "close", lambda: None)())
 
 
 def sse_events(chunks: Iterator[bytes]) -> Iterator[tuple[str | None, bytes]]:

@@ -355,7 +355,7 @@ def _relay_stream(app: Flask, p: Prepared, parser) -> Iterator[bytes]:
         # Recorded before the last event goes out, so a client that saw the end can count on it.
         nonlocal recorded
         recorded = True
-        p.response.close()
+        p.response.close(finished=parser.done)
         usage = parser.usage
         if usage is None:       # none reported (cut, abandoned, or a vendor that sends none)
             usage = Usage(prompt_tokens=tokens.estimate_prompt(call.body),

@@ -13,12 +13,12 @@ import queue
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import orjson
 from flask import Flask
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from gateway.extensions import db
@@ -56,6 +56,14 @@ class UsageEntry:
     variant: str | None = None
 
 
+_FIELDS = tuple(f.name for f in fields(UsageEntry))
+
+
+def row(entry: UsageEntry) -> dict:
+    """The entry as an insert row (a shallow copy: dataclasses.asdict deep-copies, slowly)."""
+    return {name: getattr(entry, name) for name in _FIELDS}
+
+
 def new_request_id() -> str:
     # Unique, not secret: os.urandom (uuid4) costs ~2 ms a call on these VMs.
     return f"req_{random.getrandbits(128):032x}"
@@ -74,6 +82,7 @@ class UsageRecorder:
         self.thread: threading.Thread | None = None
         self.pid = None
         self.pending = 0        # queued or being written
+        self.hurry = threading.Event()      # drain() wakes the writer instead of waiting
         self.count_lock = threading.Lock()
 
     def record(self, entry: UsageEntry) -> None:
@@ -96,6 +105,10 @@ class UsageRecorder:
             batch = self._take(block=True)
             if batch:
                 self._write(batch)
+                # Let records gather before the next write: one insert per interval, not per
+                # request (on SQLite a write blocks the whole gevent worker while it runs).
+                self.hurry.wait(self.interval)
+                self.hurry.clear()
             elif time.monotonic() - last_replay > 5.0:     # idle: retry what was spooled
                 last_replay = time.monotonic()
                 with self.write_lock:
@@ -124,6 +137,7 @@ class UsageRecorder:
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Flush, then wait until the writer finished what it had taken; True when idle."""
+        self.hurry.set()
         self.flush()
         deadline = time.monotonic() + timeout
         while self.pending and time.monotonic() < deadline:
@@ -138,7 +152,7 @@ class UsageRecorder:
                 self.pending -= len(batch)
 
     def _write_batch(self, batch: list[UsageEntry], attempts: int) -> None:
-        rows = [asdict(e) for e in batch]
+        rows = [row(e) for e in batch]
         delay = 0.05
         with self.write_lock:
             for attempt in range(attempts):
@@ -157,7 +171,7 @@ class UsageRecorder:
     @staticmethod
     def _insert(rows: list[dict]) -> None:
         try:
-            db.session.execute(insert(UsageRecord), rows)
+            db.session.execute(UsageRecord.__table__.insert(), rows)
             db.session.commit()
         except IntegrityError:
             # A replayed spool file may hold rows already written: insert the new ones only.
@@ -167,7 +181,7 @@ class UsageRecorder:
                                           .where(UsageRecord.request_id.in_(ids))))
             fresh = [r for r in rows if r["request_id"] not in have]
             if fresh:
-                db.session.execute(insert(UsageRecord), fresh)
+                db.session.execute(UsageRecord.__table__.insert(), fresh)
             db.session.commit()
         finally:
             db.session.remove()
