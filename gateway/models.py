@@ -152,6 +152,9 @@ class UsageRecord(db.Model):
     tags: Mapped[dict] = mapped_column(JSON, default=dict)
     attempts: Mapped[list] = mapped_column(JSON, default=list)
     variant: Mapped[str | None] = mapped_column(String(64), nullable=True)   # A/B arm, or "shadow"
+    # Only when the admin turns on log_prompts; deferred so log lists never load them.
+    request_body: Mapped[str | None] = mapped_column(Text, nullable=True, deferred=True)
+    response_text: Mapped[str | None] = mapped_column(Text, nullable=True, deferred=True)
 
 
 class AuditLog(db.Model):

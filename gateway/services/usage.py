@@ -54,6 +54,8 @@ class UsageEntry:
     tags: dict = field(default_factory=dict)
     attempts: list = field(default_factory=list)
     variant: str | None = None
+    request_body: str | None = None     # stored only when log_prompts is on
+    response_text: str | None = None
 
 
 _FIELDS = tuple(f.name for f in fields(UsageEntry))
