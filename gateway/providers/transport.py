@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import logging
 import socket
 from dataclasses import dataclass
 from typing import Iterator
@@ -22,6 +23,7 @@ from urllib3.exceptions import (ConnectTimeoutError, HTTPError, NewConnectionErr
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.providers.base import UpstreamRequest
 
+log = logging.getLogger("gateway.transport")
 METADATA_HOSTS = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
 
 
@@ -143,20 +145,28 @@ class Transport:
                                       preload_content=False, redirect=False, retries=False,
                                       timeout=urllib3.Timeout(connect=t.connect, read=t.first_byte))
         except BlockedAddress as e:
-            raise UpstreamError(f"upstream address refused: {e}", code="upstream_blocked") from None
+            raise _blocked(e) from None
         except (ConnectTimeoutError, ReadTimeoutError) as e:
             raise UpstreamTimeout(_describe(e, "upstream timed out"), retryable=True) from None
         except (HTTPError, OSError) as e:
             # urllib3 wraps what _new_conn raised: ProtocolError(msg, cause) or .reason
             cause = getattr(e, "reason", None) or (e.args[-1] if e.args else None)
             if isinstance(cause, BlockedAddress):
-                raise UpstreamError(f"upstream address refused: {cause}", code="upstream_blocked") from None
+                raise _blocked(cause) from None
             raise UpstreamError(_describe(e, "cannot reach the upstream"), retryable=True) from None
         sock = getattr(resp.connection, "sock", None)
         if sock is not None:
             sock.settimeout(t.idle)     # from here on, the limit is silence between chunks
         return Response(resp.status, resp.headers, _read_chunks(resp),
                         lambda finished=False: _release(resp, finished))
+
+
+def _blocked(e: BlockedAddress) -> UpstreamError:
+    # The address stays in the log: clients should not learn the internal network's layout.
+    log.warning("upstream connect refused by the SSRF policy: %s", e)
+    return UpstreamError("The provider's address is refused by the gateway's network policy "
+                         "(a private, loopback or link-local address); see the gateway log.",
+                         code="upstream_blocked")
 
 
 def _describe(e: Exception, what: str) -> str:
