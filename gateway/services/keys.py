@@ -15,10 +15,13 @@ from sqlalchemy import or_, select
 from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from gateway.extensions import db
 from gateway.models import ApiKey, Plan, Team, utcnow
+from gateway.services import pubsub
 
 KEY_PREFIX = "sk-gw-"
 PREFIX_LEN = 14     # "sk-gw-" + 8 characters: enough to tell keys apart, useless to an attacker
 PERIODS = ("total", "day", "week", "month")
+INVALIDATE_CHANNEL = "gw:keys:invalidate"  # a key hash, or ALL
+ALL = "*"
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -179,7 +182,7 @@ def update_key(key: ApiKey, **settings) -> ApiKey:
 def rotate_key(key: ApiKey, grace_seconds: float = 86400, now: datetime | None = None) -> tuple[ApiKey, str]:
     """A new secret with the same settings and counters; the old one works for grace_seconds."""
     now = now or utcnow()
-    _forget(key)
+    old = (key.key_hash, key.prev_key_hash)
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     key.prev_key_hash = key.key_hash if grace_seconds > 0 else None
     key.prev_valid_until = now + timedelta(seconds=grace_seconds) if grace_seconds > 0 else None
@@ -187,6 +190,7 @@ def rotate_key(key: ApiKey, grace_seconds: float = 86400, now: datetime | None =
     key.prefix = secret[:PREFIX_LEN]
     key.rotated_at = now
     db.session.commit()
+    _forget_hashes(*old)
     return key, secret
 
 
@@ -197,10 +201,17 @@ def revoke_key(key: ApiKey) -> None:
 
 
 def _forget(key: ApiKey) -> None:
+    _forget_hashes(key.key_hash, key.prev_key_hash)
+
+
+def _forget_hashes(*hashes: str | None) -> None:
+    """Drop cached lookups here and, through Redis when set, in every other process."""
     c = cache()
-    for h in (key.key_hash, key.prev_key_hash):
+    for h in hashes:
         if h:
             c.forget(h)
+            if c.bus is not None:
+                c.bus.publish(INVALIDATE_CHANNEL, h)
 
 
 def find_by_prefix(prefix: str) -> ApiKey:
@@ -213,19 +224,25 @@ def find_by_prefix(prefix: str) -> ApiKey:
 
 
 class KeyCache:
-    """hash -> (KeyInfo or None, fetched at). Short TTL: a revoke elsewhere lands within it."""
+    """hash -> (KeyInfo or None, fetched at). Short TTL; with a bus, changes made in other
+    processes drop entries at once instead of after the TTL."""
 
-    def __init__(self, ttl: float, max_entries: int = 20_000):
+    def __init__(self, ttl: float, max_entries: int = 20_000, bus: pubsub.Bus | None = None):
         self.ttl = ttl
         self.max_entries = max_entries
         self.entries: dict[str, tuple[KeyInfo | None, float]] = {}
         self.lock = threading.Lock()
+        self.bus = bus
+        self.epoch = 0      # bumped by every invalidation: a lookup that raced one is not cached
 
     def get(self, key_hash: str) -> KeyInfo | None:
+        if self.bus is not None:
+            self.bus.ensure()
         now = time.monotonic()
         hit = self.entries.get(key_hash)
         if hit and now - hit[1] < self.ttl:
             return hit[0]
+        epoch = self.epoch
         try:
             row = db.session.scalar(select(ApiKey).where(
                 or_(ApiKey.key_hash == key_hash, ApiKey.prev_key_hash == key_hash)))
@@ -244,23 +261,47 @@ class KeyCache:
         finally:
             db.session.remove()
         with self.lock:
-            if len(self.entries) >= self.max_entries:
-                self.entries.clear()
-            self.entries[key_hash] = (found, now)
+            if self.epoch == epoch:
+                if len(self.entries) >= self.max_entries:
+                    self.entries.clear()
+                self.entries[key_hash] = (found, now)
         return found
 
     def forget(self, key_hash: str) -> None:
-        self.entries.pop(key_hash, None)
+        """Drop one entry in this process."""
+        with self.lock:
+            self.epoch += 1
+            self.entries.pop(key_hash, None)
+
+    def drop_all(self) -> None:
+        """Drop every entry in this process."""
+        with self.lock:
+            self.epoch += 1
+            self.entries.clear()
 
     def clear(self) -> None:
-        self.entries.clear()
+        """Drop every entry here and in every other process (e.g. a team's budget changed)."""
+        self.drop_all()
+        if self.bus is not None:
+            self.bus.publish(INVALIDATE_CHANNEL, ALL)
+
+    def on_message(self, data: str) -> None:
+        if data == ALL:
+            self.drop_all()
+        else:
+            self.forget(data)
 
 
 def cache() -> KeyCache:
     app = current_app._get_current_object()
-    if "key_cache" not in app.extensions:
-        app.extensions["key_cache"] = KeyCache(app.config["KEY_CACHE_SECONDS"])
-    return app.extensions["key_cache"]
+    c = app.extensions.get("key_cache")
+    if c is None:
+        b = pubsub.bus(app)
+        c = KeyCache(app.config["KEY_CACHE_SECONDS"], bus=b if b.url else None)
+        if c.bus is not None:
+            c.bus.subscribe(INVALIDATE_CHANNEL, c.on_message, c.drop_all)
+        app.extensions["key_cache"] = c
+    return c
 
 
 def client_ip() -> str | None:

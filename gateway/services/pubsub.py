@@ -1,0 +1,146 @@
+"""Cross-process cache invalidation over Redis pub/sub.
+
+A change made in one worker (a revoked key, a new setting) is published on a channel; every
+worker's listener drops its own cached copy. Without REDIS_URL, or while Redis is down, caches
+fall back on their short TTL. Messages sent while a listener was disconnected are lost, so each
+(re)subscription resets the caches that listen.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Callable
+
+from flask import Flask
+
+log = logging.getLogger("gateway.pubsub")
+
+_lock = threading.Lock()
+
+
+class Bus:
+    """One per app and process (app.extensions["pubsub"])."""
+
+    def __init__(self, url: str | None):
+        self.url = url or None
+        self.handlers: dict[str, tuple[Callable[[str], None], Callable[[], None] | None]] = {}
+        self.thread: threading.Thread | None = None
+        self.pid: int | None = None
+        self.publisher = None
+        self.down_logged = False
+        self.ready = threading.Event()      # subscribed to every channel: invalidations arrive
+        self.generation = 0                 # bumped when channels change: the listener resubscribes
+        self.stopped = False
+        self.lock = threading.Lock()
+
+    def subscribe(self, channel: str, on_message: Callable[[str], None],
+                  on_reset: Callable[[], None] | None = None) -> None:
+        """Call on_message(data) for every message on channel, and on_reset() after each
+        (re)subscription, when messages may have been missed."""
+        self.handlers[channel] = (on_message, on_reset)
+        self.generation += 1
+
+    def ensure(self) -> None:
+        """Start this process's listener; cheap when it runs. Lazy, since gunicorn forks after
+        the app is made and a thread started before the fork does not survive it."""
+        if self.url is None or not self.handlers or self.stopped:
+            return
+        if self.thread is not None and self.pid == os.getpid() and self.thread.is_alive():
+            return
+        with self.lock:
+            if self.thread is None or self.pid != os.getpid() or not self.thread.is_alive():
+                self.pid = os.getpid()
+                self.ready.clear()
+                self.thread = threading.Thread(target=self._run, name="pubsub-listener", daemon=True)
+                self.thread.start()
+
+    def stop(self) -> None:
+        """End the listener (tests; a worker's listener lives as long as the process)."""
+        self.stopped = True
+        self.generation += 1
+
+    def publish(self, channel: str, data: str) -> bool:
+        """Tell every process; False when there is no Redis or it did not answer."""
+        if self.url is None:
+            return False
+        try:
+            if self.publisher is None:
+                import redis
+                self.publisher = redis.Redis.from_url(self.url, socket_timeout=0.5,
+                                                      socket_connect_timeout=0.5)
+            self.publisher.publish(channel, data)
+            return True
+        except Exception:
+            self._down()
+            return False
+
+    def _down(self) -> None:
+        if not self.down_logged:
+            self.down_logged = True
+            log.warning("Redis unreachable: cached keys and settings expire by TTL only until it is back",
+                        exc_info=True)
+
+    def _run(self) -> None:
+        delay = 0.5
+        while not self.stopped:
+            try:
+                self._listen()
+                delay = 0.5
+            except Exception:
+                self._down()
+            self.ready.clear()
+            if self.stopped:
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    def _listen(self) -> None:
+        import redis
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1.0, socket_timeout=5.0,
+                                      health_check_interval=10)
+        ps = client.pubsub()
+        generation = self.generation
+        try:
+            channels = dict(self.handlers)
+            ps.subscribe(*channels)
+            confirmed = 0
+            while self.generation == generation:
+                msg = ps.get_message(timeout=1.0)
+                if msg is None:
+                    continue
+                kind = msg["type"]
+                if kind == "subscribe":
+                    confirmed += 1
+                    if confirmed == len(channels):
+                        for _, on_reset in channels.values():
+                            if on_reset is not None:
+                                on_reset()
+                        if self.down_logged:
+                            log.warning("Redis is back: cache invalidations are shared again")
+                        self.down_logged = False
+                        self.ready.set()
+                elif kind == "message":
+                    channel = msg["channel"].decode()
+                    handler = channels.get(channel)
+                    if handler is not None:
+                        try:
+                            handler[0](msg["data"].decode())
+                        except Exception:
+                            log.exception("invalidation handler for %s failed", channel)
+        finally:
+            ps.close()
+            client.close()
+
+
+def bus(app: Flask) -> Bus:
+    """This app's bus (made on first use)."""
+    b = app.extensions.get("pubsub")
+    if b is None:
+        with _lock:
+            b = app.extensions.get("pubsub")
+            if b is None:
+                url = app.config.get("REDIS_URL") or os.environ.get("REDIS_URL")
+                b = app.extensions["pubsub"] = Bus(url)
+    return b
