@@ -1,6 +1,7 @@
 """Usage charts, request logs and their exports."""
 from __future__ import annotations
 
+import orjson
 from flask import Response, abort, render_template, request
 from sqlalchemy import select
 
@@ -78,7 +79,18 @@ def log_detail(record_id: int):
         abort(404)
     return render_template("console/_log_detail.html", row=row,
                            key=db.session.get(ApiKey, row.key_id) if row.key_id else None,
-                           prompts_enabled=settings.get("log_prompts"))
+                           prompts_enabled=settings.get("log_prompts"),
+                           request_body=_pretty(row.request_body), response_text=row.response_text)
+
+
+def _pretty(text: str | None) -> str | None:
+    """Stored request JSON indented for reading; as stored when it was cut short."""
+    if not text:
+        return text
+    try:
+        return orjson.dumps(orjson.loads(text), option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONDecodeError:
+        return text
 
 
 @bp.get("/export.<fmt>")

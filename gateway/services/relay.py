@@ -14,7 +14,7 @@ from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.providers import transport as transport_mod
 from gateway.providers.base import Reply, StreamError, Usage
 from gateway.providers.registry import ADAPTERS
-from gateway.services import catalog, pricing, quota, routing, shadow, tokens
+from gateway.services import capture, catalog, pricing, quota, routing, shadow, tokens
 from gateway.services.health import health
 from gateway.services.keys import KeyInfo
 from gateway.services.usage import UsageEntry, recorder
@@ -35,6 +35,7 @@ class Call:
     served_by: catalog.Route | None = None             # set once an attempt answered
     attempt_count: int = 0
     variant: str | None = None                         # A/B arm chosen by the policy
+    capture: int = 0        # characters of prompt and completion to log; 0: storage is off
 
     @property
     def gateway_headers(self) -> dict:
@@ -73,6 +74,8 @@ def entry_for(call: Call, status: int, **fields) -> UsageEntry:
 def record(app: Flask, call: Call, entry: UsageEntry) -> None:
     """The one way a request's record is made: settles its quota reservation, then queues it."""
     try:
+        if call.capture and entry.request_body is None:
+            entry.request_body = capture.request_text(call.body, call.capture)
         if call.reservation is not None:
             quota.settle(app, call, entry)
     finally:
@@ -313,6 +316,7 @@ def _usage_fields(p: Prepared, usage: Usage) -> dict:
 
 
 def _start_recorded(app: Flask, call: Call, mode: str) -> Prepared:
+    call.capture = capture.limit(app)
     try:
         return start(call, mode)
     except GatewayError as e:
@@ -334,7 +338,10 @@ def complete(call: Call, mode: str) -> bytes:
     usage = reply.usage or Usage(prompt_tokens=tokens.estimate_prompt(call.body), estimated=True)
     ms = (time.perf_counter() - p.t0) * 1000
     health(app).success(p.route, ms, None, usage.completion_tokens, usage.total_tokens)
-    record(app, call, entry_for(call, 200, **_route_fields(p), **_usage_fields(p, usage)))
+    entry = entry_for(call, 200, **_route_fields(p), **_usage_fields(p, usage))
+    if call.capture and mode == "chat":
+        entry.response_text = capture.reply_text(reply.body, call.capture)
+    record(app, call, entry)
     return reply.body
 
 
@@ -350,6 +357,7 @@ def _relay_stream(app: Flask, p: Prepared, parser) -> Iterator[bytes]:
     call = p.call
     ttft: float | None = (p.first_at - call.started) * 1000 if p.first_at else None
     recorded = False
+    text = capture.StreamText(call.capture) if call.capture else None
 
     def finish(status: int, error: GatewayError | None) -> None:
         # Recorded before the last event goes out, so a client that saw the end can count on it.
@@ -364,15 +372,21 @@ def _relay_stream(app: Flask, p: Prepared, parser) -> Iterator[bytes]:
         fields = dict(_route_fields(p), **_usage_fields(p, usage), ttft_ms=ttft)
         if error is not None:
             fields.update(error_type=error.type, error_message=error.message[:500])
+        if text is not None:
+            fields["response_text"] = text.value()
         record(app, call, entry_for(call, status, **fields))
 
     try:
         for out in p.pending:
+            if text is not None:
+                text.add(out)
             yield b"data: " + out + b"\n\n"
         for event, data in (p.events if not parser.done else ()):
             for out in parser.feed(event, data):
                 if ttft is None:
                     ttft = (time.perf_counter() - call.started) * 1000
+                if text is not None:
+                    text.add(out)
                 yield b"data: " + out + b"\n\n"
             if parser.done:
                 break

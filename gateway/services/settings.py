@@ -1,8 +1,18 @@
 """Console-editable settings, stored in the database so every worker sees the same value."""
 from __future__ import annotations
 
+import logging
+import time
+
+from flask import Flask, current_app
+
 from gateway.extensions import db
 from gateway.models import Setting
+from gateway.services import pubsub
+
+log = logging.getLogger("gateway.settings")
+INVALIDATE_CHANNEL = "gw:settings:invalidate"
+CACHE_SECONDS = 5.0     # SETTINGS_CACHE_SECONDS: how long cached() trusts a value
 
 DEFAULTS = {
     "log_prompts": False,          # keep prompts and completions with request logs
@@ -32,3 +42,35 @@ def put(name: str, value) -> None:
     else:
         row.value = value
     db.session.commit()
+    app = current_app._get_current_object()
+    _cache(app).pop(name, None)
+    pubsub.bus(app).publish(INVALIDATE_CHANNEL, name)
+
+
+def cached(app: Flask, name: str):
+    """get() for the hot path: read from the database at most every SETTINGS_CACHE_SECONDS
+    per process, sooner when another process changes it (Redis). Needs no app context."""
+    values = _cache(app)
+    hit = values.get(name)
+    now = time.monotonic()
+    if hit is not None and now - hit[1] < app.config.get("SETTINGS_CACHE_SECONDS", CACHE_SECONDS):
+        return hit[0]
+    try:
+        with app.app_context():
+            value = get(name)
+    except Exception:
+        log.warning("reading setting %s failed; using the last value", name, exc_info=True)
+        value = hit[0] if hit is not None else DEFAULTS.get(name)
+    values[name] = (value, now)
+    return value
+
+
+def _cache(app: Flask) -> dict:
+    values = app.extensions.get("settings_cache")
+    if values is None:
+        values = app.extensions["settings_cache"] = {}
+        b = pubsub.bus(app)
+        if b.url:
+            b.subscribe(INVALIDATE_CHANNEL, lambda name: values.pop(name, None), values.clear)
+            b.ensure()
+    return values

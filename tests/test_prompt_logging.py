@@ -1,0 +1,181 @@
+"""Prompts and completions kept with request logs: only while the admin turned it on, cut to a
+cap, for plain and streamed answers, and shown only to whoever may open the log entry."""
+from __future__ import annotations
+
+import orjson
+import pytest
+from sqlalchemy import select
+
+from gateway.extensions import db
+from gateway.models import ApiKey, UsageRecord
+from gateway.services import keys, settings
+from gateway.services.usage import recorder
+from tests.conftest import add_provider, make_key
+from tests.console_client import Console, make_user
+
+TOOLS = [{"type": "function", "function": {"name": "search", "parameters": {
+    "type": "object", "properties": {"query": {"type": "string"}}}}}]
+
+
+def chat(app, secret, text="one two three", **extra):
+    body = {"model": "chat", "messages": [{"role": "system", "content": "Be brief."},
+                                          {"role": "user", "content": text}], **extra}
+    r = app.test_client().post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {secret}"})
+    r.get_data()        # a stream records when it ends
+    return r
+
+
+def stored(app) -> list[tuple]:
+    """(request_body, response_text) of every record, oldest first."""
+    with app.app_context():
+        assert recorder(app).drain()
+        return [tuple(r) for r in db.session.execute(select(UsageRecord.request_body, UsageRecord.response_text)
+                                                     .order_by(UsageRecord.id))]
+
+
+def enable(app, on=True):
+    with app.app_context():
+        settings.put("log_prompts", on)
+
+
+@pytest.fixture
+def demo(app):
+    add_provider(app, "demo", "mock", None, ["chat=echo-model"])
+    return app
+
+
+def test_off_by_default_nothing_is_stored(demo):
+    secret = make_key(demo)
+    assert chat(demo, secret).status_code == 200
+    assert chat(demo, secret, stream=True).status_code == 200
+    assert stored(demo) == [(None, None), (None, None)]
+
+
+def test_on_stores_prompt_and_answer_plain_and_streamed(demo):
+    enable(demo)
+    secret = make_key(demo)
+    assert chat(demo, secret).status_code == 200
+    assert chat(demo, secret, text="four five", stream=True).status_code == 200
+    (req1, out1), (req2, out2) = stored(demo)
+    assert orjson.loads(req1) == [{"role": "system", "content": "Be brief."},
+                                  {"role": "user", "content": "one two three"}]
+    assert out1 == "Echo: one two three"
+    assert orjson.loads(req2)[1]["content"] == "four five" and out2 == "Echo: four five"
+    assert secret not in req1 + out1 + req2 + out2
+
+
+def test_tool_calls_are_stored_plain_and_streamed(sqlite_app):
+    add_provider(sqlite_app, "demo", "mock", None, ["chat=echo-model"])
+    enable(sqlite_app)
+    secret = make_key(sqlite_app)
+    chat(sqlite_app, secret, text="weather", tools=TOOLS)
+    chat(sqlite_app, secret, text="weather", tools=TOOLS, stream=True)
+    (_, plain), (_, streamed) = stored(sqlite_app)
+    assert plain == streamed == '[tool call] search {"query":"weather"}' 
+
+
+def test_turning_it_off_stops_storing(sqlite_app):
+    add_provider(sqlite_app, "demo", "mock", None, ["chat=echo-model"])
+    secret = make_key(sqlite_app)
+    enable(sqlite_app)
+    chat(sqlite_app, secret)
+    enable(sqlite_app, False)
+    chat(sqlite_app, secret)
+    first, second = stored(sqlite_app)
+    assert first[0] and first[1] and second == (None, None)
+
+
+def test_failed_upstream_keeps_the_prompt(sqlite_app):
+    add_provider(sqlite_app, "demo", "mock", None, ["chat=echo+fail=500"])
+    enable(sqlite_app)
+    assert chat(sqlite_app, make_key(sqlite_app)).status_code == 502
+    [(req, out)] = stored(sqlite_app)
+    assert "one two three" in req and out is None
+
+
+def test_truncation(sqlite_app):
+    sqlite_app.config["PROMPT_LOG_MAX_CHARS"] = 100
+    add_provider(sqlite_app, "demo", "mock", None, ["chat=echo-model"])
+    enable(sqlite_app)
+    secret = make_key(sqlite_app)
+    words = " ".join(f"w{i}" for i in range(200))
+    chat(sqlite_app, secret, text=words)
+    chat(sqlite_app, secret, text=words, stream=True)
+    for req, out in stored(sqlite_app):
+        assert req.endswith("…[truncated]") and len(req) <= 100 + len(" …[truncated]")
+        assert out.startswith("Echo: w0 w1") and out.endswith("…[truncated]")
+        assert len(out) <= 100 + len(" …[truncated]")
+
+
+def test_setting_is_cached_and_a_change_applies_at_once_here(sqlite_app, monkeypatch):
+    calls = []
+    real = settings.get
+    monkeypatch.setattr(settings, "get", lambda name: calls.append(name) or real(name))
+    sqlite_app.config["SETTINGS_CACHE_SECONDS"] = 60
+    assert settings.cached(sqlite_app, "log_prompts") is False
+    assert settings.cached(sqlite_app, "log_prompts") is False
+    assert calls == ["log_prompts"]     # one database read, then the cache
+    enable(sqlite_app)
+    assert settings.cached(sqlite_app, "log_prompts") is True
+
+
+def _seed_drawer(app):
+    """Two keys (a member's and the admin's), one stored request each; their record ids."""
+    add_provider(app, "demo", "mock", None, ["chat=echo-model"])
+    make_user(app, "admin@example.com", "admin")
+    member = make_user(app, "member@example.com", "member")
+    make_user(app, "viewer@example.com", "viewer")
+    enable(app)
+    mine = make_key(app, "mine", user_id=member)
+    other = make_key(app, "other")
+    chat(app, mine, text="<script>alert(1)</script>")
+    chat(app, other, text="admin secret plans")
+    with app.app_context():
+        assert recorder(app).drain()
+        ids = {}
+        for k in db.session.scalars(select(ApiKey)):
+            ids[k.name] = db.session.scalar(select(UsageRecord.id).where(UsageRecord.key_id == k.id))
+        return ids
+
+
+def test_drawer_shows_stored_text_escaped_per_role(sqlite_app):
+    ids = _seed_drawer(sqlite_app)
+    admin = Console(sqlite_app, "admin@example.com")
+    page = admin.get(f"/logs/{ids['mine']}").text
+    assert 'id="log-request-body"' in page and 'id="log-response-text"' in page
+    assert "<script>alert(1)</script>" not in page
+    assert "Echo: &lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert 'id="prompts-off"' not in page
+    viewer = Console(sqlite_app, "viewer@example.com")
+    assert "admin secret plans" in viewer.get(f"/logs/{ids['other']}").text     # viewers read every log
+    member = Console(sqlite_app, "member@example.com")
+    assert "alert(1)" in member.get(f"/logs/{ids['mine']}").text
+    r = member.get(f"/logs/{ids['other']}")
+    assert r.status_code == 404 and "admin secret plans" not in r.text
+    assert "admin secret plans" not in member.get("/logs").text
+    assert Console(sqlite_app).get(f"/logs/{ids['other']}").status_code in (302, 401)
+
+
+def test_drawer_says_when_storage_is_off(sqlite_app):
+    ids = _seed_drawer(sqlite_app)
+    enable(sqlite_app, False)
+    admin = Console(sqlite_app, "admin@example.com")
+    page = admin.get(f"/logs/{ids['other']}").text
+    assert 'id="prompts-off"' in page and "stored while it was on" in page
+    assert "admin secret plans" in page
+    secret = make_key(sqlite_app, "later")
+    chat(sqlite_app, secret)
+    with sqlite_app.app_context():
+        assert recorder(sqlite_app).drain()
+        rid = db.session.scalar(select(UsageRecord.id).order_by(UsageRecord.id.desc()))
+    page = admin.get(f"/logs/{rid}").text
+    assert 'id="prompts-off"' in page and 'id="log-request-body"' not in page
+
+
+def test_the_key_cache_and_settings_share_one_listener(sqlite_app):
+    """No REDIS_URL: no bus thread, nothing published."""
+    with sqlite_app.app_context():
+        settings.cached(sqlite_app, "log_prompts")
+        keys.cache()
+    b = sqlite_app.extensions.get("pubsub")
+    assert b is None or b.thread is None
