@@ -623,10 +623,26 @@ def config_apply(path):
         _fail(e)
 
 
+@click.group("usage", help="Usage records and their rollup.")
+def usage_cli():
+    pass
+
+
+@usage_cli.command("rebuild-rollup")
+@click.option("--days-per-batch", default=1, show_default=True, help="days of records per transaction")
+@with_appcontext
+def usage_rebuild_rollup(days_per_batch):
+    """Recompute the usage rollup (charts) from the raw records, e.g. after an upgrade."""
+    from gateway.services import rollup
+    _ready()
+    n = rollup.rebuild(days_per_batch, echo=click.echo)
+    click.echo(f"rollup rebuilt from {n} usage records")
+
+
 def register(app: Flask) -> None:
     for command in (users_cli, providers_cli, keys_cli, teams_cli, bootstrap_cmd, serve_cmd, mock_upstream_cmd):
         app.cli.add_command(command)
-    for command in (aliases_cli, policies_cli, deployments_cli, config_cli):
+    for command in (aliases_cli, policies_cli, deployments_cli, config_cli, usage_cli):
         app.cli.add_command(command)
 
 

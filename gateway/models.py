@@ -308,3 +308,37 @@ class Policy(db.Model):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     source: Mapped[str] = mapped_column(String(16), default="cli")
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+ROLLUP_BUCKETS = 48     # latency histogram columns h0..h47; edges in services/rollup.py
+
+
+class UsageHourly(db.Model):
+    """Usage records summed per hour and dimensions, for the charts (services/rollup.py).
+    grain 0: every dimension, hourly; 1: per day, key_id and user_id summed away (0);
+    2: per day, requested_model, provider and variant summed away ("").
+    Absent values are stored as 0 or "" so the primary key can serve the upsert."""
+    __tablename__ = "usage_hourly"
+    grain: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hour: Mapped[datetime] = mapped_column(DateTime, primary_key=True)     # bucket start, naive UTC
+    key_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    requested_model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(100), primary_key=True)
+    status: Mapped[int] = mapped_column(Integer, primary_key=True)
+    variant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    ttft_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    ttft_count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+for _i in range(ROLLUP_BUCKETS):
+    setattr(UsageHourly, f"h{_i}", mapped_column(f"h{_i}", BigInteger, default=0))
+del _i

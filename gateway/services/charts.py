@@ -1,8 +1,12 @@
 """Usage aggregation in SQL (time buckets, groups, percentiles) and the Plotly charts of it.
 
 Everything is grouped by the database: the page reads a few hundred aggregate rows, never
-the usage records themselves. created_at is indexed (alone and with key and model).
-Percentiles: Postgres computes them exactly (percentile_cont); SQLite has no percentile
+the usage records themselves. Whole hours come from the rollup (services/rollup.py) when it
+covers the filter and grouping (everything but tags); the partial hours at the range's edges,
+hours before the rollup was complete, and tag views read usage_records, whose created_at is
+indexed (alone and with key and model). Totals are exact either way.
+Percentiles from the rollup are estimated from its latency histogram (within one bucket, <26%).
+On raw records Postgres computes them exactly (percentile_cont); SQLite has no percentile
 aggregate, so it takes the nearest-rank value per bucket from a window-function query
 (row_number over the bucket ordered by latency), which reads the range's rows once.
 """
@@ -14,7 +18,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import DateTime, and_, case, func, literal, literal_column, or_, select
 
 from gateway.extensions import db
-from gateway.models import ApiKey, UsageRecord, User, utcnow
+from gateway.models import ApiKey, UsageHourly, UsageRecord, User, utcnow
+from gateway.services import rollup
 
 RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 GROUPS = ("model", "provider", "key", "user", "team", "tag")
@@ -39,6 +44,7 @@ class UsageFilter:
     # Members' scope: their own requests plus these keys' (their team's); None = everything.
     scope_user_id: int | None = None
     scope_key_ids: tuple[int, ...] | None = None
+    exact: bool = False         # raw records only, never the rollup (tests, comparisons)
 
     def query_args(self) -> dict:
         """The filter as URL parameters (for links, exports, pagination)."""
@@ -111,15 +117,16 @@ def has_teams() -> bool:
     return hasattr(ApiKey, "team_id")
 
 
-def conditions(f: UsageFilter) -> list:
-    """WHERE clauses for a filter, including the member's scope."""
+def conditions(f: UsageFilter, start: datetime | None = None, end: datetime | None = None) -> list:
+    """WHERE clauses for a filter, including the member's scope; start/end narrow its range."""
     r = UsageRecord
     col = r.created_at
-    if f.end - f.start > timedelta(days=2) and db.engine.dialect.name == "sqlite":
+    start, end = start or f.start, end or f.end
+    if end - start > timedelta(days=2) and db.engine.dialect.name == "sqlite":
         # A wide range matches most rows: walking the created_at index and fetching each row is
         # ~10x slower than scanning the table in SQLite; the unary + keeps the planner off it.
         col = literal_column("+usage_records.created_at", DateTime)
-    where = [col >= f.start, col < f.end]
+    where = [col >= start, col < end]
     if f.model:
         where.append(r.requested_model == f.model)
     if f.provider:
@@ -185,30 +192,153 @@ def group_expr(f: UsageFilter):
 
 def totals(f: UsageFilter) -> dict:
     """Requests, errors, tokens, cost and mean latency over the whole filter."""
-    r = UsageRecord
-    row = db.session.execute(select(
-        func.count(), func.sum(case((r.status >= 400, 1), else_=0)),
-        func.coalesce(func.sum(r.prompt_tokens), 0), func.coalesce(func.sum(r.completion_tokens), 0),
-        func.coalesce(func.sum(r.total_tokens), 0), func.coalesce(func.sum(r.cost_usd), 0.0),
-        func.avg(r.latency_ms)).where(*conditions(f))).one()
-    return {"requests": row[0] or 0, "errors": int(row[1] or 0), "prompt_tokens": int(row[2]),
-            "completion_tokens": int(row[3]), "tokens": int(row[4]), "cost": float(row[5]),
-            "avg_latency": float(row[6] or 0)}
+    n, err, prompt, completion, tokens, cost, lat = _aggregate(f, by_bucket=False, by_group=False).get((), _ZERO)
+    return {"requests": n, "errors": int(err), "prompt_tokens": int(prompt), "completion_tokens": int(completion),
+            "tokens": int(tokens), "cost": float(cost), "avg_latency": lat / n if n else 0.0}
 
 
 def breakdown(f: UsageFilter, limit: int = 50) -> list[dict]:
     """Per-group totals, biggest first."""
-    r = UsageRecord
-    g = group_expr(f).label("g")
-    rows = db.session.execute(
-        select(g, func.count().label("n"), func.sum(case((r.status >= 400, 1), else_=0)),
-               func.coalesce(func.sum(r.total_tokens), 0), func.coalesce(func.sum(r.cost_usd), 0.0),
-               func.avg(r.latency_ms))
-        .where(*conditions(f)).group_by(g).order_by(func.count().desc()).limit(limit)).all()
-    names = group_names(f, [row[0] for row in rows])
-    return [{"group": names.get(row[0], "—" if row[0] is None else str(row[0])), "requests": row[1],
-             "errors": int(row[2] or 0), "tokens": int(row[3]), "cost": float(row[4]),
-             "avg_latency": float(row[5] or 0)} for row in rows]
+    cells = _aggregate(f, by_bucket=False, by_group=True)
+    rows = sorted(cells.items(), key=lambda kv: kv[1][0], reverse=True)[:limit]
+    names = group_names(f, [k[0] for k, _ in rows])
+    return [{"group": names.get(k[0], "—" if k[0] is None else str(k[0])), "requests": c[0], "errors": int(c[1]),
+             "tokens": int(c[4]), "cost": float(c[5]), "avg_latency": c[6] / c[0] if c[0] else 0.0}
+            for k, c in rows]
+
+
+_ZERO = (0, 0, 0, 0, 0, 0.0, 0.0)
+
+
+def _needs(f: UsageFilter, by_group: bool) -> tuple[bool, bool]:
+    """Whether the view needs (keys or users, models or providers) kept apart."""
+    group = f.group if by_group else ""
+    keys = (group in ("key", "user", "team") or f.key_id is not None or f.user_id is not None
+            or f.team_id is not None or f.scope_user_id is not None or f.scope_key_ids is not None)
+    models = group in ("model", "provider") or bool(f.model or f.provider)
+    return keys, models
+
+
+def segments(f: UsageFilter, by_group: bool = True) -> list[tuple]:
+    """The range split by source: ("raw", start, end) or ("rollup", grain, start, end)."""
+    whole = [("raw", f.start, f.end)]
+    if f.exact or f.tag or (by_group and f.group == "tag") or not rollup.supported():
+        return whole
+    since = rollup.since()
+    if since is None:
+        return whole
+    a = max(_ceil(f.start, "hour"), since)
+    b = f.end.replace(minute=0, second=0, microsecond=0)
+    if a >= b:
+        return whole
+    out = [("raw", f.start, a)] if f.start < a else []
+    keys, models = _needs(f, by_group)
+    da, db_ = _ceil(a, "day"), b.replace(hour=0)
+    day_grain = rollup.DAILY if not keys else rollup.DAILY_KEYS if not models else None
+    if bucket_unit(f) == "day" and day_grain is not None and da < db_:
+        out += [("rollup", rollup.HOURLY, a, da), ("rollup", day_grain, da, db_), ("rollup", rollup.HOURLY, db_, b)]
+    else:
+        out.append(("rollup", rollup.HOURLY, a, b))
+    if b < f.end:
+        out.append(("raw", b, f.end))
+    return [s for s in out if s[0] == "raw" or s[2] < s[3]]
+
+
+def _ceil(t: datetime, unit: str) -> datetime:
+    floor = t.replace(minute=0, second=0, microsecond=0)
+    if unit == "day":
+        floor = floor.replace(hour=0)
+    return floor if floor == t else floor + (timedelta(hours=1) if unit == "hour" else timedelta(days=1))
+
+
+def rollup_conditions(f: UsageFilter, grain: int, start: datetime, end: datetime) -> list:
+    """conditions() for UsageHourly rows of one grain (absent keys and users are stored as 0)."""
+    h = UsageHourly
+    where = [h.grain == grain, h.hour >= start, h.hour < end]
+    if f.model:
+        where.append(h.requested_model == f.model)
+    if f.provider:
+        where.append(h.provider == f.provider)
+    if f.key_id is not None:
+        where.append(h.key_id == f.key_id)
+    if f.user_id is not None:
+        where.append(h.user_id == f.user_id)
+    if f.team_id is not None and has_teams():
+        where.append(h.key_id.in_(select(ApiKey.id).where(ApiKey.team_id == f.team_id)))
+    if f.status == "ok":
+        where.append(h.status < 400)
+    elif f.status == "error":
+        where.append(h.status >= 400)
+    elif f.status == "4xx":
+        where.append(and_(h.status >= 400, h.status < 500))
+    elif f.status == "5xx":
+        where.append(h.status >= 500)
+    if f.scope_user_id is not None or f.scope_key_ids is not None:
+        mine = [h.user_id == f.scope_user_id] if f.scope_user_id is not None else []
+        if f.scope_key_ids:
+            mine.append(h.key_id.in_(f.scope_key_ids))
+        where.append(or_(*mine) if mine else literal(False))
+    return where
+
+
+def rollup_group_expr(f: UsageFilter):
+    h = UsageHourly
+    if f.group == "provider":
+        return func.nullif(h.provider, "")
+    if f.group == "key":
+        return func.nullif(h.key_id, 0)
+    if f.group == "user":
+        return func.nullif(h.user_id, 0)
+    if f.group == "team" and has_teams():
+        return select(ApiKey.team_id).where(ApiKey.id == h.key_id).scalar_subquery()
+    return func.nullif(h.requested_model, "")
+
+
+def _rollup_bucket(unit: str, grain: int):
+    if unit == "day" and grain == rollup.HOURLY:
+        return bucket_expr("day", UsageHourly.hour)
+    return UsageHourly.hour
+
+
+def _aggregate(f: UsageFilter, by_bucket: bool, by_group: bool) -> dict[tuple, list]:
+    """(bucket?, group?) -> [requests, errors, prompt, completion, total tokens, cost, latency sum],
+    summed over the raw and rollup segments of the range."""
+    unit = bucket_unit(f)
+    out: dict[tuple, list] = {}
+    for seg in segments(f, by_group):
+        if seg[0] == "raw":
+            r = UsageRecord
+            keys = ([bucket_expr(unit)] if by_bucket else []) + ([group_expr(f)] if by_group else [])
+            measures = [func.count(), func.sum(case((r.status >= 400, 1), else_=0)), func.sum(r.prompt_tokens),
+                        func.sum(r.completion_tokens), func.sum(r.total_tokens), func.sum(r.cost_usd),
+                        func.sum(r.latency_ms)]
+            where = conditions(f, seg[1], seg[2])
+        else:
+            h, grain = UsageHourly, seg[1]
+            keys = ([_rollup_bucket(unit, grain)] if by_bucket else []) + ([rollup_group_expr(f)] if by_group else [])
+            measures = [func.sum(h.requests), func.sum(h.errors), func.sum(h.prompt_tokens),
+                        func.sum(h.completion_tokens), func.sum(h.total_tokens), func.sum(h.cost_usd),
+                        func.sum(h.latency_ms_sum)]
+            where = rollup_conditions(f, grain, seg[2], seg[3])
+        labeled = [k.label(f"k{i}") for i, k in enumerate(keys)]
+        q = select(*labeled, *measures).where(*where)
+        if labeled:
+            q = q.group_by(*labeled)
+        for row in db.session.execute(q):
+            k = tuple(row[:len(keys)])
+            if by_bucket:
+                k = (_as_time(k[0]),) + k[1:]
+            n = row[len(keys)] or 0
+            if not n:
+                continue
+            cell = out.get(k)
+            if cell is None:
+                cell = out[k] = [0, 0, 0, 0, 0, 0.0, 0.0]
+            for i, v in enumerate(row[len(keys):]):
+                cell[i] += v or 0
+    for cell in out.values():       # Postgres sums BIGINT columns to NUMERIC (Decimal)
+        cell[:] = [int(v) for v in cell[:5]] + [float(cell[5]), float(cell[6])]
+    return out
 
 
 def group_names(f: UsageFilter, values: list) -> dict:
@@ -229,13 +359,9 @@ def group_names(f: UsageFilter, values: list) -> dict:
 
 def series(f: UsageFilter) -> dict:
     """Per bucket and group: requests, tokens and cost; the top groups kept, the rest 'other'."""
-    r = UsageRecord
     unit = bucket_unit(f)
-    b, g = bucket_expr(unit).label("b"), group_expr(f).label("g")
-    rows = db.session.execute(
-        select(b, g, func.count(), func.coalesce(func.sum(r.total_tokens), 0),
-               func.coalesce(func.sum(r.cost_usd), 0.0))
-        .where(*conditions(f)).group_by(b, g).order_by(b)).all()
+    rows = [(b, g, c[0], c[4], c[5]) for (b, g), c in _aggregate(f, by_bucket=True, by_group=True).items()]
+    rows.sort(key=lambda x: x[0])
     weight: dict = {}
     for _, grp, n, _, _ in rows:
         weight[grp] = weight.get(grp, 0) + n
@@ -244,7 +370,7 @@ def series(f: UsageFilter) -> dict:
     out: dict[str, dict[datetime, list]] = {}
     for bucket, grp, n, tok, cost in rows:
         label = (names.get(grp, "—" if grp is None else str(grp))) if grp in top else "other"
-        cell = out.setdefault(label, {}).setdefault(_as_time(bucket), [0, 0, 0.0])
+        cell = out.setdefault(label, {}).setdefault(bucket, [0, 0, 0.0])
         cell[0] += n
         cell[1] += int(tok)
         cell[2] += float(cost)
@@ -253,6 +379,32 @@ def series(f: UsageFilter) -> dict:
 
 def latency_percentiles(f: UsageFilter) -> list[tuple[datetime, float, float]]:
     """(bucket, p50 ms, p95 ms) for successful requests."""
+    segs = segments(f, by_group=False)
+    if all(seg[0] == "raw" for seg in segs):
+        return _exact_percentiles(f)
+    unit = bucket_unit(f)
+    hists: dict[datetime, list[int]] = {}
+    for seg in segs:
+        if seg[0] == "raw":     # a partial hour at an edge: bin its latencies here
+            b = bucket_expr(unit).label("b")
+            rows = db.session.execute(select(b, UsageRecord.latency_ms)
+                                      .where(*conditions(f, seg[1], seg[2]), UsageRecord.status < 400))
+            for bucket, ms in rows:
+                hists.setdefault(_as_time(bucket), [0] * len(rollup.HIST))[rollup.bucket(ms or 0.0)] += 1
+            continue
+        b = _rollup_bucket(unit, seg[1]).label("b")
+        cols = [func.sum(UsageHourly.__table__.c[c]) for c in rollup.HIST]
+        rows = db.session.execute(select(b, *cols).where(*rollup_conditions(f, seg[1], seg[2], seg[3]),
+                                                         UsageHourly.status < 400).group_by(b))
+        for bucket, *counts in rows:
+            hist = hists.setdefault(_as_time(bucket), [0] * len(rollup.HIST))
+            for i, c in enumerate(counts):
+                hist[i] += int(c or 0)
+    return [(t, rollup.percentile(h, 0.5), rollup.percentile(h, 0.95))
+            for t, h in sorted(hists.items()) if sum(h)]
+
+
+def _exact_percentiles(f: UsageFilter) -> list[tuple[datetime, float, float]]:
     r = UsageRecord
     b = bucket_expr(bucket_unit(f)).label("b")
     where = conditions(f) + [r.status < 400]

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from gateway.extensions import db
 from gateway.models import UsageRecord, utcnow
+from gateway.services import rollup
 
 log = logging.getLogger("gateway.usage")
 
@@ -172,8 +173,10 @@ class UsageRecorder:
 
     @staticmethod
     def _insert(rows: list[dict]) -> None:
+        # The hourly rollup is summed from the rows actually inserted, in the same transaction.
         try:
             db.session.execute(UsageRecord.__table__.insert(), rows)
+            rollup.add(rows)
             db.session.commit()
         except IntegrityError:
             # A replayed spool file may hold rows already written: insert the new ones only.
@@ -184,6 +187,7 @@ class UsageRecorder:
             fresh = [r for r in rows if r["request_id"] not in have]
             if fresh:
                 db.session.execute(UsageRecord.__table__.insert(), fresh)
+                rollup.add(fresh)
             db.session.commit()
         finally:
             db.session.remove()
