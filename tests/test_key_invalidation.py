@@ -3,9 +3,15 @@ database; with Redis a revoke in one reaches the other's cache at once, without 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import select
 
 from gateway import create_app
@@ -14,6 +20,7 @@ from gateway.models import ApiKey
 from gateway.services import keys, pubsub
 from tests.conftest import add_provider, make_app, make_key
 
+ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CHAT = {"model": "demo-chat", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -114,6 +121,23 @@ def test_clear_reaches_the_other_worker(workers):
         assert not keys.cache().entries
 
 
+@pytest.mark.parametrize("workers", [{"REDIS_URL": REDIS_URL, "SETTINGS_CACHE_SECONDS": 60}], indirect=True)
+def test_a_setting_changed_in_one_worker_reaches_the_other(workers):
+    redis_or_skip()
+    w1, w2 = workers
+    from gateway.services import settings
+    assert settings.cached(w2, "log_prompts") is False
+    pubsub.bus(w2).ensure()
+    assert pubsub.bus(w2).ready.wait(5.0)
+    assert settings.cached(w2, "log_prompts") is False     # cached for a minute
+    with w1.app_context():
+        settings.put("log_prompts", True)
+    deadline = time.monotonic() + 5
+    while not settings.cached(w2, "log_prompts") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert settings.cached(w2, "log_prompts") is True
+
+
 def test_without_redis_the_ttl_rules(workers):
     """No Redis: the revoking worker refuses at once; another serves its cached entry until the TTL."""
     w1, w2 = workers
@@ -153,3 +177,61 @@ def test_a_lookup_racing_an_invalidation_is_not_cached(sqlite_app, monkeypatch):
         monkeypatch.setattr(db.session, "scalar", racing)
         assert c.get(keys.hash_secret(secret)) is not None
         assert keys.hash_secret(secret) not in c.entries
+
+
+def gunicorn(app, db_url: str, tmp_path, **env) -> tuple[subprocess.Popen, str]:
+    """One gevent worker serving the app; (process, base URL) once it answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    environ = dict(os.environ, DATABASE_URL=db_url, GATEWAY_ALLOW_PRIVATE_UPSTREAMS="1", GATEWAY_DEMO="0",
+                   GATEWAY_SKIP_BOOTSTRAP="1", GATEWAY_ENCRYPTION_KEY=app.config["ENCRYPTION_KEY"],
+                   GATEWAY_SECRET_KEY="test", **env)
+    log = open(tmp_path / "gunicorn.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:gateway.gunicorn_conf",
+                             "-b", f"127.0.0.1:{port}", "-w", "1", "app:app"],
+                            cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url + "/v1/models", timeout=5)
+            return proc, url
+        except requests.RequestException:
+            time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError("gunicorn did not start; see " + str(tmp_path / "gunicorn.log"))
+
+
+def test_gunicorn_gevent_worker_drops_a_revoked_key(tmp_path):
+    """The listener as a greenlet in a real gevent worker, the revoke made by another process."""
+    redis_or_skip()
+    url = f"sqlite:///{tmp_path}/t.db"
+    app = make_app(url, instance_path=str(tmp_path / "i"), REDIS_URL=REDIS_URL)
+    add_provider(app, "demo", "mock", None, ["demo-chat"])
+    secret = make_key(app)
+    proc, base = gunicorn(app, url, tmp_path, GATEWAY_KEY_CACHE_SECONDS="60", REDIS_URL=REDIS_URL)
+    try:
+        def status():
+            return requests.post(base + "/v1/chat/completions", json=CHAT, timeout=10,
+                                 headers={"Authorization": f"Bearer {secret}"}).status_code
+        assert status() == 200
+        time.sleep(0.5)             # let the worker's listener subscribe
+        assert status() == 200      # cached for a minute
+        change(app, keys.revoke_key)
+        deadline = time.monotonic() + 10
+        while status() != 401:
+            assert time.monotonic() < deadline, "the worker still accepts a revoked key"
+            time.sleep(0.05)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        pubsub.bus(app).stop()
+        with app.app_context():
+            db.engine.dispose()

@@ -31,7 +31,6 @@ class Bus:
         self.publisher = None
         self.down_logged = False
         self.ready = threading.Event()      # subscribed to every channel: invalidations arrive
-        self.generation = 0                 # bumped when channels change: the listener resubscribes
         self.stopped = False
         self.lock = threading.Lock()
 
@@ -40,7 +39,7 @@ class Bus:
         """Call on_message(data) for every message on channel, and on_reset() after each
         (re)subscription, when messages may have been missed."""
         self.handlers[channel] = (on_message, on_reset)
-        self.generation += 1
+        self.ready.clear()      # until the listener confirmed this channel too
 
     def ensure(self) -> None:
         """Start this process's listener; cheap when it runs. Lazy, since gunicorn forks after
@@ -59,7 +58,6 @@ class Bus:
     def stop(self) -> None:
         """End the listener (tests; a worker's listener lives as long as the process)."""
         self.stopped = True
-        self.generation += 1
 
     def publish(self, channel: str, data: str) -> bool:
         """Tell every process; False when there is no Redis or it did not answer."""
@@ -101,34 +99,34 @@ class Bus:
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1.0, socket_timeout=5.0,
                                       health_check_interval=10)
         ps = client.pubsub()
-        generation = self.generation
+        asked: set[str] = set()
+        confirmed: set[str] = set()
         try:
-            channels = dict(self.handlers)
-            ps.subscribe(*channels)
-            confirmed = 0
-            while self.generation == generation:
-                msg = ps.get_message(timeout=1.0)
+            while not self.stopped:
+                new = set(self.handlers) - asked
+                if new:     # the first channels, or one added since (on this same connection)
+                    ps.subscribe(*new)
+                    asked |= new
+                msg = ps.get_message(timeout=0.5)
                 if msg is None:
                     continue
-                kind = msg["type"]
-                if kind == "subscribe":
-                    confirmed += 1
-                    if confirmed == len(channels):
-                        for _, on_reset in channels.values():
-                            if on_reset is not None:
-                                on_reset()
+                channel = msg["channel"].decode()
+                on_message, on_reset = self.handlers.get(channel, (None, None))
+                if msg["type"] == "subscribe":
+                    # Whatever was published before this point is lost: start that cache afresh.
+                    if on_reset is not None:
+                        on_reset()
+                    confirmed.add(channel)
+                    if confirmed >= set(self.handlers):
                         if self.down_logged:
                             log.warning("Redis is back: cache invalidations are shared again")
                         self.down_logged = False
                         self.ready.set()
-                elif kind == "message":
-                    channel = msg["channel"].decode()
-                    handler = channels.get(channel)
-                    if handler is not None:
-                        try:
-                            handler[0](msg["data"].decode())
-                        except Exception:
-                            log.exception("invalidation handler for %s failed", channel)
+                elif msg["type"] == "message" and on_message is not None:
+                    try:
+                        on_message(msg["data"].decode())
+                    except Exception:
+                        log.exception("invalidation handler for %s failed", channel)
         finally:
             ps.close()
             client.close()
