@@ -91,15 +91,15 @@ def add(rows: list[dict]) -> None:
     dialect = db.engine.dialect.name
     if not rows or dialect not in _INSERTS:
         return
-    _mark_once(dialect)
     db.session.execute(_upsert(dialect), aggregate(rows))
 
 
-def _mark_once(dialect: str) -> None:
-    # The first write of a process records since when the rollup is complete: from the start
-    # on a fresh database, else from the next hour (records of this hour may predate it).
+def mark_once() -> None:
+    """Call before a process's first insert: records since when the rollup is complete (no commit).
+    From the start on a fresh database, else from the next hour (this hour's records may predate it)."""
+    dialect = db.engine.dialect.name
     state = current_app.extensions.setdefault("usage_rollup", {})
-    if state.get("marked"):
+    if state.get("marked") or dialect not in _INSERTS:
         return
     empty = db.session.scalar(select(UsageRecord.id).limit(1)) is None
     since = EPOCH if empty else _ceil_hour(utcnow())

@@ -175,6 +175,7 @@ class UsageRecorder:
     def _insert(rows: list[dict]) -> None:
         # The hourly rollup is summed from the rows actually inserted, in the same transaction.
         try:
+            rollup.mark_once()
             db.session.execute(UsageRecord.__table__.insert(), rows)
             rollup.add(rows)
             db.session.commit()
