@@ -3,6 +3,7 @@ translate the answer, and leave exactly one usage record whatever happens."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -347,10 +348,84 @@ def complete(call: Call, mode: str) -> bytes:
 
 def stream(call: Call) -> Iterator[bytes]:
     """Start a chat stream. Failures before the first chunk fall back or raise (a proper HTTP
-    error); the returned iterator yields SSE bytes and records usage when it ends, however it ends."""
+    error); the returned iterator yields SSE bytes and records usage when it ends, however it ends.
+
+    When the first chunk takes longer than STREAM_KEEPALIVE_SECONDS, the response starts
+    anyway with SSE comments: the client knows we are alive, and a client that left is noticed
+    at the next comment instead of after the whole answer was paid for."""
     app = current_app._get_current_object()
-    p = _start_recorded(app, call, "chat")
-    return _relay_stream(app, p, p.parser)
+    wait = app.config["STREAM_KEEPALIVE_SECONDS"]
+    if not wait:
+        p = _start_recorded(app, call, "chat")
+        return _relay_stream(app, p, p.parser)
+    starter = _Starter(app, call)
+    if starter.done.wait(wait):
+        if starter.error is not None:
+            raise starter.error
+        return _relay_stream(app, starter.take(), starter.prepared_parser)
+    return _keepalive_stream(app, starter, wait)
+
+
+class _Starter:
+    """Runs start() in its own thread (a greenlet under gevent) while the response waits."""
+
+    def __init__(self, app: Flask, call: Call):
+        self.app, self.call = app, call
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.prepared: Prepared | None = None
+        self.prepared_parser = None
+        self.error: BaseException | None = None
+        self.abandoned = False
+        threading.Thread(target=self._run, name="stream-start", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            with self.app.app_context():
+                self.prepared = _start_recorded(self.app, self.call, "chat")
+                self.prepared_parser = self.prepared.parser
+        except BaseException as e:      # handed to the request, which raises or reports it
+            self.error = e
+        finally:
+            with self.lock:
+                self.done.set()
+                orphan = self.abandoned
+            if orphan:
+                self._drop()
+
+    def take(self) -> Prepared:
+        """The prepared stream, now owned by the caller."""
+        with self.lock:
+            p, self.prepared = self.prepared, None
+        return p
+
+    def abandon(self) -> None:
+        """The client left: whatever start() returns is closed and recorded as cut."""
+        with self.lock:
+            self.abandoned = True
+            finished = self.done.is_set()
+        if finished:
+            self._drop()
+
+    def _drop(self) -> None:
+        p = self.take()
+        if p is not None:
+            _finish_stream(self.app, p, p.parser, 499, None,
+                           GatewayError("The client closed the connection.", type="client_disconnected"))
+
+
+def _keepalive_stream(app: Flask, starter: _Starter, wait: float) -> Iterator[bytes]:
+    try:
+        while not starter.done.wait(wait):
+            yield b": keepalive\n\n"
+        if isinstance(starter.error, GatewayError):     # already recorded by _start_recorded
+            yield b"data: " + orjson.dumps(starter.error.body()) + b"\n\n"
+            return
+        if starter.error is not None:
+            raise starter.error
+        yield from _relay_stream(app, starter.take(), starter.prepared_parser)
+    finally:
+        starter.abandon()
 
 
 def _relay_stream(app: Flask, p: Prepared, parser) -> Iterator[bytes]:
@@ -363,18 +438,7 @@ def _relay_stream(app: Flask, p: Prepared, parser) -> Iterator[bytes]:
         # Recorded before the last event goes out, so a client that saw the end can count on it.
         nonlocal recorded
         recorded = True
-        p.response.close(finished=parser.done)
-        usage = parser.usage
-        if usage is None:       # none reported (cut, abandoned, or a vendor that sends none)
-            usage = Usage(prompt_tokens=tokens.estimate_prompt(call.body),
-                          completion_tokens=tokens.estimate_text(parser.text_chars), estimated=True)
-        _stream_health(app, p, status, error, usage)
-        fields = dict(_route_fields(p), **_usage_fields(p, usage), ttft_ms=ttft)
-        if error is not None:
-            fields.update(error_type=error.type, error_message=error.message[:500])
-        if text is not None:
-            fields["response_text"] = text.value()
-        record(app, call, entry_for(call, status, **fields))
+        _finish_stream(app, p, parser, status, ttft, error, text)
 
     try:
         for out in p.pending:
@@ -404,6 +468,24 @@ def _relay_stream(app: Flask, p: Prepared, parser) -> Iterator[bytes]:
     finally:
         if not recorded:        # the client went away (GeneratorExit) or something unexpected
             finish(499, GatewayError("The client closed the connection.", type="client_disconnected"))
+
+
+def _finish_stream(app: Flask, p: Prepared, parser, status: int, ttft: float | None,
+                   error: GatewayError | None, text=None) -> None:
+    """Close the upstream and leave the stream's one record, with what it streamed."""
+    call = p.call
+    p.response.close(finished=parser.done)
+    usage = parser.usage
+    if usage is None:       # none reported (cut, abandoned, or a vendor that sends none)
+        usage = Usage(prompt_tokens=tokens.estimate_prompt(call.body),
+                      completion_tokens=tokens.estimate_text(parser.text_chars), estimated=True)
+    _stream_health(app, p, status, error, usage)
+    fields = dict(_route_fields(p), **_usage_fields(p, usage), ttft_ms=ttft)
+    if error is not None:
+        fields.update(error_type=error.type, error_message=error.message[:500])
+    if text is not None:        # the answer as streamed, when the admin stores them
+        fields["response_text"] = text.value()
+    record(app, call, entry_for(call, status, **fields))
 
 
 def _stream_health(app: Flask, p: Prepared, status: int, error: GatewayError | None, usage: Usage) -> None:

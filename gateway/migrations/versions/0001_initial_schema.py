@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 00:12:51.973130
+Create Date: 2026-11-23 00:47:51.023910
 
 """
 from alembic import op
@@ -211,6 +211,8 @@ def upgrade():
     sa.Column('tags', sa.JSON(), nullable=False),
     sa.Column('attempts', sa.JSON(), nullable=False),
     sa.Column('variant', sa.String(length=64), nullable=True),
+    sa.Column('request_body', sa.Text(), nullable=True),
+    sa.Column('response_text', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('request_id')
     )
