@@ -42,14 +42,19 @@ def chat_request(target: Target, body: dict, stream: bool) -> UpstreamRequest:
     return UpstreamRequest(_url(target, "/chat/completions"), _headers(target), orjson.dumps(out))
 
 
-def chat_response(data: bytes, target: Target) -> Reply:
+def _reply(data: bytes, required: str) -> Reply:
+    """The body passed through as it came, once it parses and holds `required`."""
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as e:
         raise StreamError(f"upstream sent invalid JSON: {e}") from None
-    if not isinstance(obj, dict) or "choices" not in obj:
-        raise StreamError("upstream answer has no choices")
+    if not isinstance(obj, dict) or required not in obj:
+        raise StreamError(f"upstream answer has no {required}")
     return Reply(data, usage_from(obj.get("usage")))
+
+
+def chat_response(data: bytes, target: Target) -> Reply:
+    return _reply(data, "choices")
 
 
 class ChatStream:
@@ -93,13 +98,7 @@ def embeddings_request(target: Target, body: dict) -> UpstreamRequest:
 
 
 def embeddings_response(data: bytes, target: Target) -> Reply:
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as e:
-        raise StreamError(f"upstream sent invalid JSON: {e}") from None
-    if not isinstance(obj, dict) or "data" not in obj:
-        raise StreamError("upstream answer has no data")
-    return Reply(data, usage_from(obj.get("usage")))
+    return _reply(data, "data")
 
 
 def error_message(status: int, data: bytes) -> UpstreamFailure:
