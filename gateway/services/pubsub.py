@@ -32,6 +32,7 @@ class Bus:
         self.down_logged = False
         self.ready = threading.Event()      # subscribed to every channel: invalidations arrive
         self.stopped = False
+        self.quiet_until = 0.0              # Redis just failed a publish: skip until then
         self.lock = threading.Lock()
 
     def subscribe(self, channel: str, on_message: Callable[[str], None],
@@ -61,7 +62,7 @@ class Bus:
 
     def publish(self, channel: str, data: str) -> bool:
         """Tell every process; False when there is no Redis or it did not answer."""
-        if self.url is None:
+        if self.url is None or time.monotonic() < self.quiet_until:
             return False
         try:
             if self.publisher is None:
@@ -71,6 +72,9 @@ class Bus:
             self.publisher.publish(channel, data)
             return True
         except Exception:
+            # Listeners cut off too will reset their caches when they reconnect; meanwhile
+            # a batch of changes should not wait out a timeout each.
+            self.quiet_until = time.monotonic() + 5.0
             self._down()
             return False
 
