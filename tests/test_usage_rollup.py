@@ -174,3 +174,13 @@ def test_rebuild_rollup_command_is_repeatable(app, monkeypatch):
     assert "rollup rebuilt from 500 usage records" in result.output
     assert_same(rollup_totals(app), before)
     assert_same(rollup_totals(app, rollup.DAILY), raw_totals(app))
+
+
+def test_records_survive_a_missing_rollup_table(sqlite_app):
+    with sqlite_app.app_context():
+        UsageHourly.__table__.drop(db.engine)
+    rec = recorder(sqlite_app)
+    rec.record(UsageEntry(request_id=new_request_id(), endpoint="chat", status=200, prompt_tokens=4))
+    assert [r.prompt_tokens for r in usage_records(sqlite_app)] == [4]
+    with sqlite_app.app_context():
+        assert rollup.since() is None       # charts fall back to the raw records

@@ -14,6 +14,7 @@ the value (2^(1/3) - 1), or under 8 ms below 8 ms.
 """
 from __future__ import annotations
 
+import logging
 import math
 from bisect import bisect_right
 from datetime import datetime, timedelta
@@ -21,9 +22,12 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.extensions import db
 from gateway.models import ROLLUP_BUCKETS, Setting, UsageHourly, UsageRecord, utcnow
+
+log = logging.getLogger("gateway.usage")
 
 HOURLY, DAILY, DAILY_KEYS = 0, 1, 2
 EDGES = tuple(8.0 * 2 ** (i / 3) for i in range(ROLLUP_BUCKETS - 1))
@@ -91,7 +95,14 @@ def add(rows: list[dict]) -> None:
     dialect = db.engine.dialect.name
     if not rows or dialect not in _INSERTS:
         return
-    db.session.execute(_upsert(dialect), aggregate(rows))
+    try:
+        with db.session.begin_nested():
+            db.session.execute(_upsert(dialect), aggregate(rows))
+    except SQLAlchemyError:
+        # Never lose the records for the charts' sake (e.g. the table is not migrated yet):
+        # keep them, and read raw records until `gateway usage rebuild-rollup`.
+        log.error("usage rollup update failed; charts read raw records until it is rebuilt", exc_info=True)
+        db.session.execute(delete(Setting).where(Setting.name == SINCE))
 
 
 def mark_once() -> None:
