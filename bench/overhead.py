@@ -90,6 +90,7 @@ def main() -> None:
                                       cwd=ROOT, stdout=subprocess.DEVNULL))
         upstream = f"http://127.0.0.1:{up_port}"
         env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp}/bench.db", "GATEWAY_DEMO": "0",
+               "GATEWAY_INSTANCE_PATH": str(tmp / "instance"),
                "GATEWAY_ALLOW_PRIVATE_UPSTREAMS": "1", "GATEWAY_WORKER_CLASS": args.worker_class,
                "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{gw_port}"}
         flask = [sys.executable, "-m", "flask", "--app", "app"]

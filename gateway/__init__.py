@@ -1,6 +1,7 @@
 """Application factory. Nothing heavy happens at import."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from flask import Flask
@@ -9,6 +10,7 @@ MIGRATIONS = str(Path(__file__).parent / "migrations")
 
 
 def create_app(overrides: dict | None = None, instance_path: str | None = None) -> Flask:
+    instance_path = instance_path or os.environ.get("GATEWAY_INSTANCE_PATH") or None
     app = Flask(__name__, instance_relative_config=True, instance_path=instance_path,
                 template_folder="../templates", static_folder="../static")
     app.config.from_object("gateway.config.Defaults")

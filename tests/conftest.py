@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -21,6 +22,9 @@ from gateway.services import catalog, keys, pricing
 from gateway.services.usage import recorder
 
 ROOT = Path(__file__).resolve().parents[1]
+# Gateways the tests start as subprocesses keep their secrets and usage spool here, never in
+# the checkout's instance/ (a spooled test record would be replayed into a real database).
+os.environ["GATEWAY_INSTANCE_PATH"] = tempfile.mkdtemp(prefix="gw-test-instance-")
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
