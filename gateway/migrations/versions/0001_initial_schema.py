@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 00:47:51.023910
+Create Date: 2026-11-23 01:03:45.734037
 
 """
 from alembic import op
@@ -184,6 +184,75 @@ def upgrade():
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name')
     )
+    op.create_table('usage_hourly',
+    sa.Column('grain', sa.Integer(), nullable=False),
+    sa.Column('hour', sa.DateTime(), nullable=False),
+    sa.Column('key_id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('requested_model', sa.String(length=200), nullable=False),
+    sa.Column('provider', sa.String(length=100), nullable=False),
+    sa.Column('status', sa.Integer(), nullable=False),
+    sa.Column('variant', sa.String(length=64), nullable=False),
+    sa.Column('requests', sa.BigInteger(), nullable=False),
+    sa.Column('errors', sa.BigInteger(), nullable=False),
+    sa.Column('prompt_tokens', sa.BigInteger(), nullable=False),
+    sa.Column('completion_tokens', sa.BigInteger(), nullable=False),
+    sa.Column('total_tokens', sa.BigInteger(), nullable=False),
+    sa.Column('cached_tokens', sa.BigInteger(), nullable=False),
+    sa.Column('cost_usd', sa.Float(), nullable=False),
+    sa.Column('latency_ms_sum', sa.Float(), nullable=False),
+    sa.Column('ttft_ms_sum', sa.Float(), nullable=False),
+    sa.Column('ttft_count', sa.BigInteger(), nullable=False),
+    sa.Column('h0', sa.BigInteger(), nullable=True),
+    sa.Column('h1', sa.BigInteger(), nullable=True),
+    sa.Column('h2', sa.BigInteger(), nullable=True),
+    sa.Column('h3', sa.BigInteger(), nullable=True),
+    sa.Column('h4', sa.BigInteger(), nullable=True),
+    sa.Column('h5', sa.BigInteger(), nullable=True),
+    sa.Column('h6', sa.BigInteger(), nullable=True),
+    sa.Column('h7', sa.BigInteger(), nullable=True),
+    sa.Column('h8', sa.BigInteger(), nullable=True),
+    sa.Column('h9', sa.BigInteger(), nullable=True),
+    sa.Column('h10', sa.BigInteger(), nullable=True),
+    sa.Column('h11', sa.BigInteger(), nullable=True),
+    sa.Column('h12', sa.BigInteger(), nullable=True),
+    sa.Column('h13', sa.BigInteger(), nullable=True),
+    sa.Column('h14', sa.BigInteger(), nullable=True),
+    sa.Column('h15', sa.BigInteger(), nullable=True),
+    sa.Column('h16', sa.BigInteger(), nullable=True),
+    sa.Column('h17', sa.BigInteger(), nullable=True),
+    sa.Column('h18', sa.BigInteger(), nullable=True),
+    sa.Column('h19', sa.BigInteger(), nullable=True),
+    sa.Column('h20', sa.BigInteger(), nullable=True),
+    sa.Column('h21', sa.BigInteger(), nullable=True),
+    sa.Column('h22', sa.BigInteger(), nullable=True),
+    sa.Column('h23', sa.BigInteger(), nullable=True),
+    sa.Column('h24', sa.BigInteger(), nullable=True),
+    sa.Column('h25', sa.BigInteger(), nullable=True),
+    sa.Column('h26', sa.BigInteger(), nullable=True),
+    sa.Column('h27', sa.BigInteger(), nullable=True),
+    sa.Column('h28', sa.BigInteger(), nullable=True),
+    sa.Column('h29', sa.BigInteger(), nullable=True),
+    sa.Column('h30', sa.BigInteger(), nullable=True),
+    sa.Column('h31', sa.BigInteger(), nullable=True),
+    sa.Column('h32', sa.BigInteger(), nullable=True),
+    sa.Column('h33', sa.BigInteger(), nullable=True),
+    sa.Column('h34', sa.BigInteger(), nullable=True),
+    sa.Column('h35', sa.BigInteger(), nullable=True),
+    sa.Column('h36', sa.BigInteger(), nullable=True),
+    sa.Column('h37', sa.BigInteger(), nullable=True),
+    sa.Column('h38', sa.BigInteger(), nullable=True),
+    sa.Column('h39', sa.BigInteger(), nullable=True),
+    sa.Column('h40', sa.BigInteger(), nullable=True),
+    sa.Column('h41', sa.BigInteger(), nullable=True),
+    sa.Column('h42', sa.BigInteger(), nullable=True),
+    sa.Column('h43', sa.BigInteger(), nullable=True),
+    sa.Column('h44', sa.BigInteger(), nullable=True),
+    sa.Column('h45', sa.BigInteger(), nullable=True),
+    sa.Column('h46', sa.BigInteger(), nullable=True),
+    sa.Column('h47', sa.BigInteger(), nullable=True),
+    sa.PrimaryKeyConstraint('grain', 'hour', 'key_id', 'user_id', 'requested_model', 'provider', 'status', 'variant')
+    )
     op.create_table('usage_records',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('request_id', sa.String(length=64), nullable=False),
@@ -315,6 +384,7 @@ def downgrade():
         batch_op.drop_index('ix_usage_created')
 
     op.drop_table('usage_records')
+    op.drop_table('usage_hourly')
     op.drop_table('teams')
     op.drop_table('tag_budgets')
     op.drop_table('settings')
