@@ -240,3 +240,12 @@ def test_update_key_takes_effect_without_reissuing(demo, client):
         row = db.session.scalar(select(ApiKey))
         keys.update_key(row, token_quota=5)
     assert post(client, key).status_code == 429
+
+
+def test_policy_requests_reserve_at_the_dearest_candidate_price(demo):
+    # `policy:...` names no model; the worst case is still priced, so budgets hold under policies.
+    with demo.app_context():
+        info = keys.authenticate(make_key(demo, budget_usd=5.0))
+        _, usd_model = quota.estimate(call_for(info))
+        _, usd_policy = quota.estimate(call_for(info, dict(CHAT, model="policy:cost-optimized")))
+    assert usd_model > 0 and usd_policy == pytest.approx(usd_model)

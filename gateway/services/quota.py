@@ -152,9 +152,12 @@ def estimate(call) -> tuple[int, float]:
     usd = 0.0
     models = [m for m in [call.model, *(getattr(call, "fallbacks", None) or [])] if isinstance(m, str)]
     if models:
-        from gateway.services import catalog, pricing
-        for route in (r for m in models for r in catalog.routes_for(m)):
-            price = route.price() if hasattr(route, "price") else pricing.price_book().lookup(route.target.model)
+        from gateway.services import routing
+        mode = "chat" if call.endpoint == "chat" else "embedding"
+        # Policies and aliases included: a `policy:cost-optimized` request reserves at the
+        # price of the dearest deployment the policy may pick.
+        for route in (r for m in models for r in routing.candidates(m, mode)):
+            price = route.price()
             if price:
                 usd = max(usd, (prompt * price[0] + completion * price[1]) / 1000.0)
     return prompt + completion, usd

@@ -115,6 +115,14 @@ def known(name: str) -> bool:
     return target in snap.routes
 
 
+def candidates(name: str, mode: str) -> list[Route]:
+    """Every deployment a requested name (model, alias or policy) may be served by."""
+    try:
+        return _pool(name, catalog.catalog().snapshot(), mode)[0]
+    except GatewayError:
+        return []
+
+
 def _pool(name: str, snap: Snapshot, mode: str) -> tuple[list[Route], dict | None]:
     """The deployments a requested name stands for, and the policy it names (if any)."""
     target = resolve(name, snap)
