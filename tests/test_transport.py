@@ -55,3 +55,20 @@ def test_connections_are_reused(tmp_path, mock):
     pools = app.extensions["transport"].pools.pools
     [pool] = [pools[k] for k in pools.keys()]
     assert pool.num_connections == 1 and pool.num_requests == 5
+
+
+def test_a_pooled_connection_closed_by_the_server_is_not_reused():
+    import socket as _socket
+    import time
+    srv = _socket.create_server(("127.0.0.1", 0))
+    t = transport.Transport(transport.Timeouts(1, 1, 1), 4, allow_private=True)
+    pool = t.pools.connection_from_url(f"http://127.0.0.1:{srv.getsockname()[1]}/")
+    conn = pool.ConnectionCls(host="127.0.0.1", port=srv.getsockname()[1])
+    conn.connect()
+    peer, _ = srv.accept()
+    assert conn.is_connected
+    peer.close()
+    time.sleep(0.05)
+    assert not conn.is_connected
+    conn.close()
+    srv.close()
