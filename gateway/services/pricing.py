@@ -53,6 +53,7 @@ class PriceBook:
     def __init__(self, ttl: float):
         self.ttl = ttl
         self.prices: dict[str, tuple[float, float, float | None]] = {}
+        self.matches: dict[str, tuple | None] = {}      # model -> its price, found once per reload
         self.loaded_at = float("-inf")
 
     def lookup(self, model: str) -> tuple[float, float, float | None] | None:
@@ -65,7 +66,13 @@ class PriceBook:
                 current_app.logger.warning("price table reload failed", exc_info=True)
             finally:
                 db.session.remove()
+            self.matches = {}
             self.loaded_at = time.monotonic()
+        if model not in self.matches:
+            self.matches[model] = self._match(model)
+        return self.matches[model]
+
+    def _match(self, model: str) -> tuple[float, float, float | None] | None:
         if model in self.prices:
             return self.prices[model]
         name = model.rsplit("/", 1)[-1]     # "models/gemini-2.0-flash", "org/model"
