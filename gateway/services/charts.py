@@ -141,18 +141,24 @@ def conditions(f: UsageFilter, start: datetime | None = None, end: datetime | No
         name, sep, value = f.tag.partition("=")
         expr = r.tags[name.strip()].as_string()
         where.append(expr == value.strip() if sep else expr.is_not(None))
+    return where + _status_and_scope(r, f)
+
+
+def _status_and_scope(t, f: UsageFilter) -> list:
+    """Status and visibility conditions, for raw records (t=UsageRecord) and the rollup alike."""
+    where = []
     if f.status == "ok":
-        where.append(r.status < 400)
+        where.append(t.status < 400)
     elif f.status == "error":
-        where.append(r.status >= 400)
+        where.append(t.status >= 400)
     elif f.status == "4xx":
-        where.append(and_(r.status >= 400, r.status < 500))
+        where.append(and_(t.status >= 400, t.status < 500))
     elif f.status == "5xx":
-        where.append(r.status >= 500)
+        where.append(t.status >= 500)
     if f.scope_user_id is not None or f.scope_key_ids is not None:
-        mine = [r.user_id == f.scope_user_id] if f.scope_user_id is not None else []
+        mine = [t.user_id == f.scope_user_id] if f.scope_user_id is not None else []
         if f.scope_key_ids:
-            mine.append(r.key_id.in_(f.scope_key_ids))
+            mine.append(t.key_id.in_(f.scope_key_ids))
         where.append(or_(*mine) if mine else literal(False))
     return where
 
@@ -265,20 +271,7 @@ def rollup_conditions(f: UsageFilter, grain: int, start: datetime, end: datetime
         where.append(h.user_id == f.user_id)
     if f.team_id is not None and has_teams():
         where.append(h.key_id.in_(select(ApiKey.id).where(ApiKey.team_id == f.team_id)))
-    if f.status == "ok":
-        where.append(h.status < 400)
-    elif f.status == "error":
-        where.append(h.status >= 400)
-    elif f.status == "4xx":
-        where.append(and_(h.status >= 400, h.status < 500))
-    elif f.status == "5xx":
-        where.append(h.status >= 500)
-    if f.scope_user_id is not None or f.scope_key_ids is not None:
-        mine = [h.user_id == f.scope_user_id] if f.scope_user_id is not None else []
-        if f.scope_key_ids:
-            mine.append(h.key_id.in_(f.scope_key_ids))
-        where.append(or_(*mine) if mine else literal(False))
-    return where
+    return where + _status_and_scope(h, f)
 
 
 def rollup_group_expr(f: UsageFilter):
