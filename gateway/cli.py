@@ -511,15 +511,13 @@ def policies_list():
 @with_appcontext
 def policies_bind(key_prefix, policy):
     """Route every request of the key KEY_PREFIX by POLICY (omit POLICY to unbind)."""
-    from gateway.extensions import db
-    from gateway.models import ApiKey
     from gateway.services import keys
     _ready()
-    found = db.session.scalars(select(ApiKey).where(ApiKey.prefix == key_prefix.rstrip("…."))).all()
-    if len(found) != 1:
-        raise click.ClickException(f"{len(found)} keys have the prefix {key_prefix}")
-    keys.update_key(found[0], policy=policy)
-    click.echo(f"key {found[0].prefix}… " + (f"routes by {policy}" if policy else "unbound"))
+    try:
+        key = keys.update_key(keys.find_by_prefix(key_prefix), policy=policy)
+    except GatewayError as e:
+        _fail(e)
+    click.echo(f"key {key.prefix}… " + (f"routes by {policy}" if policy else "unbound"))
 
 
 @click.group("deployments", help="Deployments: a provider serving a public model name.")
