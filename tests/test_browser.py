@@ -160,6 +160,7 @@ def test_console_flow_in_a_real_browser(browser_page, console_server, mock, tmp_
     rows_in_table.first.click()
     page.wait_for_selector("#log-detail.open h2")
     assert "Attempt chain" in page.inner_text("#log-detail")
+    page.wait_for_timeout(300)      # let the drawer finish sliding in before the screenshot
     shot(page, "11-logs-drawer")
 
     # Excel export of the current view, opened with openpyxl
