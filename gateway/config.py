@@ -31,3 +31,30 @@ class Defaults:
     DEMO = True                          # seed the mock provider and a demo key on an empty database
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
+
+    # Routing and resilience
+    MAX_ATTEMPTS = 3                     # upstream attempts per request, all deployments together
+    ROUTING_DEADLINE_SECONDS = 60.0      # no new attempt starts after this
+    RETRY_BASE_SECONDS = 0.1             # backoff before retrying a deployment already tried
+    RETRY_MAX_SECONDS = 2.0
+    RETRY_AFTER_MAX_SECONDS = 5.0        # a longer retry-after means: go elsewhere, not wait
+    ROUTING_EXPLORE = 0.05               # share of requests ordered at random, to refresh stats
+    MAX_FALLBACK_MODELS = 5
+    SHADOW_MAX_CONCURRENCY = 8           # per worker; shadows beyond this are skipped
+    HEALTH_WINDOW_SECONDS = 300.0        # samples older than this are forgotten
+    HEALTH_SAMPLES = 200                 # per deployment
+    HEALTH_SYNC_SECONDS = 1.0            # Redis sync period
+    HEALTH_REDIS_PREFIX = "gw:health:"
+    CIRCUIT_FAILURES = 5                 # consecutive failures that open the circuit
+    CIRCUIT_ERROR_RATE = 0.5             # ... or this error rate over the window below
+    CIRCUIT_MIN_REQUESTS = 20            # ... with at least this many requests in it
+    CIRCUIT_WINDOW_SECONDS = 60.0
+    CIRCUIT_COOLDOWN_SECONDS = 30.0      # open this long, then one half-open probe
+    RATE_LIMIT_COOLDOWN_SECONDS = 10.0   # after a 429 without retry-after
+    # Quotas
+    QUOTA_DEFAULT_MAX_TOKENS = 4096      # worst case reserved when a request sets no max_tokens
+    QUOTA_RESERVATION_TTL = 3600         # seconds before a reservation of a dead process is freed
+    QUOTA_REDIS_PREFIX = "gw:q:"
+    # Console
+    SETTINGS_CACHE_SECONDS = 5.0
+    PROMPT_LOG_MAX_CHARS = 32 * 1024     # per stored prompt or answer, when storage is on

@@ -53,7 +53,7 @@ def check(results, records: list, used_tokens: int, reserved_tokens: int) -> Non
     assert served and len(served) < N           # some served, the quota refused the rest
     # nothing lost, nothing double-counted: one record per response, with the same outcome
     by_id = {r.request_id: r for r in records}
-    assert len(records) == N and len(by_id) == N
+    assert len(records) == N and len(by_id) == N, (len(records), len(by_id), sorted(statuses))
     for status, rid, tokens in results:
         assert by_id[rid].status == status and by_id[rid].total_tokens == tokens
     spent = sum(t for _, _, t in served)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from gateway.config import Defaults
 from gateway.services.health import Health, Sample
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -22,7 +23,8 @@ class R:
 
 class FakeApp:
     def __init__(self, **config):
-        self.config = {"UPSTREAM_FIRST_BYTE_TIMEOUT": 5, **config}
+        defaults = {k: getattr(Defaults, k) for k in dir(Defaults) if k.isupper()}
+        self.config = {**defaults, "UPSTREAM_FIRST_BYTE_TIMEOUT": 5, **config}
         self.extensions = {}
 
 

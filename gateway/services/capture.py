@@ -7,7 +7,6 @@ from flask import Flask
 
 from gateway.services import settings
 
-MAX_CHARS = 32 * 1024
 TRUNCATED = " …[truncated]"
 
 
@@ -15,7 +14,7 @@ def limit(app: Flask) -> int:
     """Characters to keep of a prompt or a completion; 0 while storage is off."""
     if not settings.cached(app, "log_prompts"):
         return 0
-    return max(1, int(app.config.get("PROMPT_LOG_MAX_CHARS", MAX_CHARS)))
+    return max(1, int(app.config["PROMPT_LOG_MAX_CHARS"]))
 
 
 def clip(text: str, cap: int) -> str:

@@ -20,22 +20,11 @@ from flask import Flask, current_app
 
 log = logging.getLogger("gateway.health")
 
-DEFAULTS = {
-    "HEALTH_WINDOW_SECONDS": 300.0,      # samples older than this are forgotten
-    "HEALTH_SAMPLES": 200,               # per deployment
-    "HEALTH_SYNC_SECONDS": 1.0,          # Redis sync period
-    "HEALTH_REDIS_PREFIX": "gw:health:",
-    "CIRCUIT_FAILURES": 5,               # consecutive failures that open the circuit
-    "CIRCUIT_ERROR_RATE": 0.5,           # ... or this error rate over the window below
-    "CIRCUIT_MIN_REQUESTS": 20,          # ... with at least this many requests in it
-    "CIRCUIT_WINDOW_SECONDS": 60.0,
-    "CIRCUIT_COOLDOWN_SECONDS": 30.0,    # open this long, then one half-open probe
-    "RATE_LIMIT_COOLDOWN_SECONDS": 10.0,  # after a 429 without retry-after
-}
 
 
 def setting(app: Flask, name: str):
-    return app.config.get(name, DEFAULTS.get(name))
+    """A health setting (defaults in gateway/config.py)."""
+    return app.config[name]
 
 
 @dataclass(slots=True)

@@ -29,7 +29,6 @@ from gateway.services.usage import UsageEntry
 
 log = logging.getLogger("gateway.quota")
 
-DEFAULT_MAX_TOKENS = 4096       # reserved for the answer when a request sets no max_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +140,7 @@ def estimate(call) -> tuple[int, float]:
     body = call.body
     prompt = tokens.estimate_prompt(body)
     if call.endpoint == "chat":
-        cap = current_app.config.get("QUOTA_DEFAULT_MAX_TOKENS", DEFAULT_MAX_TOKENS)
+        cap = current_app.config["QUOTA_DEFAULT_MAX_TOKENS"]
         out = body.get("max_completion_tokens") or body.get("max_tokens")
         if not isinstance(out, int) or isinstance(out, bool) or out <= 0:
             out = cap
@@ -305,7 +304,7 @@ def _settle(app: Flask, res: Reservation, used_tokens: int, used_usd: float, now
 
 def release_stale(app: Flask, older_than: timedelta | None = None, now: datetime | None = None) -> int:
     """Release reservations never settled (their process died); returns how many."""
-    older_than = older_than or timedelta(seconds=app.config.get("QUOTA_RESERVATION_TTL", 3600))
+    older_than = older_than or timedelta(seconds=app.config["QUOTA_RESERVATION_TTL"])
     return backend(app).release_stale((now or utcnow()) - older_than)
 
 

@@ -267,8 +267,8 @@ class RedisCounters:
         import redis
         self.app = app
         self.r = redis.Redis.from_url(url)
-        self.prefix = app.config.get("QUOTA_REDIS_PREFIX", "gw:q:")
-        self.res_ttl = int(app.config.get("QUOTA_RESERVATION_TTL", 3600))
+        self.prefix = app.config["QUOTA_REDIS_PREFIX"]
+        self.res_ttl = int(app.config["QUOTA_RESERVATION_TTL"])
         self.db = DbCounters(app)
         self._reserve = self.r.register_script(RESERVE)
         self._settle = self.r.register_script(SETTLE)

@@ -15,7 +15,7 @@ from flask import current_app
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamError
 from gateway.services import catalog, tokens
 from gateway.services.catalog import Route, Snapshot
-from gateway.services.health import health, setting
+from gateway.services.health import health
 
 POLICY_PREFIX = "policy:"
 STRATEGIES = ("weighted", "cost", "latency", "throughput", "reliability")
@@ -26,22 +26,12 @@ BUILT_IN = {
     "reliability-optimized": {"strategy": "reliability"},
 }
 CAPABILITIES = ("tools", "vision", "json", "audio", "embeddings")
-DEFAULTS = {
-    "MAX_ATTEMPTS": 3,                  # upstream attempts per request, all deployments together
-    "ROUTING_DEADLINE_SECONDS": 60.0,   # no new attempt starts after this
-    "RETRY_BASE_SECONDS": 0.1,          # backoff before retrying a deployment already tried
-    "RETRY_MAX_SECONDS": 2.0,
-    "RETRY_AFTER_MAX_SECONDS": 5.0,     # a longer retry-after means: go elsewhere, not wait
-    "ROUTING_EXPLORE": 0.05,            # share of requests ordered at random, to refresh stats
-    "MAX_FALLBACK_MODELS": 5,
-    "SHADOW_MAX_CONCURRENCY": 8,        # per worker; shadows beyond this are skipped
-}
 _ALIAS_DEPTH = 5
 
 
 def config(name: str):
-    """A routing setting: app config first, then the default here or in health."""
-    return current_app.config.get(name, DEFAULTS.get(name, setting(current_app, name)))
+    """A routing setting (defaults in gateway/config.py)."""
+    return current_app.config[name]
 
 
 @dataclass

@@ -12,7 +12,6 @@ from gateway.services import pubsub
 
 log = logging.getLogger("gateway.settings")
 INVALIDATE_CHANNEL = "gw:settings:invalidate"
-CACHE_SECONDS = 5.0     # SETTINGS_CACHE_SECONDS: how long cached() trusts a value
 
 DEFAULTS = {
     "log_prompts": False,          # keep prompts and completions with request logs
@@ -53,7 +52,7 @@ def cached(app: Flask, name: str):
     values = _cache(app)
     hit = values.get(name)
     now = time.monotonic()
-    if hit is not None and now - hit[1] < app.config.get("SETTINGS_CACHE_SECONDS", CACHE_SECONDS):
+    if hit is not None and now - hit[1] < app.config["SETTINGS_CACHE_SECONDS"]:
         return hit[0]
     try:
         with app.app_context():

@@ -22,7 +22,7 @@ def _slot(app: Flask) -> threading.BoundedSemaphore:
     sem = _slots.get(id(app))
     if sem is None:
         sem = _slots.setdefault(id(app), threading.BoundedSemaphore(
-            int(app.config.get("SHADOW_MAX_CONCURRENCY", 8))))
+            int(app.config["SHADOW_MAX_CONCURRENCY"])))
     return sem
 
 

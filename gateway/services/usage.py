@@ -7,6 +7,7 @@ and shutdown flushes the queue.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import logging
 import os
 import queue
@@ -80,7 +81,9 @@ class UsageRecorder:
         self.batch_size = app.config["USAGE_BATCH_SIZE"]
         self.interval = app.config["USAGE_FLUSH_SECONDS"]
         self.queue: queue.Queue[UsageEntry] = queue.Queue(maxsize=app.config["USAGE_QUEUE_MAX"])
-        self.spool_dir = Path(app.instance_path) / "usage-spool"
+        # One folder per database: a spool is replayed only into the database it was meant for.
+        db_id = hashlib.sha256(app.config["SQLALCHEMY_DATABASE_URI"].encode()).hexdigest()[:12]
+        self.spool_dir = Path(app.instance_path) / "usage-spool" / db_id
         self.write_lock = threading.Lock()
         self.thread: threading.Thread | None = None
         self.pid = None
