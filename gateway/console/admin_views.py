@@ -1,7 +1,7 @@
 """Users and roles, the audit log and console settings (admins only)."""
 from __future__ import annotations
 
-from flask import abort, render_template, request, url_for
+from flask import render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -57,18 +57,11 @@ def user_create():
     return navigate(url_for("console.users_index"))
 
 
-def _user_or_404(user_id: int) -> User:
-    user = db.session.get(User, user_id)
-    if user is None:
-        abort(404)
-    return user
-
-
 @bp.post("/users/<int:user_id>")
 @require_role(*ADMIN)
 def user_update(user_id: int):
     """Change role, team, or revoke/restore access."""
-    user = _user_or_404(user_id)
+    user = db.get_or_404(User, user_id)
     f = request.form
     error = None
     try:

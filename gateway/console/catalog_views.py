@@ -173,13 +173,6 @@ def price_update(name: str):
 
 # Providers
 
-def _provider_or_404(provider_id: int) -> Provider:
-    p = db.session.get(Provider, provider_id)
-    if p is None:
-        abort(404)
-    return p
-
-
 @bp.get("/providers")
 @require_role("admin", "viewer")
 def providers_index():
@@ -250,7 +243,7 @@ def provider_create():
 @bp.get("/providers/<int:provider_id>/edit")
 @require_role(*ADMIN)
 def provider_edit(provider_id: int):
-    p = _provider_or_404(provider_id)
+    p = db.get_or_404(Provider, provider_id)
     form = {"name": p.name, "kind": p.kind, "base_url": p.base_url, "region": p.region,
             "api_version": (p.options or {}).get("api_version", "")}
     return render_template("console/provider_form.html", provider=p, form=form, errors={},
@@ -261,7 +254,7 @@ def provider_edit(provider_id: int):
 @bp.post("/providers/<int:provider_id>")
 @require_role(*ADMIN)
 def provider_update(provider_id: int):
-    p = _provider_or_404(provider_id)
+    p = db.get_or_404(Provider, provider_id)
     form = _form()
     form["name"] = p.name           # the name is the provider's identity; not renamed here
     key_changed = bool(form["api_key"])
@@ -285,7 +278,7 @@ def provider_update(provider_id: int):
 @bp.post("/providers/<int:provider_id>/toggle")
 @require_role(*ADMIN)
 def provider_toggle(provider_id: int):
-    p = _provider_or_404(provider_id)
+    p = db.get_or_404(Provider, provider_id)
     p.enabled = not p.enabled
     db.session.commit()
     catalog.catalog().invalidate()
@@ -296,7 +289,7 @@ def provider_toggle(provider_id: int):
 @bp.post("/providers/<int:provider_id>/delete")
 @require_role(*ADMIN)
 def provider_delete(provider_id: int):
-    p = _provider_or_404(provider_id)
+    p = db.get_or_404(Provider, provider_id)
     name = p.name
     db.session.delete(p)
     db.session.commit()
@@ -332,9 +325,7 @@ def provider_test():
 @bp.post("/deployments/<int:deployment_id>/toggle")
 @require_role(*ADMIN)
 def deployment_toggle(deployment_id: int):
-    d = db.session.get(Deployment, deployment_id)
-    if d is None:
-        abort(404)
+    d = db.get_or_404(Deployment, deployment_id)
     d.enabled = not d.enabled
     db.session.commit()
     catalog.catalog().invalidate()

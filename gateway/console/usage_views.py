@@ -70,9 +70,7 @@ def logs():
 @bp.get("/logs/<int:record_id>")
 @require_role(*READ)
 def log_detail(record_id: int):
-    row = db.session.get(UsageRecord, record_id)
-    if row is None:
-        abort(404)
+    row = db.get_or_404(UsageRecord, record_id)
     f, _ = usage_filter({"range": "custom", "start": "1970-01-01", "end": "2999-12-31"})
     visible = db.session.scalar(select(UsageRecord.id).where(UsageRecord.id == record_id, *charts.conditions(f)))
     if visible is None:

@@ -127,26 +127,27 @@ def conditions(f: UsageFilter, start: datetime | None = None, end: datetime | No
         # ~10x slower than scanning the table in SQLite; the unary + keeps the planner off it.
         col = literal_column("+usage_records.created_at", DateTime)
     where = [col >= start, col < end]
-    if f.model:
-        where.append(r.requested_model == f.model)
-    if f.provider:
-        where.append(r.provider == f.provider)
-    if f.key_id is not None:
-        where.append(r.key_id == f.key_id)
-    if f.user_id is not None:
-        where.append(r.user_id == f.user_id)
-    if f.team_id is not None and has_teams():
-        where.append(r.key_id.in_(select(ApiKey.id).where(ApiKey.team_id == f.team_id)))
     if f.tag:
         name, sep, value = f.tag.partition("=")
         expr = r.tags[name.strip()].as_string()
         where.append(expr == value.strip() if sep else expr.is_not(None))
-    return where + _status_and_scope(r, f)
+    return where + _shared_conditions(r, f)
 
 
-def _status_and_scope(t, f: UsageFilter) -> list:
-    """Status and visibility conditions, for raw records (t=UsageRecord) and the rollup alike."""
+def _shared_conditions(t, f: UsageFilter) -> list:
+    """Dimension, status and visibility conditions, for raw records (t=UsageRecord) and the
+    rollup (t=UsageHourly) alike."""
     where = []
+    if f.model:
+        where.append(t.requested_model == f.model)
+    if f.provider:
+        where.append(t.provider == f.provider)
+    if f.key_id is not None:
+        where.append(t.key_id == f.key_id)
+    if f.user_id is not None:
+        where.append(t.user_id == f.user_id)
+    if f.team_id is not None and has_teams():
+        where.append(t.key_id.in_(select(ApiKey.id).where(ApiKey.team_id == f.team_id)))
     if f.status == "ok":
         where.append(t.status < 400)
     elif f.status == "error":
@@ -261,17 +262,7 @@ def rollup_conditions(f: UsageFilter, grain: int, start: datetime, end: datetime
     """conditions() for UsageHourly rows of one grain (absent keys and users are stored as 0)."""
     h = UsageHourly
     where = [h.grain == grain, h.hour >= start, h.hour < end]
-    if f.model:
-        where.append(h.requested_model == f.model)
-    if f.provider:
-        where.append(h.provider == f.provider)
-    if f.key_id is not None:
-        where.append(h.key_id == f.key_id)
-    if f.user_id is not None:
-        where.append(h.user_id == f.user_id)
-    if f.team_id is not None and has_teams():
-        where.append(h.key_id.in_(select(ApiKey.id).where(ApiKey.team_id == f.team_id)))
-    return where + _status_and_scope(h, f)
+    return where + _shared_conditions(h, f)
 
 
 def rollup_group_expr(f: UsageFilter):

@@ -49,12 +49,7 @@ def save_team(name: str, *, team: Team | None = None, webhook_url: str | None = 
     _check_budget(fields)
     team = team or db.session.scalar(select(Team).where(Team.name == name)) or Team(name=name)
     team.name = name
-    for k, v in fields.items():
-        setattr(team, k, v)
-    if webhook_url is not None:
-        team.webhook_url, enc = alerts.webhook_config(webhook_url, webhook_secret)
-        if webhook_secret is not None:
-            team.webhook_secret_enc = enc
+    _apply(team, fields, webhook_url, webhook_secret)
     db.session.add(team)
     db.session.commit()
     keys.cache().clear()        # keys carry their team's budget
@@ -102,12 +97,17 @@ def save_tag_budget(tag: str, value: str, budget_usd: float, *, webhook_url: str
     _check_budget(fields)
     b = db.session.scalar(select(TagBudget).where(TagBudget.tag == tag, TagBudget.value == value)) \
         or TagBudget(tag=tag, value=value)
-    for k, v in fields.items():
-        setattr(b, k, v)
-    if webhook_url is not None:
-        b.webhook_url, enc = alerts.webhook_config(webhook_url, webhook_secret)
-        if webhook_secret is not None:
-            b.webhook_secret_enc = enc
+    _apply(b, fields, webhook_url, webhook_secret)
     db.session.add(b)
     db.session.commit()
     return b
+
+
+def _apply(row, fields: dict, webhook_url: str | None, webhook_secret: str | None) -> None:
+    """Set a team's or tag budget's fields and alert webhook (the secret stored encrypted)."""
+    for k, v in fields.items():
+        setattr(row, k, v)
+    if webhook_url is not None:
+        row.webhook_url, enc = alerts.webhook_config(webhook_url, webhook_secret)
+        if webhook_secret is not None:
+            row.webhook_secret_enc = enc
