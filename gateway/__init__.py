@@ -22,7 +22,8 @@ def create_app(overrides: dict | None = None, instance_path: str | None = None) 
     from gateway import database, errors
     from gateway.extensions import db, login_manager, migrate
     from gateway.providers.transport import Timeouts, Transport
-    from gateway.services import secrets, usage
+    from gateway import secrets
+    from gateway.services.accounting import usage
 
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     secrets.init_app(app)

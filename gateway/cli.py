@@ -20,7 +20,7 @@ def _csv(value: str | None) -> list[str] | None:
 
 def _ready() -> None:
     from gateway.database import upgrade_schema
-    from gateway.services import pricing
+    from gateway.services.accounting import pricing
     upgrade_schema()
     pricing.seed_prices()
 
@@ -41,7 +41,7 @@ def users_cli():
 @with_appcontext
 def users_create(email, password, role):
     """Create a user, or update the password and role of an existing one."""
-    from gateway.services import users
+    from gateway.services.admin import users
     _ready()
     try:
         user = users.create_user(email, password, role)
@@ -67,7 +67,7 @@ def providers_cli():
 @with_appcontext
 def providers_add(name, kind, base_url, api_key, models, embedding_models, region, api_version):
     """Add a provider, or update the one with this name (idempotent)."""
-    from gateway.services import catalog
+    from gateway.services.routing import catalog
     _ready()
     api_key = api_key if api_key is not None else os.environ.get("PROVIDER_API_KEY")
     options = {"api_version": api_version} if api_version else None
@@ -131,7 +131,7 @@ def _settings(models=None, expires=None, team=None, plan=None, token_quota=None,
               quota_tz=None, budget=None, rpm=None, tpm=None, parallel=None, policy=None, ip_allow=None,
               update=False) -> dict:
     """Only what was given; on update, 0 / 'none' / 'all' / 'never' clear a limit."""
-    from gateway.services import teams
+    from gateway.services.accounting import teams
     s: dict = {}
     for name, value in (("token_quota", token_quota), ("rpm", rpm), ("tpm", tpm), ("max_parallel", parallel)):
         if value is not None:
@@ -158,7 +158,7 @@ def _settings(models=None, expires=None, team=None, plan=None, token_quota=None,
 
 
 def _describe(k) -> str:
-    from gateway.services import keys
+    from gateway.services.accounting import keys
     i = keys.info(k)
     limits = []
     if i.token_quota is not None:
@@ -185,7 +185,7 @@ def keys_create(name, user_email, **options):
     """Create a key; the secret is printed alone on the last line, once."""
     from gateway.extensions import db
     from gateway.models import User
-    from gateway.services import keys
+    from gateway.services.accounting import keys
     _ready()
     user_id = None
     if user_email:
@@ -212,7 +212,7 @@ def keys_create(name, user_email, **options):
 @with_appcontext
 def keys_update(prefix, name, enabled, **options):
     """Edit the key whose visible prefix is PREFIX; the secret stays the same. 0 clears a limit."""
-    from gateway.services import keys
+    from gateway.services.accounting import keys
     _ready()
     try:
         key = keys.find_by_prefix(prefix)
@@ -233,7 +233,7 @@ def keys_update(prefix, name, enabled, **options):
 @with_appcontext
 def keys_rotate(prefix, grace):
     """New secret for the key PREFIX, same settings; printed alone on the last line, once."""
-    from gateway.services import keys
+    from gateway.services.accounting import keys
     _ready()
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
@@ -264,7 +264,7 @@ def keys_list():
 @with_appcontext
 def keys_revoke(prefix):
     """Revoke the key whose visible prefix is PREFIX."""
-    from gateway.services import keys
+    from gateway.services.accounting import keys
     _ready()
     try:
         key = keys.find_by_prefix(prefix)
@@ -280,7 +280,7 @@ def keys_reconcile():
     """Release reservations never settled and rebuild shared (Redis) counters from the ledger."""
     from flask import current_app
 
-    from gateway.services import quota
+    from gateway.services.accounting import quota
     _ready()
     n = quota.reconcile(current_app._get_current_object())
     click.echo(f"reconciled {n} counters")
@@ -308,7 +308,7 @@ def _team_line(t) -> str:
 @with_appcontext
 def teams_create(name, budget, period, timezone, alerts, webhook_url, webhook_secret):
     """Create a team, or update the one with this name."""
-    from gateway.services import teams
+    from gateway.services.accounting import teams
     _ready()
     fields = {k: v for k, v in (("budget_usd", budget), ("budget_period", period), ("timezone", timezone),
                                 ("alert_thresholds", alerts)) if v is not None}
@@ -342,7 +342,7 @@ def teams_list():
 @with_appcontext
 def teams_plan(name, token_quota, quota_period, budget, rpm, tpm, parallel, models):
     """Create or edit a plan: default limits for the keys on it."""
-    from gateway.services import teams
+    from gateway.services.accounting import teams
     _ready()
     fields = {k: v for k, v in (("token_quota", token_quota), ("quota_period", quota_period),
                                 ("budget_usd", budget), ("rpm", rpm), ("tpm", tpm),
@@ -365,7 +365,7 @@ def teams_plan(name, token_quota, quota_period, budget, rpm, tpm, parallel, mode
 @with_appcontext
 def teams_tag_budget(tag, budget, period, timezone, alerts, webhook_url, webhook_secret):
     """Budget on requests tagged TAG (name=value, e.g. feature=search)."""
-    from gateway.services import teams
+    from gateway.services.accounting import teams
     _ready()
     name, sep, value = tag.partition("=")
     if not sep:
@@ -424,7 +424,7 @@ def aliases_cli():
 @with_appcontext
 def aliases_set(name, target):
     """Point NAME at TARGET (a model or policy:NAME); clients keep asking for NAME."""
-    from gateway.services import catalog
+    from gateway.services.routing import catalog
     _ready()
     try:
         catalog.set_alias(name, target)
@@ -447,7 +447,7 @@ def aliases_list():
 @click.argument("name")
 @with_appcontext
 def aliases_delete(name):
-    from gateway.services import catalog
+    from gateway.services.routing import catalog
     _ready()
     if not catalog.delete_alias(name):
         raise click.ClickException(f"no alias {name}")
@@ -481,7 +481,7 @@ def policies_cli():
 @with_appcontext
 def policies_set(name, strategy, candidates, regions, capabilities, sticky, ab, shadow):
     """Create or update a policy; options not given keep their value."""
-    from gateway.services import catalog
+    from gateway.services.routing import catalog
     _ready()
     given = {"strategy": strategy, "candidates": _csv(candidates), "regions": _csv(regions),
              "capabilities": _csv(capabilities), "sticky": sticky, "ab": _experiment(ab),
@@ -511,7 +511,7 @@ def policies_list():
 @with_appcontext
 def policies_bind(key_prefix, policy):
     """Route every request of the key KEY_PREFIX by POLICY (omit POLICY to unbind)."""
-    from gateway.services import keys
+    from gateway.services.accounting import keys
     _ready()
     try:
         key = keys.update_key(keys.find_by_prefix(key_prefix), policy=policy)
@@ -543,7 +543,7 @@ def _deployment_options(f):
 
 
 def _save_deployment(model, provider, upstream, **o):
-    from gateway.services import catalog
+    from gateway.services.routing import catalog
     fields = {"weight": o["weight"], "region": o["region"], "input_per_1k": o["input_price"],
               "output_per_1k": o["output_price"], "context_window": o["context_window"],
               "capabilities": _csv(o["capabilities"]), "rpm_limit": o["rpm"], "tpm_limit": o["tpm"],
@@ -591,10 +591,10 @@ def deployments_list():
     """Every deployment with its routing facts and live health (this process's view)."""
     from gateway.extensions import db
     from gateway.models import Deployment
-    from gateway.services import routing
+    from gateway.services.routing import plan
     _ready()
     for d in db.session.scalars(select(Deployment).order_by(Deployment.model, Deployment.id)):
-        st = routing.deployment_status(d.id)
+        st = plan.deployment_status(d.id)
         price = f"{d.input_per_1k}/{d.output_per_1k}" if d.input_per_1k is not None else "table"
         click.echo(f"{d.id}\t{d.model}\t{d.provider.name}/{d.upstream_model}\t{d.region or d.provider.region or '-'}"
                    f"\tw={d.weight}\tprice={price}\tctx={d.context_window or '-'}"
@@ -613,10 +613,10 @@ def config_cli():
 @with_appcontext
 def config_apply(path):
     """Apply a gateway.yaml now (the same as at start; idempotent)."""
-    from gateway.services import config_file
+    from gateway.services.admin import declarative
     _ready()
     try:
-        config_file.apply_file(path, click.echo)
+        declarative.apply_file(path, click.echo)
     except GatewayError as e:
         _fail(e)
 
@@ -631,7 +631,7 @@ def usage_cli():
 @with_appcontext
 def usage_rebuild_rollup(days_per_batch):
     """Recompute the usage rollup (charts) from the raw records, e.g. after an upgrade."""
-    from gateway.services import rollup
+    from gateway.services.accounting import rollup
     _ready()
     n = rollup.rebuild(days_per_batch, echo=click.echo)
     click.echo(f"rollup rebuilt from {n} usage records")

@@ -46,7 +46,7 @@ def ensure_admin(out=print) -> None:
     """Create a first admin when there is no user: from GATEWAY_ADMIN_EMAIL/PASSWORD, or
     a generated password printed once."""
     from gateway.models import User
-    from gateway.services import users
+    from gateway.services.admin import users
 
     if db.session.scalar(select(func.count()).select_from(User)):
         return
@@ -64,7 +64,8 @@ def seed_demo(out=print, base_url: str = "http://127.0.0.1:8080") -> None:
     """On an empty database, a labelled mock provider and a demo key, so a newcomer gets an
     answer within a minute. GATEWAY_DEMO=0 turns this off."""
     from gateway.models import ApiKey, Provider
-    from gateway.services import catalog, keys
+    from gateway.services.accounting import keys
+    from gateway.services.routing import catalog
 
     if not current_app.config["DEMO"]:
         return
@@ -85,11 +86,11 @@ def seed_demo(out=print, base_url: str = "http://127.0.0.1:8080") -> None:
 
 def bootstrap(out=print, base_url: str = "http://127.0.0.1:8080") -> None:
     """Everything a start needs, in order; safe to run on every start."""
-    from gateway.services import pricing
+    from gateway.services.accounting import pricing
 
     upgrade_schema()
     pricing.seed_prices()
-    from gateway.services import config_file
-    config_file.apply_from_env(out)     # GATEWAY_CONFIG: before the demo, which needs an empty catalogue
+    from gateway.services.admin import declarative
+    declarative.apply_from_env(out)     # GATEWAY_CONFIG: before the demo, which needs an empty catalogue
     ensure_admin(out)
     seed_demo(out, base_url)

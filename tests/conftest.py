@@ -18,8 +18,9 @@ from werkzeug.serving import make_server
 from gateway import create_app
 from gateway.extensions import db
 from gateway.models import UsageRecord
-from gateway.services import catalog, keys, pricing
-from gateway.services.usage import recorder
+from gateway.services.accounting import keys, pricing
+from gateway.services.routing import catalog
+from gateway.services.accounting.usage import recorder
 
 ROOT = Path(__file__).resolve().parents[1]
 # Gateways the tests start as subprocesses keep their secrets and usage spool here, never in

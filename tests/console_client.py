@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from gateway.extensions import db
-from gateway.services import users
+from gateway.services.admin import users
 
 PASSWORD = "correct-horse-1"
 _TOKEN = re.compile(r'name="csrf-token" content="([^"]+)"|name="csrf_token" value="([^"]+)"')

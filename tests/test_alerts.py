@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from gateway.extensions import db
 from gateway.models import Alert, Team
-from gateway.services import alerts, teams
+from gateway.services.accounting import alerts, teams
 from tests.conftest import add_provider, make_key
 
 CHAT = {"model": "demo-chat", "max_tokens": 4, "messages": [{"role": "user", "content": "hello there friend"}]}

@@ -6,7 +6,7 @@ from sqlalchemy import select
 from console_client import PASSWORD, Console, csrf_from, make_user
 from gateway.extensions import db
 from gateway.models import AuditLog, User
-from gateway.services import users
+from gateway.services.admin import users
 
 
 def test_login_and_logout(app):

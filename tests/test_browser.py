@@ -13,7 +13,7 @@ from conftest import LiveServer, make_app
 from console_client import PASSWORD, make_user
 from gateway.extensions import db
 from gateway.models import UsageRecord
-from gateway.services.usage import recorder
+from gateway.services.accounting.usage import recorder
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"

@@ -183,7 +183,7 @@ def test_redis_shared_by_two_gateway_processes(postgres_db, mock, tmp_path):
         # Redis and the database ledger agree with each other and with the responses
         check(results, records, int(h["ut"]), int(h["rt"]))
         assert ledger.used_tokens == int(h["ut"]) and int(h["inf"]) == 0
-        from gateway.services import quota
+        from gateway.services.accounting import quota
         r.hset(counter[0], mapping={"ut": 0, "rt": 999, "inf": 5})     # drift, then repair
         assert quota.reconcile(app) >= 1
         h = {k.decode(): v.decode() for k, v in r.hgetall(counter[0]).items()}

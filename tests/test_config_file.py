@@ -6,7 +6,9 @@ from sqlalchemy import func, select
 
 from gateway.extensions import db
 from gateway.models import Alias, Deployment, Policy, Provider
-from gateway.services import catalog, config_file, secrets
+from gateway import secrets
+from gateway.services.admin import declarative
+from gateway.services.routing import catalog
 from tests.conftest import make_key
 
 CONFIG = """
@@ -61,7 +63,7 @@ def counts():
 
 def test_applies_and_marks_rows(app, cfg):
     with app.app_context():
-        summary = config_file.apply_file(cfg, out=lambda s: None)
+        summary = declarative.apply_file(cfg, out=lambda s: None)
         assert summary["providers"] == 2 and summary["deployments"] == 2
         p = db.session.scalar(select(Provider).where(Provider.name == "openai-eu"))
         assert p.source == "config" and p.region == "eu-west-1"
@@ -81,15 +83,15 @@ def test_applies_and_marks_rows(app, cfg):
 def test_is_idempotent_and_prunes_what_the_file_dropped(app, cfg):
     with app.app_context():
         catalog.save_provider("manual", "mock", models=["hand-made"], api_key="k-123456789")
-        config_file.apply_file(cfg, out=lambda s: None)
+        declarative.apply_file(cfg, out=lambda s: None)
         first = counts()
-        config_file.apply_file(cfg, out=lambda s: None)
+        declarative.apply_file(cfg, out=lambda s: None)
         assert counts() == first
         cfg.write_text(CONFIG.replace("""      - provider: local
         upstream: echo
         region: eu-central-1
 """, "").replace("  local:\n    kind: mock\n    api_key: ${TEST_MOCK_KEY:-mock-key-123456}\n", ""))
-        summary = config_file.apply_file(cfg, out=lambda s: None)
+        summary = declarative.apply_file(cfg, out=lambda s: None)
         assert summary["removed"] == 2
         names = set(db.session.scalars(select(Provider.name)))
         assert names == {"openai-eu", "manual"}     # rows not from the file are left alone
@@ -97,8 +99,8 @@ def test_is_idempotent_and_prunes_what_the_file_dropped(app, cfg):
 
 def test_missing_env_key_fails_loudly(app, cfg, monkeypatch):
     monkeypatch.delenv("TEST_OPENAI_EU_KEY")
-    with app.app_context(), pytest.raises(config_file.ConfigError, match="TEST_OPENAI_EU_KEY"):
-        config_file.apply_file(cfg, out=lambda s: None)
+    with app.app_context(), pytest.raises(declarative.ConfigError, match="TEST_OPENAI_EU_KEY"):
+        declarative.apply_file(cfg, out=lambda s: None)
 
 
 @pytest.mark.parametrize("text,match", [
@@ -114,8 +116,8 @@ def test_missing_env_key_fails_loudly(app, cfg, monkeypatch):
 def test_invalid_files_say_where(app, tmp_path, text, match):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    with app.app_context(), pytest.raises(config_file.ConfigError, match=match):
-        config_file.apply_file(path, out=lambda s: None)
+    with app.app_context(), pytest.raises(declarative.ConfigError, match=match):
+        declarative.apply_file(path, out=lambda s: None)
 
 
 def test_applied_at_start_and_served(sqlite_app, tmp_path, monkeypatch):
@@ -130,7 +132,7 @@ aliases:
 """)
     monkeypatch.setenv("GATEWAY_CONFIG", str(path))
     with sqlite_app.app_context():
-        config_file.apply_from_env(out=lambda s: None)
+        declarative.apply_from_env(out=lambda s: None)
     key = make_key(sqlite_app)
     r = sqlite_app.test_client().post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
                                       json={"model": "chat-default", "messages": [{"role": "user", "content": "hi"}]})

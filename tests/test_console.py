@@ -11,7 +11,7 @@ from conftest import add_provider, usage_records
 from console_client import Console, make_user
 from gateway.extensions import db
 from gateway.models import ApiKey, AuditLog, Provider, UsageRecord, utcnow
-from gateway.services import keys
+from gateway.services.accounting import keys
 
 ROLES = ("admin", "member", "viewer")
 A, M, V = "admin", "member", "viewer"

@@ -12,7 +12,7 @@ from sqlalchemy import insert
 from console_client import Console, make_user
 from gateway.extensions import db
 from gateway.models import UsageRecord, utcnow
-from gateway.services import charts
+from gateway.services.reporting import charts
 
 
 def _rows(n: int, start, **fields):
@@ -89,7 +89,7 @@ def test_console_pages_with_100k_usage_records(app):
         db.session.commit()
         dialect = db.engine.dialect.name
         if not os.environ.get("GATEWAY_PERF_RAW"):     # as `gateway usage rebuild-rollup` does on an upgrade
-            from gateway.services import rollup
+            from gateway.services.accounting import rollup
             t0 = time.perf_counter()
             rollup.rebuild()
             print(f"{dialect:10s} {'rebuild-rollup':48s}     {(time.perf_counter() - t0) * 1000:7.1f} ms")

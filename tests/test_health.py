@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from gateway.config import Defaults
-from gateway.services.health import Health, Sample
+from gateway.services.routing.health import Health, Sample
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -175,8 +175,8 @@ def test_two_workers_share_an_open_circuit(tmp_path):
     except redis.RedisError:
         pytest.skip("Redis not reachable")
     from gateway import create_app, mock_upstream
-    from gateway.services import catalog
-    from gateway.services.health import health
+    from gateway.services.routing import catalog
+    from gateway.services.routing.health import health
     from tests.conftest import make_app, make_key
 
     prefix = f"gw:test:{uuid.uuid4().hex[:8]}:"
@@ -206,5 +206,5 @@ def test_two_workers_share_an_open_circuit(tmp_path):
             client.delete(*keys)
         for app in (w1, w2):
             with app.app_context():
-                from gateway.services.usage import recorder
+                from gateway.services.accounting.usage import recorder
                 recorder(app).drain()

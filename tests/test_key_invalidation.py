@@ -17,7 +17,8 @@ from sqlalchemy import select
 from gateway import create_app
 from gateway.extensions import db
 from gateway.models import ApiKey
-from gateway.services import keys, pubsub
+from gateway import pubsub
+from gateway.services.accounting import keys
 from tests.conftest import add_provider, make_app, make_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def workers(tmp_path, request):
         if b is not None:
             b.stop()
         with app.app_context():
-            from gateway.services.usage import recorder
+            from gateway.services.accounting.usage import recorder
             recorder(app).drain()
             db.engine.dispose()
 
@@ -125,7 +126,7 @@ def test_clear_reaches_the_other_worker(workers):
 def test_a_setting_changed_in_one_worker_reaches_the_other(workers):
     redis_or_skip()
     w1, w2 = workers
-    from gateway.services import settings
+    from gateway.services.admin import settings
     assert settings.cached(w2, "log_prompts") is False
     pubsub.bus(w2).ensure()
     assert pubsub.bus(w2).ready.wait(5.0)

@@ -8,8 +8,9 @@ from sqlalchemy import select
 
 from gateway.extensions import db
 from gateway.models import ApiKey, UsageRecord
-from gateway.services import keys, settings
-from gateway.services.usage import recorder
+from gateway.services.accounting import keys
+from gateway.services.admin import settings
+from gateway.services.accounting.usage import recorder
 from tests.conftest import add_provider, make_key
 from tests.console_client import Console, make_user
 

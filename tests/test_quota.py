@@ -9,9 +9,9 @@ from sqlalchemy import select
 from gateway.errors import QuotaExceeded, RateLimited
 from gateway.extensions import db
 from gateway.models import ApiKey, QuotaCounter, Reservation
-from gateway.services import keys, quota, teams
-from gateway.services.relay import Call
-from gateway.services.usage import UsageEntry
+from gateway.services.accounting import keys, quota, teams
+from gateway.services.routing.relay import Call
+from gateway.services.accounting.usage import UsageEntry
 from tests.conftest import add_provider, make_key, usage_records
 
 HELLO = [{"role": "user", "content": "hello there friend"}]
@@ -140,7 +140,7 @@ def test_period_resets_in_the_keys_time_zone(demo):
 
 
 def test_week_and_month_periods(demo):
-    from gateway.services import periods
+    from gateway.services.accounting import periods
     start, end = periods.bounds("week", "UTC", datetime(2025, 1, 1, 12))      # a Wednesday
     assert (start, end) == (datetime(2024, 12, 30), datetime(2025, 1, 6))
     start, end = periods.bounds("month", "Europe/Paris", datetime(2025, 1, 31, 23, 30))

@@ -14,7 +14,7 @@ from dataclasses import asdict
 import requests
 from sqlalchemy import create_engine, text
 
-from gateway.services.usage import UsageEntry, new_request_id, recorder
+from gateway.services.accounting.usage import UsageEntry, new_request_id, recorder
 from tests.conftest import ROOT, usage_records
 
 

@@ -11,8 +11,9 @@ from sqlalchemy import delete, func, insert, select
 
 from gateway.extensions import db
 from gateway.models import UsageHourly, UsageRecord, utcnow
-from gateway.services import charts, rollup
-from gateway.services.usage import UsageEntry, new_request_id, recorder
+from gateway.services.accounting import rollup
+from gateway.services.reporting import charts
+from gateway.services.accounting.usage import UsageEntry, new_request_id, recorder
 from tests.conftest import add_provider, make_key, usage_records
 
 SUMMED = ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd", "latency_ms_sum")

@@ -9,7 +9,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 from gateway.auth import throttle
 from gateway.extensions import db, login_manager
 from gateway.models import User
-from gateway.services import audit, users
+from gateway.services.admin import audit, users
 
 bp = Blueprint("auth", __name__)
 login_manager.login_view = "auth.login"

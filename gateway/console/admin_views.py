@@ -11,7 +11,7 @@ from gateway.errors import InvalidRequest
 from gateway.extensions import db
 from gateway.htmx import navigate, render
 from gateway.models import ROLES, User
-from gateway.services import audit, settings, users
+from gateway.services.admin import audit, settings, users
 
 
 def _teams():

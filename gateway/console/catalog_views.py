@@ -14,7 +14,10 @@ from gateway.errors import InvalidRequest
 from gateway.extensions import db
 from gateway.htmx import navigate, render
 from gateway.models import Deployment, ModelPrice, Provider, UsageRecord, utcnow
-from gateway.services import catalog, charts, pricing, probe, secrets
+from gateway import secrets
+from gateway.services.accounting import pricing
+from gateway.services.reporting import charts
+from gateway.services.routing import catalog, probe
 
 
 @bp.get("/")
@@ -103,7 +106,7 @@ def marketplace():
 def deployment_health(d: Deployment) -> dict:
     """Live status from the router when it exists, else from the last hour of usage."""
     try:
-        from gateway.services.routing import deployment_status
+        from gateway.services.routing.plan import deployment_status
         status = dict(deployment_status(d.id))
         status.setdefault("state", "unknown")
         return status

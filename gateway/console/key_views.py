@@ -13,7 +13,9 @@ from gateway.errors import InvalidRequest
 from gateway.extensions import db
 from gateway.htmx import navigate, render
 from gateway.models import ApiKey, User, utcnow
-from gateway.services import catalog, charts, keys
+from gateway.services.accounting import keys
+from gateway.services.reporting import charts
+from gateway.services.routing import catalog
 
 PER_PAGE = 50
 LIMIT_FIELDS = ("token_quota", "budget_usd", "rpm", "tpm", "max_parallel")   # admins only

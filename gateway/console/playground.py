@@ -8,9 +8,9 @@ from flask_login import current_user
 from gateway.auth.rbac import WRITE, require_role
 from gateway.console.views import bp
 from gateway.errors import GatewayError, InvalidRequest
-from gateway.services import catalog, relay
-from gateway.services.keys import KeyInfo
-from gateway.services.usage import new_request_id
+from gateway.services.routing import catalog, relay
+from gateway.services.accounting.keys import KeyInfo
+from gateway.services.accounting.usage import new_request_id
 
 MAX_PROMPT_CHARS = 100_000
 

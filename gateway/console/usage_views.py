@@ -10,7 +10,9 @@ from gateway.console.views import bp, usage_filter
 from gateway.extensions import db
 from gateway.htmx import render
 from gateway.models import ApiKey, UsageRecord
-from gateway.services import catalog, charts, exports, settings
+from gateway.services.admin import settings
+from gateway.services.reporting import charts, exports
+from gateway.services.routing import catalog
 
 PER_PAGE = 50
 

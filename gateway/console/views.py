@@ -7,7 +7,8 @@ from sqlalchemy import or_, select
 
 from gateway.extensions import db
 from gateway.models import ApiKey
-from gateway.services import audit, charts, settings
+from gateway.services.admin import audit, settings
+from gateway.services.reporting import charts
 
 bp = Blueprint("console", __name__)
 

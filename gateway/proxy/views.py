@@ -8,8 +8,9 @@ import orjson
 from flask import Blueprint, Response, current_app, g, request
 
 from gateway.errors import GatewayError, InvalidRequest, PayloadTooLarge
-from gateway.services import catalog, keys, quota, relay
-from gateway.services.usage import new_request_id
+from gateway.services.accounting import keys, quota
+from gateway.services.routing import catalog, relay
+from gateway.services.accounting.usage import new_request_id
 
 bp = Blueprint("proxy", __name__, url_prefix="/v1")
 

@@ -24,8 +24,8 @@ from sqlalchemy import select
 from gateway.errors import QuotaExceeded, RateLimited
 from gateway.extensions import db
 from gateway.models import TagBudget, utcnow
-from gateway.services import periods, tokens
-from gateway.services.usage import UsageEntry
+from gateway.services.accounting import periods, tokens
+from gateway.services.accounting.usage import UsageEntry
 
 log = logging.getLogger("gateway.quota")
 
@@ -151,11 +151,11 @@ def estimate(call) -> tuple[int, float]:
     usd = 0.0
     models = [m for m in [call.model, *(getattr(call, "fallbacks", None) or [])] if isinstance(m, str)]
     if models:
-        from gateway.services import routing
+        from gateway.services.routing import plan
         mode = "chat" if call.endpoint == "chat" else "embedding"
         # Policies and aliases included: a `policy:cost-optimized` request reserves at the
         # price of the dearest deployment the policy may pick.
-        for route in (r for m in models for r in routing.candidates(m, mode)):
+        for route in (r for m in models for r in plan.candidates(m, mode)):
             price = route.price()
             if price:
                 usd = max(usd, (prompt * price[0] + completion * price[1]) / 1000.0)
@@ -168,10 +168,10 @@ def backend(app: Flask):
     if store is None:
         url = app.config.get("REDIS_URL") or os.environ.get("REDIS_URL")
         if url:
-            from gateway.services.ratelimit import RedisCounters
+            from gateway.services.accounting.counters import RedisCounters
             store = RedisCounters(app, url)
         else:
-            from gateway.services.ratelimit import DbCounters
+            from gateway.services.accounting.counters import DbCounters
             store = DbCounters(app)
         app.extensions["quota_backend"] = store
     return store
@@ -298,7 +298,7 @@ def settle(app: Flask, call, entry: UsageEntry, now: datetime | None = None) -> 
 def _settle(app: Flask, res: Reservation, used_tokens: int, used_usd: float, now) -> None:
     counters = backend(app).settle(res, used_tokens, used_usd, now or utcnow())
     if counters:
-        from gateway.services import alerts
+        from gateway.services.accounting import alerts
         alerts.check(app, res, counters)
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import DateTime, and_, case, func, literal, literal_column, or_,
 
 from gateway.extensions import db
 from gateway.models import ApiKey, UsageHourly, UsageRecord, User, utcnow
-from gateway.services import rollup
+from gateway.services.accounting import rollup
 
 RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 GROUPS = ("model", "provider", "key", "user", "team", "tag")

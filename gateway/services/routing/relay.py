@@ -15,10 +15,11 @@ from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.providers import transport as transport_mod
 from gateway.providers.base import Reply, StreamError, Usage
 from gateway.providers.registry import ADAPTERS
-from gateway.services import capture, catalog, pricing, quota, routing, shadow, tokens
-from gateway.services.health import health
-from gateway.services.keys import KeyInfo
-from gateway.services.usage import UsageEntry, recorder
+from gateway.services.accounting import pricing, prompt_log, quota, tokens
+from gateway.services.routing import catalog, plan as planning, shadow
+from gateway.services.routing.health import health
+from gateway.services.accounting.keys import KeyInfo
+from gateway.services.accounting.usage import UsageEntry, recorder
 
 
 @dataclass
@@ -76,7 +77,7 @@ def record(app: Flask, call: Call, entry: UsageEntry) -> None:
     """The one way a request's record is made: settles its quota reservation, then queues it."""
     try:
         if call.capture and entry.request_body is None:
-            entry.request_body = capture.request_text(call.body, call.capture)
+            entry.request_body = prompt_log.request_text(call.body, call.capture)
         if call.reservation is not None:
             quota.settle(app, call, entry)
     finally:
@@ -169,13 +170,13 @@ def start(call: Call, mode: str) -> Prepared:
     back on errors another attempt may not have (connection, 429, 5xx, timeout, a stream that
     breaks before its first chunk), within MAX_ATTEMPTS and the request's deadline."""
     app = current_app._get_current_object()
-    plan = routing.plan(call, mode)
+    plan = planning.plan(call, mode)
     call.variant = plan.variant
     h = health(app)
     need_tokens = plan.need.tokens
-    max_attempts = int(routing.config("MAX_ATTEMPTS"))
-    deadline = call.started + float(routing.config("ROUTING_DEADLINE_SECONDS"))
-    wait_cap = float(routing.config("RETRY_AFTER_MAX_SECONDS"))
+    max_attempts = int(planning.config("MAX_ATTEMPTS"))
+    deadline = call.started + float(planning.config("ROUTING_DEADLINE_SECONDS"))
+    wait_cap = float(planning.config("RETRY_AFTER_MAX_SECONDS"))
     attempts: list[dict] = []
     tries: dict[int, int] = {}
     retry_after: dict[int, float | None] = {}
@@ -190,7 +191,7 @@ def start(call: Call, mode: str) -> Prepared:
             break
         rid = route.deployment_id
         if not fresh:           # every deployment was tried: back off, then retry this one
-            wait = routing.backoff(tries[rid], retry_after.get(rid))
+            wait = planning.backoff(tries[rid], retry_after.get(rid))
             if wait > wait_cap or time.perf_counter() + wait >= deadline:
                 done.add(rid)
                 continue
@@ -317,7 +318,7 @@ def _usage_fields(p: Prepared, usage: Usage) -> dict:
 
 
 def _start_recorded(app: Flask, call: Call, mode: str) -> Prepared:
-    call.capture = capture.limit(app)
+    call.capture = prompt_log.limit(app)
     try:
         return start(call, mode)
     except GatewayError as e:
@@ -341,7 +342,7 @@ def complete(call: Call, mode: str) -> bytes:
     health(app).success(p.route, ms, None, usage.completion_tokens, usage.total_tokens)
     entry = entry_for(call, 200, **_route_fields(p), **_usage_fields(p, usage))
     if call.capture and mode == "chat":
-        entry.response_text = capture.reply_text(reply.body, call.capture)
+        entry.response_text = prompt_log.reply_text(reply.body, call.capture)
     record(app, call, entry)
     return reply.body
 
@@ -432,7 +433,7 @@ def _relay_stream(app: Flask, p: Prepared, parser) -> Iterator[bytes]:
     call = p.call
     ttft: float | None = (p.first_at - call.started) * 1000 if p.first_at else None
     recorded = False
-    text = capture.StreamText(call.capture) if call.capture else None
+    text = prompt_log.StreamText(call.capture) if call.capture else None
 
     def finish(status: int, error: GatewayError | None) -> None:
         # Recorded before the last event goes out, so a client that saw the end can count on it.

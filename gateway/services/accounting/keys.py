@@ -15,7 +15,7 @@ from sqlalchemy import or_, select
 from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from gateway.extensions import db
 from gateway.models import ApiKey, Plan, Team, utcnow
-from gateway.services import pubsub
+from gateway import pubsub
 
 KEY_PREFIX = "sk-gw-"
 PREFIX_LEN = 14     # "sk-gw-" + 8 characters: enough to tell keys apart, useless to an attacker
@@ -141,7 +141,7 @@ def _validate(settings: dict) -> dict:
     if "quota_period" in s and s["quota_period"] not in PERIODS:
         raise InvalidRequest(f"quota_period must be one of {', '.join(PERIODS)}.", param="quota_period")
     if s.get("quota_tz"):
-        from gateway.services.periods import zone
+        from gateway.services.accounting.periods import zone
         zone(s["quota_tz"])
     for name in ("token_quota", "rpm", "tpm", "max_parallel"):
         v = s.get(name)

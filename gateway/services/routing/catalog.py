@@ -15,7 +15,7 @@ from gateway.extensions import db
 from gateway.models import Deployment, Provider
 from gateway.providers import transport
 from gateway.providers.base import Target
-from gateway.services import secrets
+from gateway import secrets
 
 KINDS = ("openai", "azure", "anthropic", "gemini", "mock")
 DEFAULT_BASE_URLS = {
@@ -56,7 +56,7 @@ class Route:
         """The price the request is billed at, as pricing.cost_of takes it."""
         if self.own_price:
             return (self.input_per_1k or 0.0, self.output_per_1k or 0.0, None)
-        from gateway.services import pricing
+        from gateway.services.accounting import pricing
         return pricing.price_book().lookup(self.target.model)
 
 
@@ -111,7 +111,7 @@ class Catalog:
 
 def _load() -> Snapshot:
     from gateway.models import Alias, Policy
-    from gateway.services import pricing
+    from gateway.services.accounting import pricing
 
     book = pricing.price_book()
     book.lookup("")     # reload now, not in the middle of reading rows
@@ -298,7 +298,7 @@ POLICY_FIELDS = ("strategy", "candidates", "weights", "capabilities", "regions",
 def save_policy(name: str, source: str = "cli", **fields):
     """Create or update a routing policy; only the fields given change."""
     from gateway.models import Policy
-    from gateway.services.routing import STRATEGIES
+    from gateway.services.routing.plan import STRATEGIES
     unknown = set(fields) - set(POLICY_FIELDS)
     if unknown:
         raise InvalidRequest(f"unknown policy field(s): {', '.join(sorted(unknown))}")

@@ -42,8 +42,8 @@ def mirror(app: Flask, call, route, mode: str) -> bool:
 
 
 def _run(app: Flask, sem, route, mode, body, model, endpoint, tags) -> None:
-    from gateway.services import relay
-    from gateway.services.health import health
+    from gateway.services.routing import relay
+    from gateway.services.routing.health import health
 
     shadow_call = relay.Call(request_id="shd_" + uuid.uuid4().hex, endpoint=endpoint, body=body,
                              key=None, tags=tags, variant="shadow")

@@ -137,7 +137,7 @@ def send(app: Flask, alert_id: int, url: str, secret_enc: str, body: dict, backg
                          name="alert-webhook", daemon=True).start()
         return
     from gateway.providers.base import UpstreamRequest
-    from gateway.services import secrets
+    from gateway import secrets
     with app.app_context():
         status = "sent"
         try:
@@ -183,7 +183,7 @@ def webhook_config(url: str | None, secret: str | None) -> tuple[str, str]:
     """Validate a webhook URL and encrypt its secret, for teams and tag budgets."""
     from gateway.errors import InvalidRequest
     from gateway.providers.transport import check_url
-    from gateway.services import secrets
+    from gateway import secrets
     url = (url or "").strip()
     if url:
         try:

@@ -8,7 +8,7 @@ from flask import Flask, current_app
 
 from gateway.extensions import db
 from gateway.models import Setting
-from gateway.services import pubsub
+from gateway import pubsub
 
 log = logging.getLogger("gateway.settings")
 INVALIDATE_CHANNEL = "gw:settings:invalidate"

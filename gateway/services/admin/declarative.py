@@ -18,7 +18,7 @@ from sqlalchemy import select
 from gateway.errors import GatewayError
 from gateway.extensions import db
 from gateway.models import Alias, Deployment, Policy, Provider
-from gateway.services import catalog
+from gateway.services.routing import catalog
 
 SOURCE = "config"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -6,7 +6,7 @@ from sqlalchemy import select
 from gateway.errors import InvalidRequest
 from gateway.extensions import db
 from gateway.models import Plan, TagBudget, Team
-from gateway.services import alerts, keys, periods
+from gateway.services.accounting import alerts, keys, periods
 
 TEAM_FIELDS = ("name", "budget_usd", "budget_period", "timezone", "alert_thresholds")
 PLAN_FIELDS = ("name", "token_quota", "quota_period", "budget_usd", "rpm", "tpm", "max_parallel", "models")

@@ -10,8 +10,8 @@ from gateway.errors import GatewayError
 from gateway.providers import transport
 from gateway.providers.base import StreamError, Target
 from gateway.providers.registry import ADAPTERS
-from gateway.services import catalog
-from gateway.services.relay import sanitize, upstream_failure
+from gateway.services.routing import catalog
+from gateway.services.routing.relay import sanitize, upstream_failure
 
 PROBE_BODY = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1, "temperature": 0}
 

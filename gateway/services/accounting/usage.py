@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from gateway.extensions import db
 from gateway.models import UsageRecord, utcnow
-from gateway.services import rollup
+from gateway.services.accounting import rollup
 
 log = logging.getLogger("gateway.usage")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from flask import Flask
 
-from gateway.services import settings
+from gateway.services.admin import settings
 
 TRUNCATED = " …[truncated]"
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from gateway.extensions import db
 from gateway.models import UsageRecord
-from gateway.services import charts
+from gateway.services.reporting import charts
 
 MAX_ROWS = 50_000
 COLUMNS = [  # header, attribute, width, kind

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from flask import current_app
 
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamError
-from gateway.services import catalog, tokens
-from gateway.services.catalog import Route, Snapshot
-from gateway.services.health import health
+from gateway.services.accounting import tokens
+from gateway.services.routing import catalog
+from gateway.services.routing.catalog import Route, Snapshot
+from gateway.services.routing.health import health
 
 POLICY_PREFIX = "policy:"
 STRATEGIES = ("weighted", "cost", "latency", "throughput", "reliability")
