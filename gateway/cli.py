@@ -591,10 +591,10 @@ def deployments_list():
     """Every deployment with its routing facts and live health (this process's view)."""
     from gateway.extensions import db
     from gateway.models import Deployment
-    from gateway.services.routing import plan
+    from gateway.services.routing.health import deployment_status
     _ready()
     for d in db.session.scalars(select(Deployment).order_by(Deployment.model, Deployment.id)):
-        st = plan.deployment_status(d.id)
+        st = deployment_status(d.id)
         price = f"{d.input_per_1k}/{d.output_per_1k}" if d.input_per_1k is not None else "table"
         click.echo(f"{d.id}\t{d.model}\t{d.provider.name}/{d.upstream_model}\t{d.region or d.provider.region or '-'}"
                    f"\tw={d.weight}\tprice={price}\tctx={d.context_window or '-'}"

@@ -15,6 +15,7 @@ def database_url() -> str:
 class Defaults:
     SQLALCHEMY_DATABASE_URI = database_url()
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    REDIS_URL = os.environ.get("REDIS_URL") or None   # shared counters, stats and cache invalidation
     SECRET_KEY = None                   # generated into instance/ on first start if unset
     MAX_REQUEST_BYTES = 4 * 1024 * 1024  # /v1 bodies over this get 413
     UPSTREAM_CONNECT_TIMEOUT = 5.0

@@ -143,6 +143,6 @@ def bus(app: Flask) -> Bus:
         with _lock:
             b = app.extensions.get("pubsub")
             if b is None:
-                url = app.config.get("REDIS_URL") or os.environ.get("REDIS_URL")
+                url = app.config.get("REDIS_URL")
                 b = app.extensions["pubsub"] = Bus(url)
     return b

@@ -54,7 +54,7 @@ def test_upstream_message_is_sanitized(app, gw, mock):
     # The provider echoes our key and an internal URL in its error: neither reaches the client.
     requests.post(mock + "/_mock/faults", timeout=5, json={"faults": ["fail=400"]})
     add_provider(app, "leaky", "openai", mock + "/v1", ["leaky=echo"], api_key=SECRET)
-    from gateway.services.routing.relay import sanitize
+    from gateway.services.routing.upstream import sanitize
     msg = sanitize(f"bad key {SECRET} at http://10.0.0.5:8000/v1?key=abc", SECRET)
     assert SECRET not in msg and "10.0.0.5" not in msg and "key=abc" not in msg
     r = call(gw, "leaky")

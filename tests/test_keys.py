@@ -82,8 +82,17 @@ def test_ip_allowlist(demo, client):
     assert r.status_code == 403 and r.json["error"]["code"] == "ip_not_allowed"
     # X-Forwarded-For counts only behind a trusted proxy
     assert post(client, secret, **{"X-Forwarded-For": "10.9.9.9"}).status_code == 403
-    demo.config["TRUST_PROXY"] = True
-    assert post(client, secret, **{"X-Forwarded-For": "10.9.9.9, 127.0.0.1"}).status_code == 200
+
+
+def test_ip_allowlist_behind_a_trusted_proxy_uses_the_address_it_saw(tmp_path):
+    from conftest import make_app
+    app = make_app(f"sqlite:///{tmp_path}/p.db", instance_path=str(tmp_path / "i"), TRUST_PROXY=True)
+    add_provider(app, "demo", "mock", None, ["demo-chat"])
+    secret = make_key(app, ip_allow="10.0.0.0/8")
+    client = app.test_client()
+    # The proxy appends the peer it saw; entries before it are whatever the client claimed.
+    assert post(client, secret, **{"X-Forwarded-For": "10.9.9.9, 203.0.113.9"}).status_code == 403
+    assert post(client, secret, **{"X-Forwarded-For": "203.0.113.9, 10.9.9.9"}).status_code == 200
 
 
 def test_bad_cidr_is_refused(demo):

@@ -1,6 +1,7 @@
 """Quotas, budgets and rate limits: reserve the worst case, settle the real usage, reset on time."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pytest
@@ -10,7 +11,8 @@ from gateway.errors import QuotaExceeded, RateLimited
 from gateway.extensions import db
 from gateway.models import ApiKey, QuotaCounter, Reservation
 from gateway.services.accounting import keys, quota, teams
-from gateway.services.routing.relay import Call
+from gateway.services.api_request import ApiRequest
+from gateway.services.routing.plan import plan as plan_for
 from gateway.services.accounting.usage import UsageEntry
 from tests.conftest import add_provider, make_key, usage_records
 
@@ -42,13 +44,34 @@ def key_info(app, secret: str) -> keys.KeyInfo:
         return keys.authenticate(secret)
 
 
+@dataclass
+class Call:
+    """A request as admit() and settle() see it: parsed, by a key, and once admitted its admission."""
+    req: ApiRequest
+    key: keys.KeyInfo
+    admission: quota.Admission | None = None
+
+    @property
+    def reservation(self):
+        return self.admission.reservation
+
+
 def call_for(info, body=None, rid="r1", tags=None) -> Call:
-    return Call(request_id=rid, endpoint="chat", body=dict(body or CHAT), key=info, tags=tags or {})
+    return Call(ApiRequest(rid, "chat", dict(body or CHAT), tags or {}), info)
+
+
+def admit(call: Call, now=None) -> quota.Admission:
+    call.admission = quota.admit(call.req, call.key, plan_for(call.req, call.key), now=now)
+    return call.admission
+
+
+def estimate(call: Call) -> tuple[int, float]:
+    return quota.estimate(call.req, plan_for(call.req, call.key))
 
 
 def finish(app, call, tokens=10, status=200, cost=0.0):
-    quota.settle(app, call, UsageEntry(request_id=call.request_id, endpoint="chat", status=status,
-                                       total_tokens=tokens, prompt_tokens=tokens, cost_usd=cost))
+    quota.settle(app, call.admission, UsageEntry(request_id=call.req.request_id, endpoint="chat", status=status,
+                                                 total_tokens=tokens, prompt_tokens=tokens, cost_usd=cost))
 
 
 def test_unlimited_key_reserves_nothing(demo, client):
@@ -96,7 +119,7 @@ def test_settle_is_idempotent(demo):
     info = key_info(demo, secret)
     with demo.test_request_context():
         call = call_for(info)
-        quota.admit(call)
+        admit(call)
         finish(demo, call, tokens=10)
         call.reservation.settled = False     # a second settle of the same request id
         finish(demo, call, tokens=10)
@@ -133,10 +156,10 @@ def test_period_resets_in_the_keys_time_zone(demo):
     info = key_info(demo, secret)
     evening = datetime(2025, 3, 10, 3, 30)      # 23:30 in New York on the 9th
     with demo.test_request_context():
-        quota.admit(call_for(info, rid="a"), now=evening)
+        admit(call_for(info, rid="a"), now=evening)
         with pytest.raises(QuotaExceeded):
-            quota.admit(call_for(info, rid="b"), now=evening + timedelta(minutes=20))
-        quota.admit(call_for(info, rid="c"), now=evening + timedelta(minutes=31))   # past midnight there
+            admit(call_for(info, rid="b"), now=evening + timedelta(minutes=20))
+        admit(call_for(info, rid="c"), now=evening + timedelta(minutes=31))   # past midnight there
 
 
 def test_week_and_month_periods(demo):
@@ -155,12 +178,12 @@ def test_rpm_limit_and_window_reset(demo):
     with demo.test_request_context():
         for rid in ("a", "b"):
             c = call_for(info, rid=rid)
-            quota.admit(c, now=t)
+            admit(c, now=t)
             finish(demo, c)
         with pytest.raises(RateLimited) as e:
-            quota.admit(call_for(info, rid="c"), now=t + timedelta(seconds=30))
+            admit(call_for(info, rid="c"), now=t + timedelta(seconds=30))
         assert e.value.type == "rate_limit_exceeded" and e.value.headers["retry-after"] == "20"
-        quota.admit(call_for(info, rid="d"), now=t + timedelta(seconds=50))
+        admit(call_for(info, rid="d"), now=t + timedelta(seconds=50))
 
 
 def test_tpm_limit(demo):
@@ -169,11 +192,11 @@ def test_tpm_limit(demo):
     t = datetime(2025, 5, 1, 12, 0, 0)
     with demo.test_request_context():
         c = call_for(info, dict(CHAT, max_tokens=60), rid="a")
-        quota.admit(c, now=t)
+        admit(c, now=t)
         with pytest.raises(RateLimited):      # 72 reserved + 72 more > 100
-            quota.admit(call_for(info, dict(CHAT, max_tokens=60), rid="b"), now=t)
+            admit(call_for(info, dict(CHAT, max_tokens=60), rid="b"), now=t)
         finish(demo, c, tokens=20)            # settled to 20: room again
-        quota.admit(call_for(info, dict(CHAT, max_tokens=60), rid="c"), now=t)
+        admit(call_for(info, dict(CHAT, max_tokens=60), rid="c"), now=t)
 
 
 def test_parallel_limit(demo):
@@ -181,13 +204,13 @@ def test_parallel_limit(demo):
     info = key_info(demo, secret)
     with demo.test_request_context():
         a, b = call_for(info, rid="a"), call_for(info, rid="b")
-        quota.admit(a)
-        quota.admit(b)
+        admit(a)
+        admit(b)
         with pytest.raises(RateLimited) as e:
-            quota.admit(call_for(info, rid="c"))
+            admit(call_for(info, rid="c"))
         assert "parallel" in e.value.message
         finish(demo, a, status=502, tokens=0)
-        quota.admit(call_for(info, rid="d"))
+        admit(call_for(info, rid="d"))
 
 
 def test_team_budget_is_a_hard_cap(demo, client):
@@ -226,7 +249,7 @@ def test_stale_reservations_are_released(demo):
     info = key_info(demo, secret)
     t = datetime(2025, 5, 1, 12)
     with demo.test_request_context():
-        quota.admit(call_for(info, rid="lost"), now=t)    # its process "died": never settled
+        admit(call_for(info, rid="lost"), now=t)    # its process "died": never settled
         assert counters(demo)["key:1"].reserved_tokens == 32
         assert quota.release_stale(demo, now=t + timedelta(hours=2)) == 1
     c = counters(demo)["key:1"]
@@ -246,6 +269,6 @@ def test_policy_requests_reserve_at_the_dearest_candidate_price(demo):
     # `policy:...` names no model; the worst case is still priced, so budgets hold under policies.
     with demo.app_context():
         info = keys.authenticate(make_key(demo, budget_usd=5.0))
-        _, usd_model = quota.estimate(call_for(info))
-        _, usd_policy = quota.estimate(call_for(info, dict(CHAT, model="policy:cost-optimized")))
+        _, usd_model = estimate(call_for(info))
+        _, usd_policy = estimate(call_for(info, dict(CHAT, model="policy:cost-optimized")))
     assert usd_model > 0 and usd_policy == pytest.approx(usd_model)

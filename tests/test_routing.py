@@ -9,8 +9,8 @@ import orjson
 import pytest
 import requests
 
-from gateway.services.routing import catalog, plan
-from gateway.services.routing.health import health
+from gateway.services.routing import catalog
+from gateway.services.routing.health import deployment_status, health
 from tests.conftest import LiveServer, make_app, make_key, usage_records
 
 SECRET = "sk-upstream-secret-123456"
@@ -141,7 +141,7 @@ def test_circuit_opens_and_recovers(gw):
     assert chat(gw).status_code == 502
     assert chat(gw).status_code == 502
     with gw.app.app_context():
-        assert plan.deployment_status(dep)["state"] == "open"
+        assert deployment_status(dep)["state"] == "open"
     r = chat(gw)        # open: refused without calling upstream
     assert r.status_code == 503 and r.json()["error"]["code"] == "no_healthy_deployment"
     assert int(r.headers["Retry-After"]) >= 1
@@ -149,7 +149,7 @@ def test_circuit_opens_and_recovers(gw):
     time.sleep(0.6)     # cooldown over: one half-open probe goes, succeeds, closes the circuit
     assert chat(gw).status_code == 200
     with gw.app.app_context():
-        status = plan.deployment_status(dep)
+        status = deployment_status(dep)
     assert status["circuit"] == "closed" and status["state"] in ("healthy", "degraded")
     assert chat(gw).status_code == 200
 
@@ -348,11 +348,11 @@ def test_streamed_shadow_answer_is_the_primarys(gw):
 def test_deployment_status_shape(gw):
     dep = deploy(gw, "a", "m", "echo")
     with gw.app.app_context():
-        assert plan.deployment_status(dep)["state"] == "unknown"
+        assert deployment_status(dep)["state"] == "unknown"
     for _ in range(3):
         chat(gw)
     with gw.app.app_context():
-        st = plan.deployment_status(dep)
+        st = deployment_status(dep)
         assert health().stats(dep).count == 3
     assert st["state"] == "healthy" and st["p50_ms"] > 0 and st["p95_ms"] >= st["p50_ms"]
     assert set(st) >= {"state", "p50_ms", "p95_ms", "ttft_p95_ms", "error_rate", "rate_429"}

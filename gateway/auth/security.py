@@ -69,5 +69,12 @@ def init_app(app: Flask) -> None:
         return redirect(target)
 
 
+def client_ip() -> str:
+    """The caller's address: the peer, or behind TRUST_PROXY the address our proxy saw (ProxyFix
+    takes the last X-Forwarded-For entry, the one the proxy added; earlier ones are the client's
+    own claims)."""
+    return request.remote_addr or ""
+
+
 def _truthy(value) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on") if value is not None else False

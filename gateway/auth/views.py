@@ -7,6 +7,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
 from gateway.auth import throttle
+from gateway.auth.security import client_ip
 from gateway.extensions import db, login_manager
 from gateway.models import User
 from gateway.services.admin import audit, users
@@ -18,10 +19,6 @@ login_manager.login_view = "auth.login"
 @login_manager.user_loader
 def load_user(user_id: str):
     return db.session.get(User, int(user_id))
-
-
-def client_ip() -> str:
-    return request.remote_addr or ""
 
 
 def _safe_next(target: str | None) -> str:

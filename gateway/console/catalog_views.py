@@ -106,7 +106,7 @@ def marketplace():
 def deployment_health(d: Deployment) -> dict:
     """Live status from the router when it exists, else from the last hour of usage."""
     try:
-        from gateway.services.routing.plan import deployment_status
+        from gateway.services.routing.health import deployment_status
         status = dict(deployment_status(d.id))
         status.setdefault("state", "unknown")
         return status

@@ -8,9 +8,13 @@ from flask_login import current_user
 from gateway.auth.rbac import WRITE, require_role
 from gateway.console.views import bp
 from gateway.errors import GatewayError, InvalidRequest
-from gateway.services.routing import catalog, relay
+from gateway.services.accounting.quota import Admission
+from gateway.services.api_request import ApiRequest
+from gateway.services.routing import catalog
+from gateway.services.routing.plan import plan as plan_for
+from gateway.services.routing.stream import open_stream
 from gateway.services.accounting.keys import KeyInfo
-from gateway.services.accounting.usage import new_request_id
+from gateway.services.accounting.usage import new_request_id, record_failure
 
 MAX_PROMPT_CHARS = 100_000
 
@@ -70,16 +74,22 @@ def playground_stream():
     except InvalidRequest as e:
         return jsonify(e.body()), 400
     key = KeyInfo(id=None, name="console playground", prefix="console", user_id=current_user.id,
-                  models=None, expires_at=None, revoked=False)
-    if hasattr(KeyInfo, "__dataclass_fields__") and "team_id" in KeyInfo.__dataclass_fields__:
-        key = KeyInfo(id=None, name="console playground", prefix="console", user_id=current_user.id,
-                      models=None, expires_at=None, revoked=False, team_id=getattr(current_user, "team_id", None))
-    call = relay.Call(request_id=new_request_id(), endpoint="chat", body=body, key=key,
-                      tags={"source": "playground"})
+                  models=None, expires_at=None, revoked=False, team_id=current_user.team_id)
+    req = ApiRequest(new_request_id(), "chat", body, {"source": "playground"})
+    admission = Admission(key)      # the console user's own request: no API key, no quota
     try:
-        stream = relay.stream(call)
+        plan = plan_for(req, key)
     except GatewayError as e:
-        return Response(orjson.dumps(e.body()), status=e.status, mimetype="application/json")
-    current_app.logger.debug("playground stream %s by user %s", call.request_id, current_user.id)
+        record_failure(current_app._get_current_object(), req, admission, e)
+        return _error(e)
+    try:
+        stream, _ = open_stream(req, plan, admission)
+    except GatewayError as e:       # recorded by the relay
+        return _error(e)
+    current_app.logger.debug("playground stream %s by user %s", req.request_id, current_user.id)
     return Response(stream, mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-request-id": call.request_id})
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-request-id": req.request_id})
+
+
+def _error(e: GatewayError) -> Response:
+    return Response(orjson.dumps(e.body()), status=e.status, mimetype="application/json")

@@ -5,6 +5,7 @@ from flask import Blueprint, request
 from flask_login import current_user
 from sqlalchemy import or_, select
 
+from gateway.auth.security import client_ip
 from gateway.extensions import db
 from gateway.models import ApiKey
 from gateway.services.admin import audit, settings
@@ -15,7 +16,7 @@ bp = Blueprint("console", __name__)
 
 def log_action(action: str, target: str = "", **details) -> None:
     """Audit a console change by the current user."""
-    audit.record(current_user, action, target, details, ip=request.remote_addr or "")
+    audit.record(current_user, action, target, details, ip=client_ip())
 
 
 def team_id() -> int | None:

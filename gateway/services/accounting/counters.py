@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from gateway.extensions import db
 from gateway.models import QuotaCounter, Reservation as LedgerRow
-from gateway.services.accounting.quota import Counter, Limit, Reservation
+from gateway.services.accounting.limits import Counter, Limit, Reservation
 
 log = logging.getLogger("gateway.quota")
 

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from flask import current_app, has_request_context, request
+from flask import current_app
 from sqlalchemy import or_, select
 
 from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
@@ -304,19 +304,8 @@ def cache() -> KeyCache:
     return c
 
 
-def client_ip() -> str | None:
-    """The caller's address; X-Forwarded-For only behind a proxy we were told to trust."""
-    if not has_request_context():
-        return None
-    if current_app.config.get("TRUST_PROXY"):
-        fwd = request.headers.get("X-Forwarded-For", "")
-        if fwd:
-            return fwd.split(",")[0].strip()
-    return request.remote_addr
-
-
-def authenticate(secret: str | None, now: datetime | None = None, ip: str | None = None) -> KeyInfo:
-    """The KeyInfo for a presented secret, or AuthenticationFailed / PermissionDenied."""
+def authenticate(secret: str | None, ip: str | None = None, now: datetime | None = None) -> KeyInfo:
+    """The KeyInfo for a presented secret used from `ip`, or AuthenticationFailed / PermissionDenied."""
     if not secret:
         raise AuthenticationFailed("You didn't provide an API key. Send it as 'Authorization: Bearer sk-...'.")
     if not secret.startswith(KEY_PREFIX) or len(secret) > 200:
@@ -335,8 +324,7 @@ def authenticate(secret: str | None, now: datetime | None = None, ip: str | None
     if found.expires_at is not None and found.expires_at <= now:
         raise AuthenticationFailed("This API key has expired.", code="key_expired")
     if found.ip_allow is not None:
-        addr = ip if ip is not None else client_ip()
-        if not found.allows_ip(addr):
+        if not found.allows_ip(ip):
             raise PermissionDenied("This API key may not be used from this IP address.",
                                    code="ip_not_allowed")
     return found

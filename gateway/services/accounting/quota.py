@@ -1,204 +1,80 @@
-"""Limits checked before a request goes upstream, settled after (issue: keys, quotas, budgets).
+"""Limits checked before a request goes upstream, settled after.
 
-The proxy calls admit() once a request is authenticated and valid, and relay calls settle()
-exactly once per admitted request, with the final usage entry, however the request ended.
+The proxy calls admit() once a request is authenticated and planned, and the usage recorder
+calls settle() exactly once per admitted request, with the final usage entry, however the
+request ended.
 
-admit() reserves the request's worst case (estimated prompt tokens + max_tokens, and that at
-the most expensive deployment's price) against every limit that applies, in one guarded
+admit() reserves the request's worst case (estimated prompt tokens + max_tokens, at the price
+of the dearest deployment its plan may use) against every limit that applies, in one guarded
 statement: `used + reserved + estimate <= cap` on every counter row, or nothing. settle()
 turns the reservation into the real usage (or releases it), once per request id. With
-REDIS_URL set the counters live in Redis (ratelimit.RedisCounters), shared by every process.
+REDIS_URL set the counters live in Redis (counters.RedisCounters), shared by every process.
 """
 from __future__ import annotations
 
 import logging
-import os
-import threading
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask import Flask, current_app, has_app_context
-from sqlalchemy import select
 
 from gateway.errors import QuotaExceeded, RateLimited
-from gateway.extensions import db
-from gateway.models import TagBudget, utcnow
-from gateway.services.accounting import periods, tokens
-from gateway.services.accounting.usage import UsageEntry
+from gateway.models import utcnow
+from gateway.services.accounting.counters import DbCounters, RedisCounters
+from gateway.services.accounting.limits import Counter, Limit, Reservation, limits_for, tag_budgets
 
 log = logging.getLogger("gateway.quota")
 
 
-
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """One counter row a request reserves against, with the caps checked on it."""
-    scope: str                  # key:7, key:7:m (per minute), key:7:p (in flight), team:2, tag:k=v
-    period_start: datetime
-    period_end: datetime | None
-    tokens: int | None = None
-    usd: float | None = None
-    requests: int | None = None
-    inflight: int | None = None
-    label: str = ""             # for messages: "token quota", "team budget", ...
-
-    @property
-    def rate(self) -> bool:
-        return self.scope.endswith((":m", ":p"))
-
-    @property
-    def durable(self) -> bool:
-        """Spend worth keeping in the database ledger (not per-minute or in-flight counts)."""
-        return not self.rate
+@dataclass(frozen=True)
+class Admission:
+    """What admit() decided: the key the request runs as, its reservation (None when no limit
+    applies) and the x-ratelimit-* headers for the response."""
+    key: object | None
+    reservation: Reservation | None = None
+    rate_headers: dict = field(default_factory=dict)
 
 
-@dataclass
-class Reservation:
-    request_id: str
-    key_id: int | None
-    limits: tuple[Limit, ...]
-    tokens: int
-    usd: float
-    created_at: datetime = field(default_factory=utcnow)
-    settled: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Counter:
-    """A counter row's state right after a reservation."""
-    scope: str
-    used_tokens: int
-    reserved_tokens: int
-    used_usd: float
-    reserved_usd: float
-    requests: int
-    inflight: int
-
-
-def limits_for(key, tags: dict, now: datetime) -> list[Limit]:
-    """Every counter a request by `key` carrying `tags` must fit in."""
-    out: list[Limit] = []
-    if key.token_quota is not None or key.budget_usd is not None:
-        start, end = periods.bounds(key.quota_period, key.quota_tz, now)
-        out.append(Limit(f"key:{key.id}", start, end, tokens=key.token_quota, usd=key.budget_usd,
-                         label="quota"))
-    if key.rpm is not None or key.tpm is not None:
-        start, end = periods.minute(now)
-        out.append(Limit(f"key:{key.id}:m", start, end, tokens=key.tpm, requests=key.rpm,
-                         label="rate limit"))
-    if key.max_parallel is not None:
-        out.append(Limit(f"key:{key.id}:p", periods.EPOCH, None, inflight=key.max_parallel,
-                         label="parallel request limit"))
-    if key.team_id is not None and key.team_budget_usd is not None:
-        start, end = periods.bounds(key.team_period, key.team_tz, now)
-        out.append(Limit(f"team:{key.team_id}", start, end, usd=key.team_budget_usd, label="team budget"))
-    if tags:
-        budgets = tag_budgets()
-        for name, value in tags.items():
-            b = budgets.get((name, value))
-            if b is not None:
-                start, end = periods.bounds(b[1], b[2], now)
-                out.append(Limit(f"tag:{name}={value}", start, end, usd=b[0],
-                                 label=f"budget for {name}={value}"))
-    return out
-
-
-class TagBudgetCache:
-    """(tag, value) -> (budget_usd, period, tz), reloaded at most every ttl seconds."""
-
-    def __init__(self, ttl: float):
-        self.ttl = ttl
-        self.loaded_at = float("-inf")
-        self.budgets: dict[tuple[str, str], tuple[float, str, str]] = {}
-        self.lock = threading.Lock()
-
-    def get(self) -> dict[tuple[str, str], tuple[float, str, str]]:
-        if time.monotonic() - self.loaded_at >= self.ttl:
-            try:
-                self.budgets = {(b.tag, b.value): (b.budget_usd, b.budget_period, b.timezone)
-                                for b in db.session.scalars(select(TagBudget))}
-            except Exception:
-                db.session.rollback()
-                log.warning("tag budget reload failed", exc_info=True)
-            finally:
-                db.session.remove()
-            self.loaded_at = time.monotonic()
-        return self.budgets
-
-
-def tag_budgets() -> dict:
-    app = current_app._get_current_object()
-    if "tag_budgets" not in app.extensions:
-        app.extensions["tag_budgets"] = TagBudgetCache(app.config["CATALOG_CACHE_SECONDS"])
-    return app.extensions["tag_budgets"].get()
-
-
-def estimate(call) -> tuple[int, float]:
+def estimate(req, plan) -> tuple[int, float]:
     """Worst-case (tokens, USD) of a request: the prompt estimate plus every answer token allowed,
-    at the price of the dearest deployment that may serve it."""
-    body = call.body
-    prompt = tokens.estimate_prompt(body)
-    if call.endpoint == "chat":
-        cap = current_app.config["QUOTA_DEFAULT_MAX_TOKENS"]
-        out = body.get("max_completion_tokens") or body.get("max_tokens")
-        if not isinstance(out, int) or isinstance(out, bool) or out <= 0:
-            out = cap
-        n = body.get("n") if isinstance(body.get("n"), int) and body.get("n", 1) > 1 else 1
-        completion = out * n
-    else:
-        completion = 0
+    at the price of the dearest deployment in its plan (fallbacks, policy and A/B arms included)."""
+    need = plan.need
+    completion = 0
+    if req.endpoint == "chat":
+        completion = (need.max_output or current_app.config["QUOTA_DEFAULT_MAX_TOKENS"]) * need.n
     usd = 0.0
-    models = [m for m in [call.model, *(getattr(call, "fallbacks", None) or [])] if isinstance(m, str)]
-    if models:
-        from gateway.services.routing import plan
-        mode = "chat" if call.endpoint == "chat" else "embedding"
-        # Policies and aliases included: a `policy:cost-optimized` request reserves at the
-        # price of the dearest deployment the policy may pick.
-        for route in (r for m in models for r in plan.candidates(m, mode)):
-            price = route.price()
-            if price:
-                usd = max(usd, (prompt * price[0] + completion * price[1]) / 1000.0)
-    return prompt + completion, usd
+    for route in plan.routes:
+        price = route.price()
+        if price:
+            usd = max(usd, (need.prompt_tokens * price[0] + completion * price[1]) / 1000.0)
+    return need.prompt_tokens + completion, usd
 
 
 def backend(app: Flask):
     """The counter store: Redis when REDIS_URL is set, else the database."""
     store = app.extensions.get("quota_backend")
     if store is None:
-        url = app.config.get("REDIS_URL") or os.environ.get("REDIS_URL")
-        if url:
-            from gateway.services.accounting.counters import RedisCounters
-            store = RedisCounters(app, url)
-        else:
-            from gateway.services.accounting.counters import DbCounters
-            store = DbCounters(app)
-        app.extensions["quota_backend"] = store
+        url = app.config.get("REDIS_URL")
+        store = app.extensions["quota_backend"] = RedisCounters(app, url) if url else DbCounters(app)
     return store
 
 
-def admit(call, now: datetime | None = None) -> None:
-    """Reserve the worst case against every limit that applies, or raise QuotaExceeded /
-    RateLimited. May set call.reservation and call.rate_headers."""
-    key = call.key
-    if key is None:
-        return
-    if not key.limited and not (call.tags and tag_budgets()):
-        return      # unlimited keys cost nothing here
+def admit(req, key, plan, now: datetime | None = None) -> Admission:
+    """Reserve the worst case of `req` (planned as `plan`) against every limit of `key` and its
+    tags, or raise QuotaExceeded / RateLimited."""
+    if key is None or not key.limited and not (req.tags and tag_budgets()):
+        return Admission(key)      # unlimited keys cost nothing here
     now = now or utcnow()
-    limits = limits_for(key, call.tags, now)
+    limits = limits_for(key, req.tags, now)
     if not limits:
-        return
-    est_tokens, est_usd = estimate(call)
-    res = Reservation(call.request_id, key.id, tuple(limits), est_tokens, est_usd, created_at=now)
-    app = current_app._get_current_object()
-    store = backend(app)
+        return Admission(key)
+    est_tokens, est_usd = estimate(req, plan)
+    res = Reservation(req.request_id, key.id, tuple(limits), est_tokens, est_usd, created_at=now)
+    store = backend(current_app._get_current_object())
     counters = store.reserve(res, now)
     if counters is None:
-        failed = store.diagnose(res, now)
-        raise refusal(key, failed, res, now)
-    call.reservation = res
-    call.rate_headers = rate_headers(key, limits, counters, now)
+        raise refusal(key, store.diagnose(res, now), res, now)
+    return Admission(key, res, rate_headers(key, limits, counters, now))
 
 
 def refusal(key, failed: Limit | None, res: Reservation, now: datetime) -> Exception:
@@ -268,7 +144,7 @@ def rate_headers(key, limits: list[Limit], counters: dict[str, Counter], now: da
     return h
 
 
-def actual_of(entry: UsageEntry) -> tuple[int, float]:
+def actual_of(entry) -> tuple[int, float]:
     """What a finished request costs: its tokens and USD; a failure that produced none is free."""
     # A failure before any answer carries no tokens and is released; a stream the client cut
     # carries what was streamed, and that is charged.
@@ -276,30 +152,23 @@ def actual_of(entry: UsageEntry) -> tuple[int, float]:
     return used, (entry.cost_usd or 0.0) if used else 0.0
 
 
-def settle(app: Flask, call, entry: UsageEntry, now: datetime | None = None) -> None:
-    """Turn the reservation into the real usage (or release it). May run outside an app
-    context (at the end of a stream), so it must open its own."""
-    res: Reservation | None = call.reservation
+def settle(app: Flask, admission: Admission, entry, now: datetime | None = None) -> dict | None:
+    """Turn the reservation into the real usage (or release it); the counters afterwards, for
+    alerts. May run outside an app context (at the end of a stream), so it opens its own."""
+    res = admission.reservation
     if res is None or res.settled:
-        return
+        return None
     res.settled = True
     used_tokens, used_usd = actual_of(entry)
     try:
         if has_app_context():
-            _settle(app, res, used_tokens, used_usd, now)
-        else:
-            with app.app_context():
-                _settle(app, res, used_tokens, used_usd, now)
+            return backend(app).settle(res, used_tokens, used_usd, now or utcnow())
+        with app.app_context():
+            return backend(app).settle(res, used_tokens, used_usd, now or utcnow())
     except Exception:
         # Never lose the request's record over this; the reconcile job repairs the counters.
         log.exception("quota settle failed for %s", res.request_id)
-
-
-def _settle(app: Flask, res: Reservation, used_tokens: int, used_usd: float, now) -> None:
-    counters = backend(app).settle(res, used_tokens, used_usd, now or utcnow())
-    if counters:
-        from gateway.services.accounting import alerts
-        alerts.check(app, res, counters)
+        return None
 
 
 def release_stale(app: Flask, older_than: timedelta | None = None, now: datetime | None = None) -> int:

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import orjson
-from flask import Flask
+from flask import Flask, has_app_context
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from gateway.errors import GatewayError
 from gateway.extensions import db
 from gateway.models import UsageRecord, utcnow
-from gateway.services.accounting import rollup
+from gateway.services.accounting import alerts, prompt_log, quota, rollup
 
 log = logging.getLogger("gateway.usage")
 
@@ -71,6 +72,47 @@ def row(entry: UsageEntry) -> dict:
 def new_request_id() -> str:
     # Unique, not secret: os.urandom (uuid4) costs ~2 ms a call on these VMs.
     return f"req_{random.getrandbits(128):032x}"
+
+
+def entry_for(req, key, status: int, **fields) -> UsageEntry:
+    """The usage record of `req` made by `key` (None: the console or a shadow), as it ended."""
+    return UsageEntry(request_id=req.request_id, endpoint=req.endpoint, status=status,
+                      key_id=key.id if key else None, key_prefix=key.prefix if key else None,
+                      user_id=key.user_id if key else None, requested_model=req.model,
+                      stream=req.stream, tags=req.tags,
+                      latency_ms=(time.perf_counter() - req.started) * 1000, **fields)
+
+
+def record(app: Flask, req, admission, entry: UsageEntry, capture: int = 0) -> None:
+    """The one way a request's record is made: settle its reservation, fire the alerts that
+    spend crossed, then queue the record. `capture`: characters of the prompt to keep."""
+    try:
+        if capture and entry.request_body is None:
+            entry.request_body = prompt_log.request_text(req.body, capture)
+        if admission is not None and admission.reservation is not None:
+            counters = quota.settle(app, admission, entry)
+            if counters:
+                _alert(app, admission.reservation, counters)
+    finally:
+        recorder(app).record(entry)
+
+
+def _alert(app: Flask, reservation, counters: dict) -> None:
+    try:
+        if has_app_context():
+            alerts.check(app, reservation, counters)
+        else:
+            with app.app_context():
+                alerts.check(app, reservation, counters)
+    except Exception:       # an alert never costs the request its record
+        log.exception("budget alert check failed for %s", reservation.request_id)
+
+
+def record_failure(app: Flask, req, admission, error: GatewayError, key=None, **fields) -> None:
+    """Record a request that ended in `error` (before or after it was admitted)."""
+    key = admission.key if admission is not None else key
+    record(app, req, admission, entry_for(req, key, error.status, error_type=error.type,
+                                          error_message=error.message[:500], **fields))
 
 
 class UsageRecorder:

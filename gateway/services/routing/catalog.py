@@ -298,7 +298,7 @@ POLICY_FIELDS = ("strategy", "candidates", "weights", "capabilities", "regions",
 def save_policy(name: str, source: str = "cli", **fields):
     """Create or update a routing policy; only the fields given change."""
     from gateway.models import Policy
-    from gateway.services.routing.plan import STRATEGIES
+    from gateway.services.routing.policies import STRATEGIES
     unknown = set(fields) - set(POLICY_FIELDS)
     if unknown:
         raise InvalidRequest(f"unknown policy field(s): {', '.join(sorted(unknown))}")

@@ -89,7 +89,7 @@ class Health:
         self.deps: dict[int, Deployment] = {}
         self.lock = threading.Lock()
         self.redis = None
-        self.redis_url = app.config.get("REDIS_URL") or os.environ.get("REDIS_URL") or None
+        self.redis_url = app.config.get("REDIS_URL")
         self.prefix = setting(app, "HEALTH_REDIS_PREFIX")
         self.redis_down_logged = False
         self.thread: threading.Thread | None = None
@@ -375,3 +375,22 @@ def health(app: Flask | None = None) -> Health:
     if h is None:
         h = app.extensions.setdefault("health", Health(app))
     return h
+
+
+def deployment_status(deployment_id: int) -> dict:
+    """Health of one deployment for the console, the CLI and metrics."""
+    h = health()
+    st = h.stats(deployment_id)
+    circuit = h.state(deployment_id)
+    if circuit != "closed":
+        state = "open"
+    elif not st.count:
+        state = "unknown"
+    elif h.cooling(deployment_id) or st.error_rate >= 0.1 or st.rate_429 >= 0.1:
+        state = "degraded"
+    else:
+        state = "healthy"
+    return {"state": state, "circuit": circuit, "p50_ms": st.p50_ms, "p95_ms": st.p95_ms,
+            "ttft_p95_ms": st.ttft_p95_ms, "tokens_per_s": st.tokens_per_s,
+            "error_rate": st.error_rate, "rate_429": st.rate_429, "requests": st.count,
+            "cooldown_s": round(h.cooling(deployment_id), 1)}

@@ -1,12 +1,14 @@
-"""Which deployments serve a request, in which order: aliases, policies, capability, context
-and region checks, health, A/B split and shadow sampling. Also the retry timing.
+"""Which deployments serve a request, in which order: the key's model allowlist, capability,
+context and region checks, the policy's strategy, health, A/B split and shadow sampling.
 
-Everything here reads the cached catalog snapshot and in-memory health: no database or
-network call per request.
+Runs once per request, before admission: the quota reserves against this plan's dearest
+deployment, and the relay tries exactly these deployments. Everything here reads the cached
+catalog snapshot and in-memory health: no database or network call.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -14,46 +16,41 @@ from flask import current_app
 
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamError
 from gateway.services.accounting import tokens
-from gateway.services.routing import catalog
-from gateway.services.routing.catalog import Route, Snapshot
+from gateway.services.api_request import ApiRequest
+from gateway.services.routing.catalog import Route, Snapshot, catalog
 from gateway.services.routing.health import health
-
-POLICY_PREFIX = "policy:"
-STRATEGIES = ("weighted", "cost", "latency", "throughput", "reliability")
-BUILT_IN = {
-    "cost-optimized": {"strategy": "cost"},
-    "latency-optimized": {"strategy": "latency"},
-    "throughput-optimized": {"strategy": "throughput"},
-    "reliability-optimized": {"strategy": "reliability"},
-}
-CAPABILITIES = ("tools", "vision", "json", "audio", "embeddings")
-_ALIAS_DEPTH = 5
+from gateway.services.routing.policies import pool, policy_named, resolve
 
 
-def config(name: str):
-    """A routing setting (defaults in gateway/config.py)."""
-    return current_app.config[name]
+@dataclass(frozen=True, slots=True)
+class Need:
+    """What the request demands of a deployment; its size is estimated here, once."""
+    mode: str
+    capabilities: frozenset
+    prompt_tokens: int
+    max_output: int | None      # the request's max_tokens, when it set one
+    n: int = 1                  # choices asked for
+
+    @property
+    def tokens(self) -> int:
+        """Prompt plus requested output: what must fit in a context window."""
+        return self.prompt_tokens + (self.max_output or 0)
+
+    @property
+    def output_tokens(self) -> int:
+        """Output assumed when comparing prices (a typical answer when none was set)."""
+        return self.max_output or 256
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
     """The ordered deployments for one request, and what the experiment decided."""
     routes: list[Route]
+    need: Need
     policy: str | None = None
     variant: str | None = None
     shadow: Route | None = None
     skipped: dict = field(default_factory=dict)     # deployment label -> why it was left out
-    need: Need | None = None
-
-
-@dataclass
-class Need:
-    """What the request demands of a deployment."""
-    mode: str
-    capabilities: frozenset
-    tokens: int                 # prompt estimate plus requested output
-    prompt_tokens: int
-    output_tokens: int
 
 
 def needs(body: dict, mode: str) -> Need:
@@ -75,74 +72,11 @@ def needs(body: dict, mode: str) -> Need:
                     caps.add("vision")
                 elif kind in ("input_audio", "audio"):
                     caps.add("audio")
-    prompt = tokens.estimate_prompt(body)
     out = body.get("max_completion_tokens") or body.get("max_tokens")
-    out = out if isinstance(out, int) and out > 0 else 0
-    return Need(mode, frozenset(caps), prompt + out, prompt, out or 256)
-
-
-def resolve(name: str, snap: Snapshot) -> str:
-    """Follow aliases to a model name or `policy:NAME`."""
-    seen = 0
-    while name in snap.aliases and seen < _ALIAS_DEPTH:
-        name, seen = snap.aliases[name], seen + 1
-    return name
-
-
-def policy_named(name: str, snap: Snapshot) -> dict | None:
-    if name in snap.policies:
-        return snap.policies[name]
-    if name in BUILT_IN:
-        return dict(BUILT_IN[name], name=name)
-    return None
-
-
-def known(name: str) -> bool:
-    """Is `name` something a client may ask for (model, alias or policy)?"""
-    snap = catalog.catalog().snapshot()
-    target = resolve(name, snap)
-    if target.startswith(POLICY_PREFIX):
-        return policy_named(target[len(POLICY_PREFIX):], snap) is not None
-    return target in snap.routes
-
-
-def candidates(name: str, mode: str) -> list[Route]:
-    """Every deployment a requested name (model, alias or policy) may be served by."""
-    try:
-        return _pool(name, catalog.catalog().snapshot(), mode)[0]
-    except GatewayError:
-        return []
-
-
-def _pool(name: str, snap: Snapshot, mode: str) -> tuple[list[Route], dict | None]:
-    """The deployments a requested name stands for, and the policy it names (if any)."""
-    target = resolve(name, snap)
-    if not target.startswith(POLICY_PREFIX):
-        return [r for r in snap.routes.get(target, ()) if r.mode == mode], None
-    policy = policy_named(target[len(POLICY_PREFIX):], snap)
-    if policy is None:
-        raise ModelNotFound(f"The routing policy '{target[len(POLICY_PREFIX):]}' does not exist.",
-                            param="model")
-    candidates = policy.get("candidates")
-    if not candidates:      # a built-in or open policy: every deployment that fits
-        pool = [r for routes in snap.routes.values() for r in routes if r.mode == mode]
-    else:
-        weights = policy.get("weights") or {}
-        pool = []
-        for c in candidates:
-            inner = resolve(c, snap)
-            if inner.startswith(POLICY_PREFIX):
-                continue        # no policies inside policies
-            w = weights.get(c)
-            for r in snap.routes.get(inner, ()):
-                if r.mode == mode:
-                    pool.append(r if w is None else _reweighted(r, r.weight * int(w)))
-    return pool, policy
-
-
-def _reweighted(r: Route, weight: int) -> Route:
-    from dataclasses import replace
-    return replace(r, weight=max(weight, 0))
+    out = out if isinstance(out, int) and not isinstance(out, bool) and out > 0 else None
+    n = body.get("n")
+    n = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+    return Need(mode, frozenset(caps), tokens.estimate_prompt(body), out, n)
 
 
 def in_regions(route: Route, regions) -> bool:
@@ -154,26 +88,25 @@ def in_regions(route: Route, regions) -> bool:
                for r in (x.lower() for x in regions))
 
 
-def plan(call, mode: str) -> Plan:
-    """The deployments to try for `call`, best first; raises when none can serve it."""
-    snap = catalog.catalog().snapshot()
-    model = call.model
-    key = call.key
-    names = [model] + [m for m in getattr(call, "fallbacks", ()) if m != model]
-    names = names[: 1 + int(config("MAX_FALLBACK_MODELS"))]
-    pool, policy = _pool(model, snap, mode)
-    if not pool and policy is None:
-        if any(r for r in snap.routes.get(resolve(model, snap), ())):
-            raise InvalidRequest(f"The model '{model}' does not support {call.endpoint}.", param="model")
-        if not snap.routes.get(resolve(model, snap)):
-            raise ModelNotFound(f"The model '{model}' does not exist or is not served by this gateway.",
-                                param="model")
+def plan(req: ApiRequest, key) -> Plan:
+    """The deployments to try for `req` by `key` (None: the console), best first; raises when
+    the key may not use the model or no deployment can serve it."""
+    snap = catalog().snapshot()
+    mode, model = req.mode, req.model
+    names = [model] + [m for m in req.fallbacks if m != model]
+    names = names[: 1 + int(current_app.config["MAX_FALLBACK_MODELS"])]
+    primary_pool, policy = pool(model, snap, mode)
+    if not primary_pool and policy is None:
+        if snap.routes.get(resolve(model, snap)):
+            raise InvalidRequest(f"The model '{model}' does not support {req.endpoint}.", param="model")
+        raise ModelNotFound(f"The model '{model}' does not exist or is not served by this gateway.",
+                            param="model")
     if key is not None:
         key.check_model(model)
         if policy is None and key.policy:      # bound to the key, or its plan's default
             policy = policy_named(key.policy, snap)
     policy = policy or {}
-    need = needs(call.body, mode)
+    need = needs(req.body, mode)
     required = need.capabilities | frozenset(policy.get("capabilities") or ())
     regions = policy.get("regions")
     skipped: dict[str, str] = {}
@@ -190,37 +123,38 @@ def plan(call, mode: str) -> Plan:
             skipped[r.label] = why
         return why is None
 
-    primary = [r for r in pool if fits(r)]
-    variant = None
+    primary = [r for r in primary_pool if fits(r)]
+    sticky = _sticky_value(req, policy)
+    variant, ordered = None, None
     ab = policy.get("ab")
-    ordered = None
     if ab and ab.get("model") and primary:
         # Arm B: the candidate first, the usual pool as its fallback. Arm A: the pool without it.
-        b_pool = [r for r in _pool(ab["model"], snap, mode)[0] if fits(r)]
+        b_pool = [r for r in pool(ab["model"], snap, mode)[0] if fits(r)]
         b_ids = {r.deployment_id for r in b_pool}
         a_pool = [r for r in primary if r.deployment_id not in b_ids]
         if b_pool and a_pool:
-            arm_b = _pick_ab(call, policy, float(ab.get("percent") or 0))
+            arm_b = _pick_ab(sticky, policy, float(ab.get("percent") or 0))
             variant = "B" if arm_b else "A"
-            ordered = _order(b_pool, policy, need, call) + _order(a_pool, policy, need, call) \
-                if arm_b else _order(a_pool, policy, need, call)
+            ordered = _order(a_pool, policy, need, sticky)
+            if arm_b:
+                ordered = _order(b_pool, policy, need, sticky) + ordered
     if ordered is None:
-        ordered = _order(primary, policy, need, call)
+        ordered = _order(primary, policy, need, sticky)
     seen = {r.deployment_id for r in ordered}
     for name in names[1:]:
         if key is not None and not key.allows(name):
             continue
         try:
-            extra, _ = _pool(name, snap, mode)
+            extra, _ = pool(name, snap, mode)
         except GatewayError:
             continue
         extra = [r for r in extra if r.deployment_id not in seen and fits(r)]
         seen.update(r.deployment_id for r in extra)
-        ordered += _order(extra, policy, need, call)
+        ordered += _order(extra, policy, need, sticky)
     if not ordered:
         raise _nothing_fits(model, skipped, required)
     ordered = _by_health(ordered, need, skipped)
-    return Plan(ordered, policy.get("name"), variant, _pick_shadow(call, policy, snap, mode), skipped, need)
+    return Plan(ordered, need, policy.get("name"), variant, _pick_shadow(policy, snap, mode), skipped)
 
 
 def _nothing_fits(model: str, skipped: dict, required: frozenset) -> GatewayError:
@@ -265,13 +199,13 @@ def _by_health(routes: list[Route], need: Need, skipped: dict) -> list[Route]:
     raise err
 
 
-def _sticky_value(call, policy: dict) -> str | None:
+def _sticky_value(req: ApiRequest, policy: dict) -> str | None:
     field_name = policy.get("sticky")
     if not field_name:
         return None
-    value = call.body.get(field_name)
+    value = req.body.get(field_name)
     if value is None:
-        value = (call.tags or {}).get(field_name)
+        value = req.tags.get(field_name)
     return str(value) if value not in (None, "") else None
 
 
@@ -281,23 +215,22 @@ def _unit(*parts: str) -> float:
     return int.from_bytes(digest, "big") / 2 ** 64
 
 
-def _pick_ab(call, policy: dict, percent: float) -> bool:
-    sticky = _sticky_value(call, policy)
+def _pick_ab(sticky: str | None, policy: dict, percent: float) -> bool:
     u = _unit("ab", policy.get("name") or "", sticky) if sticky else random.random()
     return u * 100 < percent
 
 
-def _pick_shadow(call, policy: dict, snap: Snapshot, mode: str) -> Route | None:
+def _pick_shadow(policy: dict, snap: Snapshot, mode: str) -> Route | None:
     spec = policy.get("shadow")
     if not spec or not spec.get("model") or random.random() * 100 >= float(spec.get("percent") or 0):
         return None
     try:
-        pool, _ = _pool(spec["model"], snap, mode)
+        candidates, _ = pool(spec["model"], snap, mode)
     except GatewayError:
         return None
     h = health()
-    pool = [r for r in pool if h.available(r) in ("ok", "probe")]
-    return weighted_order(pool)[0] if pool else None
+    candidates = [r for r in candidates if h.available(r) in ("ok", "probe")]
+    return weighted_order(candidates)[0] if candidates else None
 
 
 def weighted_order(routes: list[Route], sticky: str | None = None) -> list[Route]:
@@ -307,7 +240,6 @@ def weighted_order(routes: list[Route], sticky: str | None = None) -> list[Route
     live = [r for r in routes if r.weight > 0] or list(routes)
     rest = [r for r in routes if r not in live]
     if sticky is not None:
-        import math
         def score(r: Route) -> float:
             u = _unit(sticky, str(r.deployment_id)) or 1e-12
             return -math.log(u) / max(r.weight, 1)
@@ -333,14 +265,13 @@ def _score(r: Route, strategy: str, need: Need) -> float | None:
     return 0.0
 
 
-def _order(routes: list[Route], policy: dict, need: Need, call) -> list[Route]:
+def _order(routes: list[Route], policy: dict, need: Need, sticky: str | None) -> list[Route]:
     strategy = policy.get("strategy") or "weighted"
     if strategy == "keep":
         return list(routes)
-    sticky = _sticky_value(call, policy)
     if strategy == "weighted" or len(routes) < 2:
         return weighted_order(routes, sticky)
-    if strategy != "cost" and random.random() < float(config("ROUTING_EXPLORE")):
+    if strategy != "cost" and random.random() < float(current_app.config["ROUTING_EXPLORE"]):
         return weighted_order(routes)
     scored = [(_score(r, strategy, need), r) for r in routes]
     unknown = [r for s, r in scored if s is None]
@@ -354,32 +285,3 @@ def _order(routes: list[Route], policy: dict, need: Need, call) -> list[Route]:
         scored = [(s, r) for s, r in scored if s > best + margin]
         out += weighted_order(tier, sticky)
     return out
-
-
-def backoff(tries: int, retry_after: float | None) -> float:
-    """Seconds to wait before retrying a deployment already tried `tries` times:
-    exponential with full jitter, or the upstream's retry-after when it gave one."""
-    if retry_after is not None:
-        return max(0.0, retry_after)
-    base = float(config("RETRY_BASE_SECONDS"))
-    cap = float(config("RETRY_MAX_SECONDS"))
-    return random.uniform(0, min(cap, base * 2 ** max(tries - 1, 0)))
-
-
-def deployment_status(deployment_id: int) -> dict:
-    """Health of one deployment for the console and metrics."""
-    h = health()
-    st = h.stats(deployment_id)
-    circuit = h.state(deployment_id)
-    if circuit != "closed":
-        state = "open"
-    elif not st.count:
-        state = "unknown"
-    elif h.cooling(deployment_id) or st.error_rate >= 0.1 or st.rate_429 >= 0.1:
-        state = "degraded"
-    else:
-        state = "healthy"
-    return {"state": state, "circuit": circuit, "p50_ms": st.p50_ms, "p95_ms": st.p95_ms,
-            "ttft_p95_ms": st.ttft_p95_ms, "tokens_per_s": st.tokens_per_s,
-            "error_rate": st.error_rate, "rate_429": st.rate_429, "requests": st.count,
-            "cooldown_s": round(h.cooling(deployment_id), 1)}

@@ -4,14 +4,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import orjson
 from flask import current_app
 
 from gateway.errors import GatewayError
 from gateway.providers import transport
-from gateway.providers.base import StreamError, Target
+from gateway.providers.base import Target
 from gateway.providers.registry import ADAPTERS
 from gateway.services.routing import catalog
-from gateway.services.routing.relay import sanitize, upstream_failure
+from gateway.services.routing.upstream import attempt, sanitize
 
 PROBE_BODY = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1, "temperature": 0}
 
@@ -40,29 +41,20 @@ def probe_provider(kind: str, base_url: str, api_key: str, model: str, options: 
         options = dict(options or {}, api_version="2024-10-21")
     target = Target(kind=kind, base_url=base_url, api_key=api_key, model=model, options=dict(options or {}))
     route = catalog.Route(0, model, "chat", 0, "probe", kind, "", 1, target)
-    adapter = ADAPTERS[kind]
     t0 = time.perf_counter()
-    resp = None
     try:
-        resp = current_app.extensions["transport"].send(
-            adapter.chat_request(target, dict(PROBE_BODY, model=model), False))
-        data = resp.read()
+        answer = attempt(current_app._get_current_object(), route, dict(PROBE_BODY, model=model), "chat",
+                         stream=False)
+    except GatewayError as e:
         ms = (time.perf_counter() - t0) * 1000
-        if resp.status >= 400:
-            err = upstream_failure(route, resp.status, data, resp.headers)
-            return ProbeResult(False, ms, model, f"HTTP {resp.status}: {err.message}")
-        reply = adapter.chat_response(data, target)
-        return ProbeResult(True, ms, model, _first_words(reply.body))
-    except (GatewayError, StreamError) as e:
-        message = e.message if isinstance(e, GatewayError) else str(e)
-        return ProbeResult(False, (time.perf_counter() - t0) * 1000, model, sanitize(message, api_key))
-    finally:
-        if resp is not None:
-            resp.close()
+        status = getattr(e, "upstream_status", None)
+        if status:      # the provider answered with an error status: its message, already sanitized
+            return ProbeResult(False, ms, model, f"HTTP {status}: {e.message}")
+        return ProbeResult(False, ms, model, sanitize(e.message, api_key))
+    return ProbeResult(True, (time.perf_counter() - t0) * 1000, model, _first_words(answer.reply.body))
 
 
 def _first_words(body: bytes) -> str:
-    import orjson
     try:
         choice = orjson.loads(body)["choices"][0]["message"]
         return str(choice.get("content") or "")[:80] or "(empty reply)"

@@ -11,76 +11,58 @@ import uuid
 from flask import Flask
 
 from gateway.errors import UpstreamError
-from gateway.providers.base import StreamError, Usage
-from gateway.providers.registry import ADAPTERS
+from gateway.providers.base import Usage
+from gateway.services.accounting import pricing, usage
+from gateway.services.api_request import ApiRequest
+from gateway.services.routing.health import health
+from gateway.services.routing.upstream import attempt
 
 log = logging.getLogger("gateway.shadow")
-_slots: dict[int, threading.BoundedSemaphore] = {}
 
 
-def _slot(app: Flask) -> threading.BoundedSemaphore:
-    sem = _slots.get(id(app))
+def _slots(app: Flask) -> threading.BoundedSemaphore:
+    sem = app.extensions.get("shadow_slots")
     if sem is None:
-        sem = _slots.setdefault(id(app), threading.BoundedSemaphore(
+        sem = app.extensions.setdefault("shadow_slots", threading.BoundedSemaphore(
             int(app.config["SHADOW_MAX_CONCURRENCY"])))
     return sem
 
 
-def mirror(app: Flask, call, route, mode: str) -> bool:
-    """Send a copy of `call` to `route` in the background; False when too many are in flight."""
-    sem = _slot(app)
+def mirror(app: Flask, req: ApiRequest, key, route) -> bool:
+    """Send a copy of `req` to `route` in the background; False when too many are in flight."""
+    sem = _slots(app)
     if not sem.acquire(blocking=False):
         return False
-    body = {k: v for k, v in call.body.items() if k not in ("stream", "stream_options")}
-    tags = {"shadow": "1", "shadow_of": call.request_id}
-    if call.key is not None:
-        tags["key_prefix"] = call.key.prefix
-    t = threading.Thread(target=_run, args=(app, sem, route, mode, body, call.model, call.endpoint, tags),
-                         name="shadow", daemon=True)
-    t.start()
+    tags = {"shadow": "1", "shadow_of": req.request_id}
+    if key is not None:
+        tags["key_prefix"] = key.prefix
+    body = {k: v for k, v in req.body.items() if k not in ("stream", "stream_options")}
+    copy = ApiRequest("shd_" + uuid.uuid4().hex, req.endpoint, body, tags)
+    threading.Thread(target=_run, args=(app, sem, copy, route), name="shadow", daemon=True).start()
     return True
 
 
-def _run(app: Flask, sem, route, mode, body, model, endpoint, tags) -> None:
-    from gateway.services.routing import relay
-    from gateway.services.routing.health import health
-
-    shadow_call = relay.Call(request_id="shd_" + uuid.uuid4().hex, endpoint=endpoint, body=body,
-                             key=None, tags=tags, variant="shadow")
-    shadow_call.body = dict(body, model=model)
+def _run(app: Flask, sem: threading.BoundedSemaphore, req: ApiRequest, route) -> None:
     fields = {"provider_id": route.provider_id, "provider": route.provider,
               "upstream_model": route.target.model}
     t0 = time.perf_counter()
     try:
         with app.app_context():
-            adapter = ADAPTERS[route.kind]
-            req = (adapter.embeddings_request(route.target, body) if mode == "embedding"
-                   else adapter.chat_request(route.target, body, False))
             try:
-                resp = app.extensions["transport"].send(req)
-                try:
-                    data = resp.read()
-                finally:
-                    resp.close()
-                ms = (time.perf_counter() - t0) * 1000
-                if resp.status >= 400:
-                    raise relay.upstream_failure(route, resp.status, data[:65536], resp.headers)
-                reply = (adapter.embeddings_response if mode == "embedding" else adapter.chat_response)(
-                    data, route.target)
-            except (UpstreamError, StreamError) as e:
-                err = e if isinstance(e, UpstreamError) else UpstreamError(str(e)[:200], code="malformed")
+                answer = attempt(app, route, req.body, req.mode, stream=False)
+            except UpstreamError as e:
                 health(app).failure(route, (time.perf_counter() - t0) * 1000,
-                                    status=err.upstream_status, retry_after=err.retry_after)
-                relay.record_failure(app, shadow_call, err, **fields)
+                                    status=e.upstream_status, retry_after=e.retry_after)
+                usage.record_failure(app, req, None, e, variant="shadow", **fields)
                 return
-            usage = reply.usage or Usage(prompt_tokens=0, estimated=True)
-            health(app).success(route, ms, None, usage.completion_tokens, usage.total_tokens)
-            entry = relay.entry_for(shadow_call, 200, **fields, prompt_tokens=usage.prompt_tokens,
-                                    completion_tokens=usage.completion_tokens,
-                                    total_tokens=usage.total_tokens, cached_tokens=usage.cached_tokens,
-                                    estimated=usage.estimated,
-                                    cost_usd=relay.pricing.cost_of(route.price(), usage))
-            relay.record(app, shadow_call, entry)
+            ms = (time.perf_counter() - t0) * 1000
+            used = answer.reply.usage or Usage(prompt_tokens=0, estimated=True)
+            health(app).success(route, ms, None, used.completion_tokens, used.total_tokens)
+            entry = usage.entry_for(req, None, 200, variant="shadow", **fields,
+                                    prompt_tokens=used.prompt_tokens, completion_tokens=used.completion_tokens,
+                                    total_tokens=used.total_tokens, cached_tokens=used.cached_tokens,
+                                    estimated=used.estimated, cost_usd=pricing.cost_of(answer.price, used))
+            usage.record(app, req, None, entry)
     except Exception:      # noqa: BLE001 - a shadow must never hurt anything
         log.warning("shadow request failed", exc_info=True)
     finally:

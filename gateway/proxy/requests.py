@@ -1,0 +1,100 @@
+"""Reading a /v1 request: the API key, the JSON body within its size cap, tags and fallbacks,
+and the checks a body must pass before anything else looks at it."""
+from __future__ import annotations
+
+import orjson
+from flask import Request
+
+from gateway.errors import InvalidRequest, PayloadTooLarge
+from gateway.services.api_request import ApiRequest
+
+GATEWAY_FIELDS = ("metadata", "models")      # ours; never forwarded upstream
+
+
+def secret(request: Request) -> str | None:
+    """The API key, from `Authorization: Bearer` or `x-api-key`."""
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.headers.get("x-api-key") or None
+
+
+def read(request: Request, request_id: str, endpoint: str, started: float, limit: int) -> ApiRequest:
+    """The body as JSON and the request's tags; nothing validated yet."""
+    if (request.content_length or 0) > limit:
+        raise PayloadTooLarge(f"The request body is over the {limit} byte limit.")
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"The request body is over the {limit} byte limit.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return ApiRequest(request_id, endpoint, body, _tags(request, body), started=started)
+
+
+def validated(request: Request, req: ApiRequest) -> ApiRequest:
+    """`req` checked for its endpoint, with the client's fallbacks and the gateway's own
+    fields taken out of the body that goes upstream."""
+    VALIDATORS[req.endpoint](req.body)
+    fallbacks = _fallbacks(request, req.body)
+    body = {k: v for k, v in req.body.items() if k not in GATEWAY_FIELDS}
+    return ApiRequest(req.request_id, req.endpoint, body, req.tags, tuple(fallbacks), req.started)
+
+
+def _tags(request: Request, body: dict) -> dict:
+    tags: dict[str, str] = {}
+    meta = body.get("metadata")
+    if isinstance(meta, dict):
+        tags.update({str(k)[:64]: str(v)[:200] for k, v in meta.items()})
+    header = request.headers.get("x-gateway-tags", "")
+    for part in header.split(","):
+        name, sep, value = part.partition("=")
+        if sep and name.strip():
+            tags[name.strip()[:64]] = value.strip()[:200]
+    return dict(list(tags.items())[:32])
+
+
+def _validate_model(body: dict) -> None:
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequest("You must provide a model parameter.", param="model")
+
+
+def _validate_chat(body: dict) -> None:
+    _validate_model(body)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty array.", param="messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise InvalidRequest(f"messages[{i}] must be an object with a 'role'.", param=f"messages[{i}]")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise InvalidRequest("'stream' must be a boolean.", param="stream")
+    n = body.get("n", 1)
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128):
+        raise InvalidRequest("'n' must be an integer from 1 to 128.", param="n")
+
+
+def _validate_embeddings(body: dict) -> None:
+    _validate_model(body)
+    inp = body.get("input")
+    ok = isinstance(inp, str) and inp != "" or (
+        isinstance(inp, list) and inp and all(isinstance(x, (str, int, list)) for x in inp))
+    if not ok:
+        raise InvalidRequest("'input' must be a non-empty string or array.", param="input")
+
+
+VALIDATORS = {"chat": _validate_chat, "embeddings": _validate_embeddings}
+
+
+def _fallbacks(request: Request, body: dict) -> list[str]:
+    """The client's own fallback models: `models: [...]` in the body or `x-gateway-fallbacks`."""
+    given = body.get("models")
+    if given is None:
+        given = [m.strip() for m in request.headers.get("x-gateway-fallbacks", "").split(",") if m.strip()]
+    if not isinstance(given, list) or len(given) > 10 or not all(isinstance(m, str) and m for m in given):
+        raise InvalidRequest("'models' must be an array of up to 10 model names.", param="models")
+    return given

@@ -1,0 +1,32 @@
+"""One parsed API request, as every stage of the request path reads it."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+MODES = {"chat": "chat", "embeddings": "embedding"}     # endpoint -> the deployment mode serving it
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRequest:
+    """What the client asked for: parsed once by the proxy (or built by the playground), never
+    changed afterwards. `body` is what goes upstream: the gateway's own fields are removed."""
+    request_id: str
+    endpoint: str                   # chat or embeddings
+    body: dict = field(default_factory=dict)
+    tags: dict = field(default_factory=dict)
+    fallbacks: tuple[str, ...] = ()     # models to try after `model` (the client's list)
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def mode(self) -> str:
+        return MODES[self.endpoint]
+
+    @property
+    def model(self) -> str | None:
+        m = self.body.get("model")
+        return m if isinstance(m, str) else None
+
+    @property
+    def stream(self) -> bool:
+        return self.endpoint == "chat" and self.body.get("stream") is True

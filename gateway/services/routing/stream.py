@@ -1,0 +1,178 @@
+"""Streamed chat answers: relay the upstream's SSE events as OpenAI chunks, with keepalive
+comments while the first chunk is slow, and one usage record however the stream ends."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Iterator
+
+import orjson
+from flask import Flask, current_app
+
+from gateway.errors import GatewayError, UpstreamError
+from gateway.providers.base import StreamError, Usage
+from gateway.services.accounting import prompt_log, tokens
+from gateway.services.api_request import ApiRequest
+from gateway.services.routing.health import health
+from gateway.services.routing.plan import Plan
+from gateway.services.routing.relay import Exchange, exchange, gateway_headers, served_fields, start_recorded
+from gateway.services.routing.upstream import Answer, sanitize
+
+CLIENT_GONE = "The client closed the connection."
+
+
+def open_stream(req: ApiRequest, plan: Plan, admission) -> tuple[Iterator[bytes], dict]:
+    """Start a chat stream: the SSE bytes to send and the x-gateway-* headers known so far.
+    Failures before the first chunk fall back or raise (a proper HTTP error); the iterator
+    records usage when it ends, however it ends.
+
+    When the first chunk takes longer than STREAM_KEEPALIVE_SECONDS, the response starts
+    anyway with SSE comments: the client knows we are alive, and a client that left is noticed
+    at the next comment instead of after the whole answer was paid for. Such a response cannot
+    name the deployment in its headers: they went out before it was known."""
+    app = current_app._get_current_object()
+    ex = exchange(app, req, plan, admission)
+    wait = app.config["STREAM_KEEPALIVE_SECONDS"]
+    if not wait:
+        answer = start_recorded(app, ex)
+        return _relay(app, ex, answer), gateway_headers(plan, answer)
+    starter = _Starter(app, ex)
+    if starter.done.wait(wait):
+        if starter.error is not None:
+            raise starter.error
+        answer = starter.take()
+        return _relay(app, ex, answer), gateway_headers(plan, answer)
+    return _keepalive(app, ex, starter, wait), gateway_headers(plan)
+
+
+class _Starter:
+    """Runs start() in its own thread (a greenlet under gevent) while the response waits."""
+
+    def __init__(self, app: Flask, ex: Exchange):
+        self.app, self.ex = app, ex
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.answer: Answer | None = None
+        self.error: BaseException | None = None
+        self.abandoned = False
+        threading.Thread(target=self._run, name="stream-start", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            with self.app.app_context():
+                self.answer = start_recorded(self.app, self.ex)
+        except BaseException as e:      # handed to the request, which raises or reports it
+            self.error = e
+        finally:
+            with self.lock:
+                self.done.set()
+                orphan = self.abandoned
+            if orphan:
+                self._drop()
+
+    def take(self) -> Answer | None:
+        """The started stream, now owned by the caller."""
+        with self.lock:
+            answer, self.answer = self.answer, None
+        return answer
+
+    def abandon(self) -> None:
+        """The client left: whatever start() returns is closed and recorded as cut."""
+        with self.lock:
+            self.abandoned = True
+            finished = self.done.is_set()
+        if finished:
+            self._drop()
+
+    def _drop(self) -> None:
+        answer = self.take()
+        if answer is not None:
+            _finish(self.app, self.ex, answer, 499, None,
+                    GatewayError(CLIENT_GONE, type="client_disconnected"))
+
+
+def _keepalive(app: Flask, ex: Exchange, starter: _Starter, wait: float) -> Iterator[bytes]:
+    try:
+        while not starter.done.wait(wait):
+            yield b": keepalive\n\n"
+        if isinstance(starter.error, GatewayError):     # already recorded by start_recorded
+            yield b"data: " + orjson.dumps(starter.error.body()) + b"\n\n"
+            return
+        if starter.error is not None:
+            raise starter.error
+        yield from _relay(app, ex, starter.take())
+    finally:
+        starter.abandon()
+
+
+def _relay(app: Flask, ex: Exchange, answer: Answer) -> Iterator[bytes]:
+    started = ex.req.started
+    parser = answer.parser
+    ttft: float | None = (answer.first_at - started) * 1000 if answer.first_at else None
+    recorded = False
+    text = prompt_log.StreamText(ex.capture) if ex.capture else None
+
+    def finish(status: int, error: GatewayError | None) -> None:
+        # Recorded before the last event goes out, so a client that saw the end can count on it.
+        nonlocal recorded
+        recorded = True
+        _finish(app, ex, answer, status, ttft, error, text)
+
+    try:
+        for out in answer.pending:
+            if text is not None:
+                text.add(out)
+            yield b"data: " + out + b"\n\n"
+        for event, data in (answer.events if not parser.done else ()):
+            for out in parser.feed(event, data):
+                if ttft is None:
+                    ttft = (time.perf_counter() - started) * 1000
+                if text is not None:
+                    text.add(out)
+                yield b"data: " + out + b"\n\n"
+            if parser.done:
+                break
+        if not parser.done:
+            raise UpstreamError("The provider ended the stream before it was complete.",
+                                code="stream_incomplete")
+        finish(200, None)
+        yield b"data: [DONE]\n\n"
+    except (UpstreamError, StreamError) as e:
+        error = e if isinstance(e, UpstreamError) else UpstreamError(
+            f"The provider's stream failed: {sanitize(str(e), answer.route.target.api_key)}",
+            code="stream_error")
+        finish(error.status, error)
+        yield b"data: " + orjson.dumps(error.body()) + b"\n\n"
+    finally:
+        if not recorded:        # the client went away (GeneratorExit) or something unexpected
+            finish(499, GatewayError(CLIENT_GONE, type="client_disconnected"))
+
+
+def _finish(app: Flask, ex: Exchange, answer: Answer, status: int, ttft: float | None,
+            error: GatewayError | None, text=None) -> None:
+    """Close the upstream and leave the stream's one record, with what it streamed."""
+    parser = answer.parser
+    answer.response.close(finished=parser.done)
+    used = parser.usage
+    if used is None:       # none reported (cut, abandoned, or a vendor that sends none)
+        used = Usage(prompt_tokens=ex.plan.need.prompt_tokens,
+                     completion_tokens=tokens.estimate_text(parser.text_chars), estimated=True)
+    _health(app, answer, status, error, used)
+    fields = dict(served_fields(answer, used), ttft_ms=ttft)
+    if error is not None:
+        fields.update(error_type=error.type, error_message=error.message[:500])
+    if text is not None:        # the answer as streamed, when the admin stores them
+        fields["response_text"] = text.value()
+    ex.record(app, status, **fields)
+
+
+def _health(app: Flask, answer: Answer, status: int, error: GatewayError | None, used: Usage) -> None:
+    ms = (time.perf_counter() - answer.t0) * 1000
+    ttft = (answer.first_at - answer.t0) * 1000 if answer.first_at else None
+    h = health(app)
+    if status == 200:
+        h.success(answer.route, ms, ttft, used.completion_tokens, used.total_tokens)
+    elif isinstance(error, UpstreamError):
+        h.failure(answer.route, ms, status=error.upstream_status)
+    else:
+        h.release(answer.route)

@@ -1,0 +1,130 @@
+"""One upstream attempt: build the vendor request, send it, read far enough to know it is good,
+and map a failure to what the client may see. Shared by the relay, shadow traffic and Test
+connection, so all three speak to providers the same way."""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from flask import Flask
+
+from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.providers import transport
+from gateway.providers.base import Reply, StreamError
+from gateway.providers.registry import ADAPTERS
+from gateway.services.routing.catalog import Route
+
+_SECRETISH = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|key=[^&\s\"']+|Bearer\s+\S+|https?://[^\s\"']+)")
+
+
+def sanitize(message: str, secret: str) -> str:
+    """Strip anything key- or URL-like from an upstream message before a client sees it."""
+    if secret:
+        message = message.replace(secret, "[redacted]")
+    return _SECRETISH.sub("[redacted]", message)[:1000]
+
+
+def upstream_failure(route: Route, status: int, data: bytes, headers) -> UpstreamError:
+    """Map an upstream error status to what the client should see."""
+    failure = ADAPTERS[route.kind].error_message(status, data)
+    message = sanitize(failure.message, route.target.api_key)
+    retry_after = _retry_after(headers.get("retry-after"))
+    if status == 429:
+        return UpstreamError(f"The provider is rate limiting: {message}", status=429,
+                             type="rate_limit_exceeded", code="rate_limit_exceeded",
+                             upstream_status=429, retryable=True, retry_after=retry_after)
+    if status in (400, 413, 422):
+        return UpstreamError(message, status=400, type="invalid_request_error",
+                             code=failure.code if failure.code else "upstream_rejected",
+                             upstream_status=status)
+    if status in (401, 403):
+        return UpstreamError("The provider rejected the gateway's credentials for this model.",
+                             code="upstream_auth_failed", upstream_status=status)
+    if status in (408, 504):
+        return UpstreamTimeout(f"The provider timed out: {message}", upstream_status=status, retryable=True)
+    return UpstreamError(f"The provider failed ({status}): {message}", upstream_status=status,
+                         retryable=status >= 500)
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+@dataclass
+class Answer:
+    """An upstream answer that is known to be good: a whole reply, or a stream whose first
+    event arrived (so failing over is no longer possible without the client noticing)."""
+    route: Route
+    response: transport.Response
+    price: tuple | None                 # what the request is billed at, fixed when it started
+    t0: float                           # when this attempt started
+    reply: Reply | None = None          # non-streaming: the translated answer
+    parser: object | None = None        # streaming: the adapter's ChatStream, already fed
+    events: Iterator | None = None      # streaming: the rest of the upstream's SSE events
+    pending: list = field(default_factory=list)     # streaming: chunks parsed while peeking
+    first_at: float | None = None       # streaming: when the first chunk arrived
+    attempts: list = field(default_factory=list)    # every attempt of the request, this one last
+
+
+def attempt(app: Flask, route: Route, body: dict, mode: str, stream: bool) -> Answer:
+    """Send `body` to `route` once and read far enough to know it is good; raises UpstreamError."""
+    adapter = ADAPTERS[route.kind]
+    if mode == "embedding":
+        req = adapter.embeddings_request(route.target, body)
+    else:
+        req = adapter.chat_request(route.target, body, stream)
+    t0 = time.perf_counter()
+    resp = app.extensions["transport"].send(req)
+    if resp.status >= 400:
+        raise upstream_failure(route, resp.status, _read_capped(resp), resp.headers)
+    answer = Answer(route, resp, route.price(), t0)
+    try:
+        if stream:
+            _peek(answer, adapter.ChatStream(route.target, body))
+        else:
+            parse = adapter.embeddings_response if mode == "embedding" else adapter.chat_response
+            answer.reply = parse(resp.read(), route.target)
+    except StreamError as e:
+        resp.close()
+        raise UpstreamError(f"The provider sent a malformed answer: {sanitize(str(e), route.target.api_key)}",
+                            code="malformed") from None
+    except BaseException:
+        resp.close()
+        raise
+    if not stream:
+        resp.close()
+    return answer
+
+
+def _peek(answer: Answer, parser) -> None:
+    """Read the stream until its first chunk for the client (or its end), so that a stream
+    failing before that can still go to another deployment."""
+    answer.parser = parser
+    answer.events = transport.sse_events(answer.response.chunks())
+    for event, data in answer.events:
+        out = parser.feed(event, data)
+        if out or parser.done:
+            answer.pending = out
+            answer.first_at = time.perf_counter()
+            return
+    raise UpstreamError("The provider ended the stream before its first chunk.",
+                        code="stream_incomplete", retryable=True)
+
+
+def _read_capped(resp: transport.Response, limit: int = 64 * 1024) -> bytes:
+    data = b""
+    try:
+        for chunk in resp.chunks():
+            data += chunk
+            if len(data) > limit:
+                break
+    except UpstreamError:
+        pass
+    finally:
+        resp.close()
+    return data
