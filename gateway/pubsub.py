@@ -8,12 +8,13 @@ fall back on their short TTL. Messages sent while a listener was disconnected ar
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from typing import Callable
 
 from flask import Flask
+
+from gateway.threads import PerProcessThread
 
 log = logging.getLogger("gateway.pubsub")
 
@@ -26,8 +27,7 @@ class Bus:
     def __init__(self, url: str | None):
         self.url = url or None
         self.handlers: dict[str, tuple[Callable[[str], None], Callable[[], None] | None]] = {}
-        self.thread: threading.Thread | None = None
-        self.pid: int | None = None
+        self.listener = PerProcessThread("pubsub-listener", self._run)
         self.publisher = None
         self.down_logged = False
         self.ready = threading.Event()      # subscribed to every channel: invalidations arrive
@@ -47,14 +47,7 @@ class Bus:
         the app is made and a thread started before the fork does not survive it."""
         if self.url is None or not self.handlers or self.stopped:
             return
-        if self.thread is not None and self.pid == os.getpid() and self.thread.is_alive():
-            return
-        with self.lock:
-            if self.thread is None or self.pid != os.getpid() or not self.thread.is_alive():
-                self.pid = os.getpid()
-                self.ready.clear()
-                self.thread = threading.Thread(target=self._run, name="pubsub-listener", daemon=True)
-                self.thread.start()
+        self.listener.ensure(before_start=self.ready.clear)
 
     def stop(self) -> None:
         """End the listener (tests; a worker's listener lives as long as the process)."""

@@ -179,4 +179,4 @@ def test_the_key_cache_and_settings_share_one_listener(sqlite_app):
         settings.cached(sqlite_app, "log_prompts")
         keys.cache()
     b = sqlite_app.extensions.get("pubsub")
-    assert b is None or b.thread is None
+    assert b is None or b.listener.thread is None

@@ -26,6 +26,7 @@ from gateway.errors import GatewayError
 from gateway.extensions import db
 from gateway.models import UsageRecord, utcnow
 from gateway.services.accounting import alerts, prompt_log, quota, rollup
+from gateway.threads import PerProcessThread
 
 log = logging.getLogger("gateway.usage")
 
@@ -127,8 +128,7 @@ class UsageRecorder:
         db_id = hashlib.sha256(app.config["SQLALCHEMY_DATABASE_URI"].encode()).hexdigest()[:12]
         self.spool_dir = Path(app.instance_path) / "usage-spool" / db_id
         self.write_lock = threading.Lock()
-        self.thread: threading.Thread | None = None
-        self.pid = None
+        self.writer = PerProcessThread("usage-writer", self._run)
         self.pending = 0        # queued or being written
         self.hurry = threading.Event()      # drain() wakes the writer instead of waiting
         self.count_lock = threading.Lock()
@@ -141,11 +141,7 @@ class UsageRecorder:
         self.queue.put(entry)
 
     def _ensure_writer(self) -> None:
-        # Started lazily and per process: a writer made before gunicorn forks would not survive.
-        if self.thread is None or self.pid != os.getpid() or not self.thread.is_alive():
-            self.pid = os.getpid()
-            self.thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
-            self.thread.start()
+        self.writer.ensure()
 
     def _run(self) -> None:
         last_replay = float("-inf")

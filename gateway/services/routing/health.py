@@ -9,7 +9,6 @@ for capped deployments. If Redis is unreachable everything keeps working per wor
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -18,13 +17,9 @@ from dataclasses import dataclass, field
 import orjson
 from flask import Flask, current_app
 
+from gateway.threads import PerProcessThread
+
 log = logging.getLogger("gateway.health")
-
-
-
-def setting(app: Flask, name: str):
-    """A health setting (defaults in gateway/config.py)."""
-    return app.config[name]
 
 
 @dataclass(slots=True)
@@ -90,23 +85,17 @@ class Health:
         self.lock = threading.Lock()
         self.redis = None
         self.redis_url = app.config.get("REDIS_URL")
-        self.prefix = setting(app, "HEALTH_REDIS_PREFIX")
+        self.prefix = app.config["HEALTH_REDIS_PREFIX"]
         self.redis_down_logged = False
-        self.thread: threading.Thread | None = None
-        self.pid = None
-
-    def cfg(self, name: str):
-        return setting(self.app, name)
+        self.syncer = PerProcessThread("health-sync", self._run)
 
     def _dep(self, dep_id: int) -> Deployment:
         d = self.deps.get(dep_id)
         if d is None:
             with self.lock:
-                d = self.deps.setdefault(dep_id, Deployment(deque(maxlen=int(self.cfg("HEALTH_SAMPLES")))))
+                d = self.deps.setdefault(dep_id, Deployment(deque(maxlen=int(self.app.config["HEALTH_SAMPLES"]))))
             self._ensure_sync()
         return d
-
-    # Decisions
 
     def state(self, dep_id: int, now: float | None = None) -> str:
         """closed, open (cooling down) or half_open (a probe may go)."""
@@ -187,8 +176,6 @@ class Health:
         d.rpm += 1
         return True
 
-    # Outcomes
-
     def success(self, route, ms: float, ttft: float | None = None, out_tokens: int = 0,
                 total_tokens: int = 0) -> None:
         """An attempt served the request."""
@@ -211,7 +198,7 @@ class Health:
         d = self._dep(route.deployment_id)
         if status == 429:
             self._add(d, Sample(now, ms, None, None, False, True))
-            wait = retry_after if retry_after is not None else self.cfg("RATE_LIMIT_COOLDOWN_SECONDS")
+            wait = retry_after if retry_after is not None else self.app.config["RATE_LIMIT_COOLDOWN_SECONDS"]
             d.cool_until, d.state_dirty = max(d.cool_until, now + float(wait)), True
             d.probe_until = 0.0
             return
@@ -220,14 +207,14 @@ class Health:
         if d.open_until:                      # the half-open probe failed: open again, longer
             self._open(d, now)
             return
-        if d.consecutive >= int(self.cfg("CIRCUIT_FAILURES")):
+        if d.consecutive >= int(self.app.config["CIRCUIT_FAILURES"]):
             self._open(d, now)
             return
-        since = max(now - float(self.cfg("CIRCUIT_WINDOW_SECONDS")), d.closed_at)
+        since = max(now - float(self.app.config["CIRCUIT_WINDOW_SECONDS"]), d.closed_at)
         recent = [s for s in d.samples if s.t >= since and not s.r429]
-        if len(recent) >= int(self.cfg("CIRCUIT_MIN_REQUESTS")):
+        if len(recent) >= int(self.app.config["CIRCUIT_MIN_REQUESTS"]):
             errors = sum(1 for s in recent if not s.ok)
-            if errors / len(recent) >= float(self.cfg("CIRCUIT_ERROR_RATE")):
+            if errors / len(recent) >= float(self.app.config["CIRCUIT_ERROR_RATE"]):
                 self._open(d, now)
 
     def release(self, route) -> None:
@@ -235,7 +222,7 @@ class Health:
         self._dep(route.deployment_id).probe_until = 0.0
 
     def _open(self, d: Deployment, now: float) -> None:
-        cooldown = float(self.cfg("CIRCUIT_COOLDOWN_SECONDS")) * min(2 ** d.opens, 8)
+        cooldown = float(self.app.config["CIRCUIT_COOLDOWN_SECONDS"]) * min(2 ** d.opens, 8)
         d.open_until, d.probe_until, d.opens = now + cooldown, 0.0, d.opens + 1
         d.consecutive, d.state_dirty = 0, True
         log.warning("circuit opened for deployment after failures; retry in %.0fs", cooldown)
@@ -246,15 +233,13 @@ class Health:
         if self.redis_url:
             d.pending.append(s)
 
-    # Statistics
-
     def stats(self, dep_id: int) -> Stats:
         """Rolling statistics over the window (cached until the next sample)."""
         d = self._dep(dep_id)
         cached = d.stats_cache
         if cached is not None:
             return cached
-        since = time.time() - float(self.cfg("HEALTH_WINDOW_SECONDS"))
+        since = time.time() - float(self.app.config["HEALTH_WINDOW_SECONDS"])
         recent = [s for s in d.samples if s.t >= since]
         st = Stats(count=len(recent))
         if recent:
@@ -268,8 +253,6 @@ class Health:
             st.rate_429 = round(sum(1 for s in recent if s.r429) / len(recent), 4)
         d.stats_cache = st
         return st
-
-    # Redis sharing
 
     def _client(self):
         if not self.redis_url:
@@ -289,14 +272,11 @@ class Health:
     def _ensure_sync(self) -> None:
         if not self.redis_url:
             return
-        if self.thread is None or self.pid != os.getpid() or not self.thread.is_alive():
-            self.pid = os.getpid()
-            self.thread = threading.Thread(target=self._run, name="health-sync", daemon=True)
-            self.thread.start()
+        self.syncer.ensure()
 
     def _run(self) -> None:
         while True:
-            time.sleep(float(self.cfg("HEALTH_SYNC_SECONDS")))
+            time.sleep(float(self.app.config["HEALTH_SYNC_SECONDS"]))
             self.sync()
 
     def sync(self) -> bool:
@@ -307,8 +287,8 @@ class Health:
         items = list(self.deps.items())
         if not items:
             return True
-        keep = int(self.cfg("HEALTH_SAMPLES"))
-        ttl = int(float(self.cfg("HEALTH_WINDOW_SECONDS"))) + 60
+        keep = int(self.app.config["HEALTH_SAMPLES"])
+        ttl = int(float(self.app.config["HEALTH_WINDOW_SECONDS"])) + 60
         minute = int(time.time() // 60)
         pipe = r.pipeline(transaction=False)
         sent = []
