@@ -120,8 +120,7 @@ def test_update_validates(demo):
                 keys.update_key(row, **bad)
 
 
-def test_cli_create_update_rotate(demo, monkeypatch):
-    monkeypatch.setattr("gateway.cli._ready", lambda: None)     # create_all made the schema
+def test_cli_create_update_rotate(demo):
     runner = demo.test_cli_runner()
     out = runner.invoke(args=["teams", "create", "--name", "search", "--budget", "25", "--alerts", "50,80,100"])
     assert out.exit_code == 0, out.output

@@ -8,8 +8,7 @@ from gateway.models import Alias, ApiKey, Deployment, Policy
 from tests.conftest import add_provider, make_key
 
 
-def test_routing_commands(sqlite_app, monkeypatch, tmp_path):
-    monkeypatch.setattr("gateway.cli._ready", lambda: None)     # create_all made the schema
+def test_routing_commands(sqlite_app, tmp_path):
     app = sqlite_app
     add_provider(app, "up", "mock", None, ["m"])
     secret = make_key(app)

@@ -163,8 +163,7 @@ def test_tag_views_read_raw_records(app):
         assert 0 < charts.totals(f)["requests"] < 300
 
 
-def test_rebuild_rollup_command_is_repeatable(app, monkeypatch):
-    monkeypatch.setattr("gateway.cli._ready", lambda: None)     # create_all made the schema
+def test_rebuild_rollup_command_is_repeatable(app):
     _seed(app, n=500)
     before = rollup_totals(app)
     with app.app_context():

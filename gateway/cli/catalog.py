@@ -1,0 +1,169 @@
+"""`gateway providers|deployments|aliases|policies ...`: the routing catalogue."""
+from __future__ import annotations
+
+import os
+
+import click
+
+from gateway.cli import command, given, list_command, options, split_csv
+from gateway.extensions import db
+from gateway.models import Alias, Deployment, Policy, Provider
+from gateway.services.accounting import keys
+from gateway.services.routing import catalog
+from gateway.services.routing.health import deployment_status
+
+providers_cli = click.Group("providers", help="Upstream providers (BYOK).")
+deployments_cli = click.Group("deployments", help="Deployments: a provider serving a public model name.")
+aliases_cli = click.Group("aliases", help="Model aliases: stable names pointing at a model or policy:NAME.")
+policies_cli = click.Group(
+    "policies", help="Routing policies (built in: cost-, latency-, throughput-, reliability-optimized).")
+COMMANDS = (providers_cli, deployments_cli, aliases_cli, policies_cli)
+
+
+@command(providers_cli, "add")
+@click.option("--name", required=True)
+@click.option("--kind", required=True, help="openai, azure, anthropic, gemini or mock")
+@click.option("--base-url", help="as the vendor's SDK takes it, e.g. https://api.openai.com/v1")
+@click.option("--api-key", help="stored encrypted; read from $PROVIDER_API_KEY when omitted")
+@click.option("--models", help="chat models to expose, comma-separated; public=upstream renames")
+@click.option("--embedding-models", help="embedding models to expose, comma-separated")
+@click.option("--region", default="")
+@click.option("--api-version", help="Azure OpenAI api-version")
+def providers_add(name, kind, base_url, api_key, models, embedding_models, region, api_version):
+    """Add a provider, or update the one with this name (idempotent)."""
+    api_key = api_key if api_key is not None else os.environ.get("PROVIDER_API_KEY")
+    p = catalog.save_provider(name, kind, base_url=base_url, api_key=api_key, models=split_csv(models),
+                              embedding_models=split_csv(embedding_models), region=region,
+                              options={"api_version": api_version} if api_version else None)
+    served = ", ".join(sorted(d.model for d in p.deployments)) or "none"
+    click.echo(f"provider {p.name} ({p.kind}) {p.base_url} models: {served}")
+
+
+@list_command(providers_cli, Provider, Provider.name)
+def _provider_row(p) -> tuple:
+    key = f"…{p.key_last4}" if p.key_last4 else ("set" if p.api_key_enc else "none")
+    return (p.name, p.kind, p.base_url, f"key {key}", ",".join(sorted(d.model for d in p.deployments)),
+            "enabled" if p.enabled else "disabled")
+
+
+_deployment_options = options(
+    click.option("--upstream", help="the provider's model name (default: MODEL)"),
+    click.option("--weight", type=int), click.option("--region"),
+    click.option("--input-price", type=float, help="USD per 1K input tokens"),
+    click.option("--output-price", type=float, help="USD per 1K output tokens"),
+    click.option("--context-window", type=int),
+    click.option("--capabilities", help="tools, vision, json, audio, embeddings"),
+    click.option("--rpm", type=int, help="requests per minute cap"),
+    click.option("--tpm", type=int, help="tokens per minute cap"),
+    click.option("--enabled/--disabled", default=None),
+    click.option("--mode", type=click.Choice(["chat", "embedding"])),
+)
+
+
+def _save_deployment(model, provider, upstream, **o):
+    d = catalog.save_deployment(model, provider, upstream, **given(
+        weight=o["weight"], region=o["region"], input_per_1k=o["input_price"],
+        output_per_1k=o["output_price"], context_window=o["context_window"],
+        capabilities=split_csv(o["capabilities"]), rpm_limit=o["rpm"], tpm_limit=o["tpm"],
+        enabled=o["enabled"], mode=o["mode"]))
+    click.echo(f"deployment {d.id}: {d.model} -> {provider}/{d.upstream_model}")
+
+
+@command(deployments_cli, "add")
+@click.argument("model")
+@click.argument("provider")
+@_deployment_options
+def deployments_add(model, provider, upstream, **o):
+    """Serve MODEL from PROVIDER (created or updated)."""
+    _save_deployment(model, provider, upstream, **o)
+
+
+@command(deployments_cli, "update")
+@click.argument("deployment_id", type=int)
+@_deployment_options
+def deployments_update(deployment_id, upstream, **o):
+    """Change a deployment by id; options not given keep their value."""
+    d = db.session.get(Deployment, deployment_id)
+    if d is None:
+        raise click.ClickException(f"no deployment {deployment_id}")
+    if upstream:
+        # save_deployment finds a deployment by its upstream model, so it can't rename one
+        d.upstream_model = upstream
+        db.session.commit()
+    _save_deployment(d.model, d.provider.name, d.upstream_model, **o)
+
+
+@list_command(deployments_cli, Deployment, Deployment.model, Deployment.id,
+              help="Every deployment with its routing facts and live health (this process's view).")
+def _deployment_row(d) -> tuple:
+    price = f"{d.input_per_1k}/{d.output_per_1k}" if d.input_per_1k is not None else "table"
+    return (d.id, d.model, f"{d.provider.name}/{d.upstream_model}", d.region or d.provider.region or "-",
+            f"w={d.weight}", f"price={price}", f"ctx={d.context_window or '-'}",
+            f"caps={','.join(d.capabilities or []) or '-'}", f"rpm={d.rpm_limit or '-'}",
+            f"tpm={d.tpm_limit or '-'}", "enabled" if d.enabled else "disabled", d.source,
+            deployment_status(d.id)["state"])
+
+
+@command(aliases_cli, "set")
+@click.argument("name")
+@click.argument("target")
+def aliases_set(name, target):
+    """Point NAME at TARGET (a model or policy:NAME); clients keep asking for NAME."""
+    catalog.set_alias(name, target)
+    click.echo(f"alias {name} -> {target}")
+
+
+@list_command(aliases_cli, Alias, Alias.name)
+def _alias_row(a) -> tuple:
+    return a.name, a.target, a.source
+
+
+@command(aliases_cli, "delete")
+@click.argument("name")
+def aliases_delete(name):
+    if not catalog.delete_alias(name):
+        raise click.ClickException(f"no alias {name}")
+    click.echo(f"deleted alias {name}")
+
+
+def _experiment(value: str | None) -> dict | None:
+    if not value:
+        return None
+    model, _, percent = value.rpartition(":")
+    try:
+        return {"model": model, "percent": float(percent)}
+    except ValueError:
+        raise click.BadParameter("use MODEL:PERCENT, e.g. gpt-4.1-mini:10") from None
+
+
+@command(policies_cli, "set")
+@click.argument("name")
+@click.option("--strategy", type=click.Choice(["weighted", "cost", "latency", "throughput", "reliability"]))
+@click.option("--candidates", help="models (or aliases) to choose among, comma-separated")
+@click.option("--regions", help="allowed regions, comma-separated: eu admits eu-west-1, never us-*")
+@click.option("--capabilities", help="required of every deployment: tools, vision, json, ...")
+@click.option("--sticky", help="request field that pins a caller to a deployment, e.g. user")
+@click.option("--ab", help="MODEL:PERCENT of traffic to a candidate model")
+@click.option("--shadow", help="MODEL:PERCENT of requests mirrored to a candidate, not billed")
+def policies_set(name, strategy, candidates, regions, capabilities, sticky, ab, shadow):
+    """Create or update a policy; options not given keep their value."""
+    p = catalog.save_policy(name, **given(
+        strategy=strategy, candidates=split_csv(candidates), regions=split_csv(regions),
+        capabilities=split_csv(capabilities), sticky=sticky, ab=_experiment(ab), shadow=_experiment(shadow)))
+    click.echo(f"policy {p.name}: {p.strategy}; use model \"policy:{p.name}\"")
+
+
+@list_command(policies_cli, Policy, Policy.name)
+def _policy_row(p) -> tuple:
+    return (p.name, p.strategy, f"candidates={','.join(p.candidates or []) or 'any'}",
+            f"regions={','.join(p.regions or []) or 'any'}", f"ab={p.ab or '-'}", f"shadow={p.shadow or '-'}",
+            p.source)
+
+
+@command(policies_cli, "bind")
+@click.argument("key_prefix")
+@click.argument("policy", required=False)
+def policies_bind(key_prefix, policy):
+    """Route every request of the key KEY_PREFIX by POLICY (omit POLICY to unbind)."""
+    key = keys.update_key(keys.find_by_prefix(key_prefix), policy=policy)
+    click.echo(f"key {key.prefix}… " + (f"routes by {policy}" if policy else "unbound"))

@@ -1,0 +1,158 @@
+"""`gateway keys ...`: virtual API keys, their limits, rotation and counters."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import click
+from flask import current_app
+from sqlalchemy import select
+
+from gateway.cli import PERIODS, command, echo_row, list_command, options, split_csv
+from gateway.extensions import db
+from gateway.models import ApiKey, User
+from gateway.services.accounting import keys, quota, teams
+
+keys_cli = click.Group("keys", help="Virtual API keys.")
+COMMANDS = (keys_cli,)
+
+
+def _parse_expiry(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value).replace(tzinfo=None)
+    except ValueError:
+        raise click.BadParameter("use an ISO date like 2027-01-31 or 2027-01-31T12:00") from None
+
+
+# The limit settings `keys create` and `keys update` share.
+_limit_options = options(
+    click.option("--models", help="allowed models, comma-separated (default: all; 'all' on update)"),
+    click.option("--expires", help="ISO date or date-time, UTC ('never' on update)"),
+    click.option("--team", help="owning team (name or id)"),
+    click.option("--plan", help="plan whose default limits apply"),
+    click.option("--token-quota", type=int, help="tokens per period"),
+    click.option("--quota-period", type=PERIODS),
+    click.option("--quota-tz", help="time zone where a period starts, e.g. Europe/Paris"),
+    click.option("--budget", type=float, help="spend limit in USD per period"),
+    click.option("--rpm", type=int, help="requests per minute"),
+    click.option("--tpm", type=int, help="tokens per minute"),
+    click.option("--parallel", type=int, help="requests in flight at once"),
+    click.option("--policy", help="bound routing policy"),
+    click.option("--ip-allow", help="allowed client IPs or CIDR ranges, comma-separated"),
+)
+
+
+def _settings(models=None, expires=None, team=None, plan=None, token_quota=None, quota_period=None,
+              quota_tz=None, budget=None, rpm=None, tpm=None, parallel=None, policy=None, ip_allow=None,
+              update=False) -> dict:
+    """Only what was given; on update, 0 / 'none' / 'all' / 'never' clear a limit."""
+    s: dict = {}
+    for name, value in (("token_quota", token_quota), ("rpm", rpm), ("tpm", tpm), ("max_parallel", parallel),
+                        ("budget_usd", budget)):
+        if value is not None:
+            s[name] = None if update and value == 0 else value
+    if quota_period:
+        s["quota_period"] = quota_period
+    if quota_tz:
+        s["quota_tz"] = quota_tz
+    if models is not None:
+        s["models"] = None if models.strip().lower() == "all" else split_csv(models)
+    if expires is not None:
+        s["expires_at"] = None if expires.strip().lower() == "never" else _parse_expiry(expires)
+    if team is not None:
+        s["team_id"] = None if team.lower() == "none" else teams.find_team(team).id
+    if plan is not None:
+        s["plan_id"] = None if plan.lower() == "none" else teams.find_plan(plan).id
+    if policy is not None:
+        s["policy"] = None if policy.lower() == "none" else policy
+    if ip_allow is not None:
+        s["ip_allow"] = None if ip_allow.strip().lower() in ("", "any", "none") else ip_allow
+    return s
+
+
+@list_command(keys_cli, ApiKey, ApiKey.id)
+def _key_row(k) -> tuple:
+    i = keys.info(k)
+    limits = []
+    if i.token_quota is not None:
+        limits.append(f"quota={i.token_quota}/{i.quota_period}")
+    if i.budget_usd is not None:
+        limits.append(f"budget=${i.budget_usd:g}/{i.quota_period}")
+    for name in ("rpm", "tpm", "max_parallel"):
+        if getattr(i, name) is not None:
+            limits.append(f"{name}={getattr(i, name)}")
+    if k.ip_allow:
+        limits.append("ip=" + ",".join(k.ip_allow))
+    state = "revoked" if k.revoked_at else ("disabled" if not k.enabled else "active")
+    return (f"{k.prefix}…", k.name, state, f"team={k.team.name if k.team else '-'}",
+            f"models={','.join(sorted(i.models)) if i.models is not None else 'all'}",
+            f"expires={k.expires_at or '-'}", " ".join(limits) or "unlimited")
+
+
+@command(keys_cli, "create")
+@click.option("--name", required=True)
+@click.option("--user", "user_email", help="owner's email")
+@_limit_options
+def keys_create(name, user_email, **limits):
+    """Create a key; the secret is printed alone on the last line, once."""
+    user = None
+    if user_email:
+        user = db.session.scalar(select(User).where(User.email == user_email.strip().lower()))
+        if user is None:
+            raise click.ClickException(f"no user {user_email}")
+    settings = _settings(**limits)
+    if user is not None and "team_id" not in settings and user.team_id:
+        settings["team_id"] = user.team_id
+    key, secret = keys.create_key(name, user_id=user.id if user else None, **settings)
+    click.echo(f"key {key.name} ({key.prefix}…) created")
+    click.echo(secret)
+
+
+@command(keys_cli, "update")
+@click.argument("prefix")
+@click.option("--name")
+@click.option("--enable/--disable", "enabled", default=None)
+@_limit_options
+def keys_update(prefix, name, enabled, **limits):
+    """Edit the key whose visible prefix is PREFIX; the secret stays the same. 0 clears a limit."""
+    key = keys.find_by_prefix(prefix)
+    settings = _settings(update=True, **limits)
+    if name:
+        settings["name"] = name
+    if enabled is not None:
+        settings["enabled"] = enabled
+    keys.update_key(key, **settings)
+    echo_row(_key_row(key))
+
+
+@command(keys_cli, "rotate")
+@click.argument("prefix")
+@click.option("--grace", default="24h", help="how long the old secret keeps working: 90s, 30m, 24h, 7d, 0")
+def keys_rotate(prefix, grace):
+    """New secret for the key PREFIX, same settings; printed alone on the last line, once."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        seconds = float(grace[:-1]) * units[grace[-1]] if grace[-1:] in units else float(grace)
+    except ValueError:
+        raise click.BadParameter("use e.g. 90s, 30m, 24h, 7d or 0", param_hint="--grace") from None
+    key, secret = keys.rotate_key(keys.find_by_prefix(prefix), grace_seconds=seconds)
+    until = f"until {key.prev_valid_until:%Y-%m-%d %H:%M} UTC" if key.prev_valid_until else "no longer"
+    click.echo(f"key {key.name} rotated to {key.prefix}…; the old secret works {until}")
+    click.echo(secret)
+
+
+@command(keys_cli, "revoke")
+@click.argument("prefix")
+def keys_revoke(prefix):
+    """Revoke the key whose visible prefix is PREFIX."""
+    key = keys.find_by_prefix(prefix)
+    keys.revoke_key(key)
+    click.echo(f"revoked {key.prefix}…")
+
+
+@command(keys_cli, "reconcile")
+def keys_reconcile():
+    """Release reservations never settled and rebuild shared (Redis) counters from the ledger."""
+    n = quota.reconcile(current_app._get_current_object())
+    click.echo(f"reconciled {n} counters")
