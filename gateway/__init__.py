@@ -33,9 +33,11 @@ def create_app(overrides: dict | None = None, instance_path: str | None = None) 
     login_manager.init_app(app)
     usage.init_app(app)
     c = app.config
+    from gateway import mock_upstream   # answers the `mock` provider kind's mock:// URLs
     app.extensions["transport"] = Transport(
         Timeouts(c["UPSTREAM_CONNECT_TIMEOUT"], c["UPSTREAM_FIRST_BYTE_TIMEOUT"], c["UPSTREAM_IDLE_TIMEOUT"]),
-        pool_size=c["UPSTREAM_POOL_SIZE"], allow_private=c["ALLOW_PRIVATE_UPSTREAMS"])
+        pool_size=c["UPSTREAM_POOL_SIZE"], allow_private=c["ALLOW_PRIVATE_UPSTREAMS"],
+        in_process={"mock": mock_upstream.app})
 
     from gateway.auth.views import bp as auth_bp
     from gateway.console.views import bp as console_bp

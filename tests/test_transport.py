@@ -1,6 +1,7 @@
 """SSRF policy at connect time, SSE framing, pooled connections."""
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from gateway.providers import transport
@@ -72,3 +73,23 @@ def test_a_pooled_connection_closed_by_the_server_is_not_reused():
     assert not conn.is_connected
     conn.close()
     srv.close()
+
+
+
+def test_in_process_apps_answer_their_own_scheme():
+    # The transport knows no mock: any WSGI app can take a URL scheme.
+    from gateway.mock_upstream import MockUpstream
+    from gateway.providers.base import UpstreamRequest
+    fake = MockUpstream()
+    t = transport.Transport(transport.Timeouts(1, 1, 1), 4, allow_private=False, in_process={"fake": fake})
+    body = b'{"model": "echo", "messages": [{"role": "user", "content": "hi"}]}'
+    r = t.send(UpstreamRequest("fake://local/v1/chat/completions", {"Authorization": "Bearer k"}, body))
+    assert r.status == 200 and r.read().count(b"Echo: hi") == 1
+    r.close()
+    assert orjson.loads(fake.stats({}).body)["total"] == 1
+
+
+def test_the_factory_injects_the_mock_upstream(tmp_path):
+    from gateway import mock_upstream
+    app = make_app(f"sqlite:///{tmp_path}/t.db", instance_path=str(tmp_path))
+    assert app.extensions["transport"].in_process == {"mock": mock_upstream.app}

@@ -2,7 +2,8 @@
 
 urllib3 directly rather than requests: no per-call environment merging or request
 preparation on the hot path (PERF-NOTES). It is cooperative under gevent's patching.
-The `mock://` scheme answers in-process from gateway.mock_upstream's WSGI app.
+URL schemes given to Transport(in_process=...) are answered by a WSGI app in this process
+(create_app maps `mock://` to gateway.mock_upstream), without a socket.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import logging
 import select
 import socket
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
 import urllib3
@@ -31,6 +32,7 @@ try:        # the unpatched poll: a zero timeout never blocks, so gevent's hub n
 except ImportError:     # pragma: no cover - gevent is a dependency
     _poll = select.poll
 METADATA_HOSTS = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
 
 class BlockedAddress(OSError):
@@ -141,11 +143,14 @@ class Response:
 
 
 class Transport:
-    """One per worker process: a connection pool per upstream host."""
+    """One per worker process: a connection pool per upstream host, and the in-process apps
+    that answer their own URL schemes."""
 
-    def __init__(self, timeouts: Timeouts, pool_size: int, allow_private: bool):
+    def __init__(self, timeouts: Timeouts, pool_size: int, allow_private: bool,
+                 in_process: dict[str, WSGIApp] | None = None):
         self.timeouts = timeouts
         self.allow_private = allow_private
+        self.in_process = dict(in_process or {})    # scheme -> WSGI app, e.g. {"mock": ...}
         self.pools = urllib3.PoolManager(num_pools=64, maxsize=pool_size, block=False, retries=False)
         http_conn = _guarded(HTTPConnection, allow_private)
         https_conn = _guarded(HTTPSConnection, allow_private)
@@ -156,8 +161,8 @@ class Transport:
 
     def send(self, req: UpstreamRequest) -> Response:
         """Send a request and return once the status line and headers arrived."""
-        if req.url.startswith("mock://"):
-            return _send_in_process(req)
+        if self.in_process and (app := self.in_process.get(req.url.partition(":")[0])):
+            return _send_in_process(app, req)
         t = self.timeouts
         try:
             resp = self.pools.urlopen(req.method, req.url, body=req.body, headers=req.headers,
@@ -228,9 +233,7 @@ def _release(resp, finished: bool = False) -> None:
         resp.release_conn()
 
 
-def _send_in_process(req: UpstreamRequest) -> Response:
-    from gateway import mock_upstream
-
+def _send_in_process(app: WSGIApp, req: UpstreamRequest) -> Response:
     parts = urlsplit(req.url)
     environ = {"REQUEST_METHOD": req.method, "PATH_INFO": parts.path, "QUERY_STRING": parts.query,
                "SERVER_NAME": "mock", "SERVER_PORT": "0", "SERVER_PROTOCOL": "HTTP/1.1",
@@ -244,7 +247,7 @@ def _send_in_process(req: UpstreamRequest) -> Response:
         started["status"] = int(status.split()[0])
         started["headers"] = {k.lower(): v for k, v in headers}
 
-    body = mock_upstream.app(environ, start_response)
+    body = app(environ, start_response)
     it = iter(body)
     try:
         first = next(it, b"")       # the app calls start_response before its first chunk

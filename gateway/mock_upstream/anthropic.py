@@ -1,0 +1,106 @@
+"""Anthropic Messages: POST /v1/messages, whole or as named SSE events."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import orjson
+
+from gateway.mock_upstream import openai
+from gateway.mock_upstream.answers import Answer, last_user_text, make_answer, new_id, text_of
+from gateway.mock_upstream.base import Call, Result, Vendor, json_result
+
+_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+          403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+          429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+
+
+def error(status: int, message: str) -> dict:
+    """Anthropic's error body for `status`."""
+    type_ = _TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": type_, "message": message}}
+
+
+def authorized(environ: dict, query: dict) -> bool:
+    """An x-api-key header or a bearer token."""
+    # The 2.x SDKs send the API key as a bearer token; older clients use x-api-key.
+    return bool(environ.get("HTTP_X_API_KEY")) or openai.authorized(environ, query)
+
+
+VENDOR = Vendor(error, authorized, 401, "x-api-key header is required",
+                b"event: content_block_delta\ndata: {not json\n\n")
+
+
+def _tool(body: dict, last_has_text: bool) -> str | None:
+    tools = body.get("tools")
+    choice = body.get("tool_choice") or {}
+    messages = body.get("messages") or []
+    if (not tools or choice.get("type") == "none" or not messages
+            or messages[-1].get("role") != "user" or not last_has_text):
+        return None
+    return choice.get("name") if choice.get("type") == "tool" else tools[0].get("name")
+
+
+def _answer(body: dict) -> Answer:
+    messages = body.get("messages") or []
+    texts = [text_of(m.get("content")) for m in messages]
+    last_user = last_user_text(messages, texts)
+    if body.get("system"):
+        texts.append(text_of(body["system"]))
+    tool = _tool(body, bool(messages and texts[len(messages) - 1]))
+    return make_answer(texts, last_user, body.get("max_tokens"), tool)
+
+
+def _stop(answer: Answer) -> str:
+    return "tool_use" if answer.tool else "max_tokens" if answer.truncated else "end_turn"
+
+
+def _usage(answer: Answer, output_tokens: int) -> dict:
+    return {"input_tokens": answer.prompt_tokens, "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0, "output_tokens": output_tokens}
+
+
+def messages(call: Call) -> Result:
+    """POST /v1/messages."""
+    answer = _answer(call.body)
+    if call.body.get("stream"):
+        return Result(frames=_frames(call.model, answer),
+                      content_type="text/event-stream; charset=utf-8")
+    if answer.tool:
+        content = [{"type": "tool_use", "id": new_id("toolu_"), "name": answer.tool,
+                    "input": orjson.loads(answer.arguments)}]
+    else:
+        content = [{"type": "text", "text": answer.text}]
+    return json_result({"id": new_id("msg_"), "type": "message", "role": "assistant",
+                        "model": call.model, "content": content,
+                        "stop_reason": _stop(answer), "stop_sequence": None,
+                        "usage": _usage(answer, answer.completion_tokens)})
+
+
+def _event(name: str, data: dict) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def _frames(model: str, answer: Answer) -> Iterator[tuple[bytes, bool]]:
+    message = {"id": new_id("msg_"), "type": "message", "role": "assistant", "model": model,
+               "content": [], "stop_reason": None, "stop_sequence": None,
+               "usage": _usage(answer, 1)}
+    yield _event("message_start", {"type": "message_start", "message": message}), False
+    if answer.tool:
+        block = {"type": "tool_use", "id": new_id("toolu_"), "name": answer.tool, "input": {}}
+        deltas = [{"type": "input_json_delta", "partial_json": p}
+                  for p in answer.argument_pieces()]
+    else:
+        block = {"type": "text", "text": ""}
+        deltas = [{"type": "text_delta", "text": w} for w in answer.words]
+    yield _event("content_block_start",
+                 {"type": "content_block_start", "index": 0, "content_block": block}), False
+    yield _event("ping", {"type": "ping"}), False
+    for delta in deltas:
+        yield _event("content_block_delta",
+                     {"type": "content_block_delta", "index": 0, "delta": delta}), True
+    yield _event("content_block_stop", {"type": "content_block_stop", "index": 0}), False
+    yield _event("message_delta", {
+        "type": "message_delta",
+        "delta": {"stop_reason": _stop(answer), "stop_sequence": None},
+        "usage": {"output_tokens": answer.completion_tokens}}), False
+    yield _event("message_stop", {"type": "message_stop"}), False
