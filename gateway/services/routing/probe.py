@@ -8,9 +8,8 @@ import orjson
 from flask import current_app
 
 from gateway.errors import GatewayError
-from gateway.providers import transport
+from gateway.providers import registry, transport
 from gateway.providers.base import Target
-from gateway.providers.registry import ADAPTERS
 from gateway.services.routing import catalog
 from gateway.services.routing.upstream import attempt, sanitize
 
@@ -28,17 +27,13 @@ class ProbeResult:
 def probe_provider(kind: str, base_url: str, api_key: str, model: str, options: dict | None = None) -> ProbeResult:
     """Call `model` once with a one-token prompt; never raises for upstream trouble."""
     kind = kind.strip().lower()
-    if kind not in ADAPTERS:
+    if kind not in registry.KINDS:
         return ProbeResult(False, 0.0, model, f"unknown provider kind '{kind}'")
-    base_url = (base_url or catalog.DEFAULT_BASE_URLS.get(kind, "")).strip()
-    if kind == "mock":
-        base_url = catalog.DEFAULT_BASE_URLS["mock"]
     try:
+        base_url, options = registry.resolve_endpoint(kind, base_url, options)
         transport.check_url(base_url, current_app.config["ALLOW_PRIVATE_UPSTREAMS"])
     except ValueError as e:
         return ProbeResult(False, 0.0, model, f"base URL refused: {e}")
-    if kind == "azure" and not (options or {}).get("api_version"):
-        options = dict(options or {}, api_version="2024-10-21")
     target = Target(kind=kind, base_url=base_url, api_key=api_key, model=model, options=dict(options or {}))
     route = catalog.Route(0, model, "chat", 0, "probe", kind, "", 1, target)
     t0 = time.perf_counter()
