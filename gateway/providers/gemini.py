@@ -13,6 +13,7 @@ import orjson
 
 from gateway.errors import InvalidRequest
 from gateway.providers.base import Reply, StreamError, Target, UpstreamFailure, UpstreamRequest, Usage
+from gateway.providers.gemini_schema import clean_schema
 
 FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length",
                   "SAFETY": "content_filter", "RECITATION": "content_filter",
@@ -21,13 +22,6 @@ FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length",
 TOOL_CHOICE_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif",
                "webp": "image/webp", "heic": "image/heic", "heif": "image/heif"}
-
-# Gemini's Schema is an OpenAPI subset: any other key (additionalProperties, $schema, ...) is a 400.
-SCHEMA_KEYS = {"type", "format", "title", "description", "nullable", "enum", "items", "properties",
-               "required", "anyOf", "minItems", "maxItems", "minLength", "maxLength", "pattern",
-               "minimum", "maximum", "minProperties", "maxProperties", "default", "example",
-               "propertyOrdering"}
-SCHEMA_FORMATS = {"enum", "date-time", "int32", "int64", "float", "double"}
 
 # Gemini 3 rejects a function call in the history without the thought signature it was issued
 # with. Clients that drop our `extra_content` get Google's documented placeholder instead.
@@ -57,50 +51,6 @@ def _load(data: bytes) -> dict:
         message = err.get("message") if isinstance(err, dict) else err
         raise StreamError(str(message or "upstream reported an error"))
     return obj
-
-
-def clean_schema(schema, root: dict | None = None, expanding: frozenset = frozenset()):
-    """Keep the JSON-schema subset Gemini accepts; inline local $refs (pydantic emits them)."""
-    if not isinstance(schema, dict):
-        return schema
-    root = schema if root is None else root
-    ref = schema.get("$ref")
-    if isinstance(ref, str):
-        if ref in expanding:            # a recursive model: cut the cycle
-            return {"type": "object"}
-        expanding = expanding | {ref}
-        found = root
-        for key in ref.removeprefix("#/").split("/"):
-            found = found.get(key) if isinstance(found, dict) else None
-        schema = {**(found or {}), **{k: v for k, v in schema.items() if k != "$ref"}}
-    out = {}
-    for key, value in schema.items():
-        if key == "const":
-            out["enum"] = [value]
-        elif key == "oneOf":
-            out["anyOf"] = [clean_schema(s, root, expanding) for s in value]
-        elif key not in SCHEMA_KEYS:
-            continue
-        elif key == "type" and isinstance(value, list):     # ["string", "null"]
-            types = [t for t in value if t != "null"]
-            if len(types) < len(value):
-                out["nullable"] = True
-            if len(types) == 1:
-                out["type"] = types[0]
-            elif types:
-                out["anyOf"] = [{"type": t} for t in types]
-        elif key == "properties":
-            if value:       # Gemini rejects an empty properties map
-                out[key] = {name: clean_schema(s, root, expanding) for name, s in value.items()}
-        elif key == "items":
-            out[key] = clean_schema(value, root, expanding)
-        elif key == "anyOf":
-            out[key] = [clean_schema(s, root, expanding) for s in value]
-        elif key == "format" and value not in SCHEMA_FORMATS:
-            continue
-        else:
-            out[key] = value
-    return out
 
 
 def _image_part(image) -> dict:
