@@ -6,9 +6,6 @@ from pathlib import Path
 
 from flask import Flask
 
-MIGRATIONS = str(Path(__file__).parent / "migrations")
-
-
 def create_app(overrides: dict | None = None, instance_path: str | None = None) -> Flask:
     instance_path = instance_path or os.environ.get("GATEWAY_INSTANCE_PATH") or None
     app = Flask(__name__, instance_relative_config=True, instance_path=instance_path,
@@ -19,25 +16,22 @@ def create_app(overrides: dict | None = None, instance_path: str | None = None) 
     app.config.update(overrides or {})
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BYTES"]
 
-    from gateway import database, errors
+    from gateway import database, errors, mock_upstream, secrets, services
     from gateway.extensions import db, login_manager, migrate
     from gateway.providers.transport import Timeouts, Transport
-    from gateway import secrets
-    from gateway.services.accounting import usage
 
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     secrets.init_app(app)
     db.init_app(app)
     database.init_app(app)
-    migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True)
+    migrate.init_app(app, db, directory=database.MIGRATIONS, render_as_batch=True)
     login_manager.init_app(app)
-    usage.init_app(app)
+    services.init_app(app)
     c = app.config
-    from gateway import mock_upstream   # answers the `mock` provider kind's mock:// URLs
     app.extensions["transport"] = Transport(
         Timeouts(c["UPSTREAM_CONNECT_TIMEOUT"], c["UPSTREAM_FIRST_BYTE_TIMEOUT"], c["UPSTREAM_IDLE_TIMEOUT"]),
         pool_size=c["UPSTREAM_POOL_SIZE"], allow_private=c["ALLOW_PRIVATE_UPSTREAMS"],
-        in_process={"mock": mock_upstream.app})
+        in_process={"mock": mock_upstream.app})     # the `mock` kind's mock:// URLs, answered here
 
     from gateway.auth.views import bp as auth_bp
     from gateway.console.views import bp as console_bp

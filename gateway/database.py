@@ -4,12 +4,15 @@ from __future__ import annotations
 import os
 import secrets as pysecrets
 import sqlite3
+from pathlib import Path
 
 from flask import Flask, current_app
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import Engine
 
 from gateway.extensions import db
+
+MIGRATIONS = str(Path(__file__).parent / "migrations")
 
 
 @event.listens_for(Engine, "connect")
@@ -38,7 +41,6 @@ def upgrade_schema() -> None:
     """Apply Alembic migrations (idempotent)."""
     from flask_migrate import upgrade
 
-    from gateway import MIGRATIONS
     upgrade(directory=MIGRATIONS)
 
 

@@ -18,7 +18,6 @@ from gateway.threads import PerProcessThread
 
 log = logging.getLogger("gateway.pubsub")
 
-_lock = threading.Lock()
 
 
 class Bus:
@@ -130,12 +129,5 @@ class Bus:
 
 
 def bus(app: Flask) -> Bus:
-    """This app's bus (made on first use)."""
-    b = app.extensions.get("pubsub")
-    if b is None:
-        with _lock:
-            b = app.extensions.get("pubsub")
-            if b is None:
-                url = app.config.get("REDIS_URL")
-                b = app.extensions["pubsub"] = Bus(url)
-    return b
+    """This app's bus (built by services.init_app)."""
+    return app.extensions["pubsub"]

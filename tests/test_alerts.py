@@ -75,7 +75,7 @@ def test_a_threshold_is_recorded_once_across_processes(sqlite_app):
     with sqlite_app.app_context():
         teams.save_tag_budget("tenant", "acme", 1.0, alert_thresholds=[50])
         first = alerts.crossed(sqlite_app, "tag:tenant=acme", datetime(2025, 1, 1), 0.6, 60)
-        sqlite_app.extensions.pop("alerts_fired")       # as if another process, with no memory
+        sqlite_app.extensions["alerts_fired"] = alerts.Fired()     # as if another process, with no memory
         again = alerts.crossed(sqlite_app, "tag:tenant=acme", datetime(2025, 1, 1), 0.7, 70)
         next_month = alerts.crossed(sqlite_app, "tag:tenant=acme", datetime(2025, 2, 1), 0.6, 60)
         assert len(first) == 1 and again == [] and len(next_month) == 1

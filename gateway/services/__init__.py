@@ -1,0 +1,46 @@
+"""Services, grouped by area: routing/ (which deployment serves a request, and calling it),
+accounting/ (who may spend what, and what was spent), reporting/ (the console's reads) and
+admin/ (configuration writes shared by console, CLI and gateway.yaml).
+
+init_app() builds every per-process object the services keep (caches, counters, statistics,
+the usage writer) in one place, from the app's config."""
+from __future__ import annotations
+
+import atexit
+import threading
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    """Build the services' state for `app`; nothing connects or starts a thread here."""
+    from gateway import pubsub
+    from gateway.services.accounting import alerts, keys, limits, pricing, usage
+    from gateway.services.accounting.counters import DbCounters, RedisCounters
+    from gateway.services.admin import settings
+    from gateway.services.routing.catalog import Catalog
+    from gateway.services.routing.health import Health
+
+    c = app.config
+    bus = pubsub.Bus(c["REDIS_URL"])
+    key_cache = keys.KeyCache(c["KEY_CACHE_SECONDS"], bus=bus if bus.url else None)
+    recorder = usage.UsageRecorder(app)
+    setting_values: dict = {}
+    app.extensions.update({
+        "pubsub": bus,
+        "catalog": Catalog(c["CATALOG_CACHE_SECONDS"]),
+        "price_book": pricing.PriceBook(c["CATALOG_CACHE_SECONDS"]),
+        "tag_budgets": limits.TagBudgetCache(c["CATALOG_CACHE_SECONDS"]),
+        "health": Health(app),
+        "key_cache": key_cache,
+        "quota_backend": RedisCounters(app, c["REDIS_URL"]) if c["REDIS_URL"] else DbCounters(app),
+        "settings_cache": setting_values,
+        "alerts_fired": alerts.Fired(),
+        "shadow_slots": threading.BoundedSemaphore(int(c["SHADOW_MAX_CONCURRENCY"])),
+        "usage": recorder,
+    })
+    if bus.url:     # another process changed a key or a setting: drop our copy
+        bus.subscribe(keys.INVALIDATE_CHANNEL, key_cache.on_message, key_cache.drop_all)
+        bus.subscribe(settings.INVALIDATE_CHANNEL, lambda name: setting_values.pop(name, None),
+                      setting_values.clear)
+    atexit.register(recorder.flush)

@@ -72,8 +72,6 @@ class Fired:
 
 
 def _fired(app: Flask) -> Fired:
-    if "alerts_fired" not in app.extensions:
-        app.extensions["alerts_fired"] = Fired()
     return app.extensions["alerts_fired"]
 
 

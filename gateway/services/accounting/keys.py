@@ -293,15 +293,8 @@ class KeyCache:
 
 
 def cache() -> KeyCache:
-    app = current_app._get_current_object()
-    c = app.extensions.get("key_cache")
-    if c is None:
-        b = pubsub.bus(app)
-        c = KeyCache(app.config["KEY_CACHE_SECONDS"], bus=b if b.url else None)
-        if c.bus is not None:
-            c.bus.subscribe(INVALIDATE_CHANNEL, c.on_message, c.drop_all)
-        app.extensions["key_cache"] = c
-    return c
+    """This process's key cache (built by services.init_app)."""
+    return current_app.extensions["key_cache"]
 
 
 def authenticate(secret: str | None, ip: str | None = None, now: datetime | None = None) -> KeyInfo:

@@ -115,7 +115,5 @@ class TagBudgetCache:
 
 
 def tag_budgets() -> dict:
-    app = current_app._get_current_object()
-    if "tag_budgets" not in app.extensions:
-        app.extensions["tag_budgets"] = TagBudgetCache(app.config["CATALOG_CACHE_SECONDS"])
-    return app.extensions["tag_budgets"].get()
+    """(tag, value) -> budget, from this process's cache (built by services.init_app)."""
+    return current_app.extensions["tag_budgets"].get()

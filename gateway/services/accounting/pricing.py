@@ -91,7 +91,5 @@ def cost_of(price: tuple[float, float, float | None] | None, usage: Usage) -> fl
 
 
 def price_book() -> PriceBook:
-    app = current_app._get_current_object()
-    if "price_book" not in app.extensions:
-        app.extensions["price_book"] = PriceBook(app.config["CATALOG_CACHE_SECONDS"])
-    return app.extensions["price_book"]
+    """This process's price table (built by services.init_app)."""
+    return current_app.extensions["price_book"]

@@ -20,7 +20,6 @@ from flask import Flask, current_app, has_app_context
 
 from gateway.errors import QuotaExceeded, RateLimited
 from gateway.models import utcnow
-from gateway.services.accounting.counters import DbCounters, RedisCounters
 from gateway.services.accounting.limits import Counter, Limit, Reservation, limits_for, tag_budgets
 
 log = logging.getLogger("gateway.quota")
@@ -52,11 +51,7 @@ def estimate(req, plan) -> tuple[int, float]:
 
 def backend(app: Flask):
     """The counter store: Redis when REDIS_URL is set, else the database."""
-    store = app.extensions.get("quota_backend")
-    if store is None:
-        url = app.config.get("REDIS_URL")
-        store = app.extensions["quota_backend"] = RedisCounters(app, url) if url else DbCounters(app)
-    return store
+    return app.extensions["quota_backend"]
 
 
 def admit(req, key, plan, now: datetime | None = None) -> Admission:

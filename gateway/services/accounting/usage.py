@@ -6,7 +6,6 @@ and shutdown flushes the queue.
 """
 from __future__ import annotations
 
-import atexit
 import hashlib
 import logging
 import os
@@ -268,12 +267,6 @@ class UsageRecorder:
 def _parse_time(value):
     from datetime import datetime
     return datetime.fromisoformat(value) if isinstance(value, str) else value
-
-
-def init_app(app: Flask) -> None:
-    recorder = UsageRecorder(app)
-    app.extensions["usage"] = recorder
-    atexit.register(recorder.flush)
 
 
 def recorder(app: Flask) -> UsageRecorder:

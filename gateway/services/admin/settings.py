@@ -65,11 +65,5 @@ def cached(app: Flask, name: str):
 
 
 def _cache(app: Flask) -> dict:
-    values = app.extensions.get("settings_cache")
-    if values is None:
-        values = app.extensions["settings_cache"] = {}
-        b = pubsub.bus(app)
-        if b.url:
-            b.subscribe(INVALIDATE_CHANNEL, lambda name: values.pop(name, None), values.clear)
-            b.ensure()
-    return values
+    pubsub.bus(app).ensure()        # the listener that keeps it fresh, in this process
+    return app.extensions["settings_cache"]

@@ -149,10 +149,8 @@ def policy_dict(p) -> dict:
 
 
 def catalog() -> Catalog:
-    app = current_app._get_current_object()
-    if "catalog" not in app.extensions:
-        app.extensions["catalog"] = Catalog(app.config["CATALOG_CACHE_SECONDS"])
-    return app.extensions["catalog"]
+    """This process's routing table (built by services.init_app)."""
+    return current_app.extensions["catalog"]
 
 
 def routes_for(model: str) -> list[Route]:

@@ -350,11 +350,8 @@ class Health:
 
 
 def health(app: Flask | None = None) -> Health:
-    app = app or current_app._get_current_object()
-    h = app.extensions.get("health")
-    if h is None:
-        h = app.extensions.setdefault("health", Health(app))
-    return h
+    """This process's deployment statistics (built by services.init_app)."""
+    return (app or current_app).extensions["health"]
 
 
 def deployment_status(deployment_id: int) -> dict:

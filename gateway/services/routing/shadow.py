@@ -20,17 +20,9 @@ from gateway.services.routing.upstream import attempt
 log = logging.getLogger("gateway.shadow")
 
 
-def _slots(app: Flask) -> threading.BoundedSemaphore:
-    sem = app.extensions.get("shadow_slots")
-    if sem is None:
-        sem = app.extensions.setdefault("shadow_slots", threading.BoundedSemaphore(
-            int(app.config["SHADOW_MAX_CONCURRENCY"])))
-    return sem
-
-
 def mirror(app: Flask, req: ApiRequest, key, route) -> bool:
     """Send a copy of `req` to `route` in the background; False when too many are in flight."""
-    sem = _slots(app)
+    sem = app.extensions["shadow_slots"]     # SHADOW_MAX_CONCURRENCY per process
     if not sem.acquire(blocking=False):
         return False
     tags = {"shadow": "1", "shadow_of": req.request_id}
