@@ -19,6 +19,7 @@ class GatewayError(Exception):
         self.code = code or self.code
         self.status = status or self.status
         self.type = type or self.type
+        self.headers: dict = {}         # sent with the error response (retry-after, x-gateway-*)
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type,
@@ -63,6 +64,8 @@ class UpstreamError(GatewayError):
         self.upstream_status = upstream_status
         self.retryable = retryable
         self.retry_after = retry_after
+        self.attempts: list = []        # every attempt of the request, set by the relay
+        self.route = None               # the deployment tried last
 
 
 class UpstreamTimeout(UpstreamError):
@@ -84,7 +87,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(GatewayError)
     def gateway_error(e: GatewayError):
-        return jsonify(e.body()), e.status, getattr(e, "headers", None) or {}
+        return jsonify(e.body()), e.status, e.headers
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import orjson
 from flask import current_app
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, UpstreamError
 from gateway.providers import registry, transport
 from gateway.providers.base import Target
 from gateway.services.routing import catalog
@@ -42,9 +42,8 @@ def probe_provider(kind: str, base_url: str, api_key: str, model: str, options: 
                          stream=False)
     except GatewayError as e:
         ms = (time.perf_counter() - t0) * 1000
-        status = getattr(e, "upstream_status", None)
-        if status:      # the provider answered with an error status: its message, already sanitized
-            return ProbeResult(False, ms, model, f"HTTP {status}: {e.message}")
+        if isinstance(e, UpstreamError) and e.upstream_status:   # an error status: its message, sanitized
+            return ProbeResult(False, ms, model, f"HTTP {e.upstream_status}: {e.message}")
         return ProbeResult(False, ms, model, sanitize(e.message, api_key))
     return ProbeResult(True, (time.perf_counter() - t0) * 1000, model, _first_words(answer.reply.body))
 

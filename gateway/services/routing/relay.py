@@ -137,7 +137,7 @@ def start(app: Flask, ex: Exchange) -> Answer:
                              retryable=True)
     last.attempts = attempts
     last.route = last_route     # the failure's record names the deployment tried last
-    last.headers = {**(getattr(last, "headers", None) or {}), **gateway_headers(plan, attempts=len(attempts))}
+    last.headers.update(gateway_headers(plan, attempts=len(attempts)))
     raise last
 
 
@@ -163,12 +163,14 @@ def start_recorded(app: Flask, ex: Exchange) -> Answer:
     """start(), recording the request when no deployment answered."""
     try:
         return start(app, ex)
-    except GatewayError as e:
-        route = getattr(e, "route", None)
-        fields = {"provider_id": route.provider_id, "provider": route.provider,
-                  "upstream_model": route.target.model} if route else {}
+    except UpstreamError as e:
+        fields = {"provider_id": e.route.provider_id, "provider": e.route.provider,
+                  "upstream_model": e.route.target.model} if e.route else {}
         ex.record(app, e.status, error_type=e.type, error_message=e.message[:500],
-                  attempts=getattr(e, "attempts", []), **fields)
+                  attempts=e.attempts, **fields)
+        raise
+    except GatewayError as e:
+        ex.record(app, e.status, error_type=e.type, error_message=e.message[:500])
         raise
     except Exception:
         e = GatewayError("internal error", status=500, type="server_error")
