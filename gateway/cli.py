@@ -67,13 +67,13 @@ def providers_cli():
 @with_appcontext
 def providers_add(name, kind, base_url, api_key, models, embedding_models, region, api_version):
     """Add a provider, or update the one with this name (idempotent)."""
-    from gateway.services.routing import catalog
+    from gateway.services.admin import catalog_admin
     _ready()
     api_key = api_key if api_key is not None else os.environ.get("PROVIDER_API_KEY")
     options = {"api_version": api_version} if api_version else None
     try:
-        p = catalog.save_provider(name, kind, base_url=base_url, api_key=api_key, models=_csv(models),
-                                  embedding_models=_csv(embedding_models), region=region, options=options)
+        p = catalog_admin.save_provider(name, kind, base_url=base_url, api_key=api_key, models=_csv(models),
+                                        embedding_models=_csv(embedding_models), region=region, options=options)
     except GatewayError as e:
         _fail(e)
     served = ", ".join(sorted(d.model for d in p.deployments)) or "none"
@@ -424,10 +424,10 @@ def aliases_cli():
 @with_appcontext
 def aliases_set(name, target):
     """Point NAME at TARGET (a model or policy:NAME); clients keep asking for NAME."""
-    from gateway.services.routing import catalog
+    from gateway.services.admin import catalog_admin
     _ready()
     try:
-        catalog.set_alias(name, target)
+        catalog_admin.set_alias(name, target)
     except GatewayError as e:
         _fail(e)
     click.echo(f"alias {name} -> {target}")
@@ -447,9 +447,9 @@ def aliases_list():
 @click.argument("name")
 @with_appcontext
 def aliases_delete(name):
-    from gateway.services.routing import catalog
+    from gateway.services.admin import catalog_admin
     _ready()
-    if not catalog.delete_alias(name):
+    if not catalog_admin.delete_alias(name):
         raise click.ClickException(f"no alias {name}")
     click.echo(f"deleted alias {name}")
 
@@ -481,13 +481,13 @@ def policies_cli():
 @with_appcontext
 def policies_set(name, strategy, candidates, regions, capabilities, sticky, ab, shadow):
     """Create or update a policy; options not given keep their value."""
-    from gateway.services.routing import catalog
+    from gateway.services.admin import catalog_admin
     _ready()
     given = {"strategy": strategy, "candidates": _csv(candidates), "regions": _csv(regions),
              "capabilities": _csv(capabilities), "sticky": sticky, "ab": _experiment(ab),
              "shadow": _experiment(shadow)}
     try:
-        p = catalog.save_policy(name, **{k: v for k, v in given.items() if v is not None})
+        p = catalog_admin.save_policy(name, **{k: v for k, v in given.items() if v is not None})
     except GatewayError as e:
         _fail(e)
     click.echo(f"policy {p.name}: {p.strategy}; use model \"policy:{p.name}\"")
@@ -543,14 +543,14 @@ def _deployment_options(f):
 
 
 def _save_deployment(model, provider, upstream, **o):
-    from gateway.services.routing import catalog
+    from gateway.services.admin import catalog_admin
     fields = {"weight": o["weight"], "region": o["region"], "input_per_1k": o["input_price"],
               "output_per_1k": o["output_price"], "context_window": o["context_window"],
               "capabilities": _csv(o["capabilities"]), "rpm_limit": o["rpm"], "tpm_limit": o["tpm"],
               "enabled": o["enabled"], "mode": o["mode"]}
     try:
-        d = catalog.save_deployment(model, provider, upstream,
-                                    **{k: v for k, v in fields.items() if v is not None})
+        d = catalog_admin.save_deployment(model, provider, upstream,
+                                          **{k: v for k, v in fields.items() if v is not None})
     except GatewayError as e:
         _fail(e)
     click.echo(f"deployment {d.id}: {d.model} -> {provider}/{d.upstream_model}")

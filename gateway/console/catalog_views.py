@@ -17,6 +17,7 @@ from gateway.models import Deployment, ModelPrice, Provider, UsageRecord, utcnow
 from gateway import secrets
 from gateway.services.accounting import pricing
 from gateway.services.reporting import charts
+from gateway.services.admin import catalog_admin
 from gateway.services.routing import catalog, probe
 
 
@@ -148,28 +149,23 @@ def model_detail(name: str):
 @require_role(*ADMIN)
 def price_update(name: str):
     model = request.form.get("model", "").strip()[:200] or name
-    errors = {}
-    values = {}
+    values, errors = {}, {}
     for field_name in ("input_per_1k", "output_per_1k", "cached_input_per_1k"):
         raw = request.form.get(field_name, "").strip()
-        v = _float(raw)
-        if raw and (v is None or v < 0):
+        values[field_name] = _float(raw)
+        if raw and values[field_name] is None:
             errors[field_name] = "Enter a price of 0 or more."
-        values[field_name] = v
-    if values["input_per_1k"] is None and "input_per_1k" not in errors:
-        errors["input_per_1k"] = "The input price is required."
-    row = db.session.scalar(select(ModelPrice).where(ModelPrice.model == model))
+    row = None
+    if not errors:
+        try:
+            row = catalog_admin.save_price(model, **values)
+        except InvalidRequest as e:
+            db.session.rollback()
+            errors[e.param] = e.message
     if errors:
-        return render_template("console/_price_form.html", name=name, price=row, model_name=model,
-                               errors=errors, saved=False)
-    if row is None:
-        row = ModelPrice(model=model)
-        db.session.add(row)
-    row.input_per_1k, row.output_per_1k = values["input_per_1k"], values["output_per_1k"] or 0.0
-    row.cached_input_per_1k = values["cached_input_per_1k"]
-    db.session.commit()
-    pricing.price_book().loaded_at = float("-inf")
-    log_action("price.update", model, **{k: v for k, v in values.items()})
+        return render_template("console/_price_form.html", name=name, price=db.session.scalar(select(ModelPrice).where(ModelPrice.model == model)),
+                               model_name=model, errors=errors, saved=False)
+    log_action("price.update", model, **values)
     return render_template("console/_price_form.html", name=name, price=row, model_name=model,
                            errors={}, saved=True)
 
@@ -218,7 +214,7 @@ def _save(form: dict, provider: Provider | None):
     if form["api_version"]:
         options["api_version"] = form["api_version"]
     try:
-        saved = catalog.save_provider(
+        saved = catalog_admin.save_provider(
             form["name"], form["kind"], base_url=form["base_url"] or None,
             api_key=form["api_key"] or None,        # empty on edit: keep the stored key
             models=_split_models(form["models"]), embedding_models=_split_models(form["embedding_models"]),
@@ -268,11 +264,7 @@ def provider_update(provider_id: int):
                                kinds=catalog.KINDS, defaults=catalog.DEFAULT_BASE_URLS), 422
     exposed = set(request.form.getlist("expose"))
     listed = set(request.form.getlist("listed"))
-    for d in saved.deployments:
-        if str(d.id) in listed:
-            d.enabled = str(d.id) in exposed
-    db.session.commit()
-    catalog.catalog().invalidate()
+    catalog_admin.expose(saved, {int(i) for i in listed if i.isdigit()}, {int(i) for i in exposed if i.isdigit()})
     log_action("provider.update", saved.name, kind=saved.kind, base_url=saved.base_url, region=saved.region,
                key_changed=key_changed, exposed=sorted(d.model for d in saved.deployments if d.enabled))
     return navigate(url_for("console.providers_index"))
@@ -282,9 +274,7 @@ def provider_update(provider_id: int):
 @require_role(*ADMIN)
 def provider_toggle(provider_id: int):
     p = db.get_or_404(Provider, provider_id)
-    p.enabled = not p.enabled
-    db.session.commit()
-    catalog.catalog().invalidate()
+    catalog_admin.set_provider_enabled(p, not p.enabled)
     log_action("provider.enable" if p.enabled else "provider.disable", p.name)
     return navigate(url_for("console.providers_index"))
 
@@ -294,9 +284,7 @@ def provider_toggle(provider_id: int):
 def provider_delete(provider_id: int):
     p = db.get_or_404(Provider, provider_id)
     name = p.name
-    db.session.delete(p)
-    db.session.commit()
-    catalog.catalog().invalidate()
+    catalog_admin.delete_provider(p)
     log_action("provider.delete", name)
     return navigate(url_for("console.providers_index"))
 
@@ -329,8 +317,6 @@ def provider_test():
 @require_role(*ADMIN)
 def deployment_toggle(deployment_id: int):
     d = db.get_or_404(Deployment, deployment_id)
-    d.enabled = not d.enabled
-    db.session.commit()
-    catalog.catalog().invalidate()
+    catalog_admin.set_deployment_enabled(d, not d.enabled)
     log_action("deployment.expose" if d.enabled else "deployment.hide", f"{d.provider.name}/{d.model}")
     return navigate(url_for("console.provider_edit", provider_id=d.provider_id))

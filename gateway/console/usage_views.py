@@ -23,7 +23,7 @@ def _filter_choices() -> dict:
     scope = key_scope()
     if scope is not None:
         q = q.where(scope)
-    providers = sorted({r.provider for rs in catalog.catalog().table().values() for r in rs})
+    providers = sorted({r.provider for rs in catalog.catalog().snapshot().routes.values() for r in rs})
     return {"model_names": catalog.model_names(), "provider_names": providers,
             "key_choices": db.session.scalars(q).all(), "groups": charts.GROUPS if charts.has_teams()
             else tuple(g for g in charts.GROUPS if g != "team")}
