@@ -14,7 +14,7 @@ from gateway.extensions import db
 from gateway.htmx import navigate, render
 from gateway.models import ApiKey, User, utcnow
 from gateway.services.accounting import keys
-from gateway.services.reporting import charts
+from gateway.services.reporting import charts, filters
 from gateway.services.routing import catalog
 
 PER_PAGE = 50
@@ -177,7 +177,7 @@ def key_create():
 @require_role(*READ)
 def key_detail(key_id: int):
     key = _key_or_404(key_id)
-    f, _ = charts.parse_filter({"range": request.args.get("range", "30d"), "key_id": str(key.id)})
+    f, _ = filters.parse_filter({"range": request.args.get("range", "30d"), "key_id": str(key.id)})
     return render_template("console/key_detail.html", key=key, state=key_state(key), totals=charts.totals(f),
                            breakdown=charts.breakdown(f, limit=20), filter=f)
 

@@ -11,7 +11,7 @@ from gateway.extensions import db
 from gateway.htmx import render
 from gateway.models import ApiKey, UsageRecord
 from gateway.services.admin import settings
-from gateway.services.reporting import charts, exports
+from gateway.services.reporting import charts, exports, filters
 from gateway.services.routing import catalog
 
 PER_PAGE = 50
@@ -25,11 +25,10 @@ def _filter_choices() -> dict:
         q = q.where(scope)
     providers = sorted({r.provider for rs in catalog.catalog().snapshot().routes.values() for r in rs})
     return {"model_names": catalog.model_names(), "provider_names": providers,
-            "key_choices": db.session.scalars(q).all(), "groups": charts.GROUPS if charts.has_teams()
-            else tuple(g for g in charts.GROUPS if g != "team")}
+            "key_choices": db.session.scalars(q).all(), "groups": filters.GROUPS}
 
 
-def _budget(f: charts.UsageFilter) -> float | None:
+def _budget(f: filters.UsageFilter) -> float | None:
     """The threshold line: the filtered key's or team's budget, else the monthly setting."""
     if f.key_id is not None:
         key = db.session.get(ApiKey, f.key_id)
@@ -61,7 +60,7 @@ def usage():
 def logs():
     f, errors = usage_filter()
     page = max(1, request.args.get("page", 1, type=int))
-    rows = db.session.scalars(select(UsageRecord).where(*charts.conditions(f))
+    rows = db.session.scalars(select(UsageRecord).where(*filters.conditions(f))
                               .order_by(UsageRecord.created_at.desc(), UsageRecord.id.desc())
                               .limit(PER_PAGE + 1).offset((page - 1) * PER_PAGE)).all()
     return render("console/logs.html", "console/_log_rows.html", rows=rows[:PER_PAGE], more=len(rows) > PER_PAGE,
@@ -74,7 +73,7 @@ def logs():
 def log_detail(record_id: int):
     row = db.get_or_404(UsageRecord, record_id)
     f, _ = usage_filter({"range": "custom", "start": "1970-01-01", "end": "2999-12-31"})
-    visible = db.session.scalar(select(UsageRecord.id).where(UsageRecord.id == record_id, *charts.conditions(f)))
+    visible = db.session.scalar(select(UsageRecord.id).where(UsageRecord.id == record_id, *filters.conditions(f)))
     if visible is None:
         abort(404)
     return render_template("console/_log_detail.html", row=row,

@@ -8,7 +8,7 @@ from sqlalchemy import or_, select
 from gateway.extensions import db
 from gateway.models import ApiKey
 from gateway.services.admin import audit, settings
-from gateway.services.reporting import charts
+from gateway.services.reporting import filters
 
 bp = Blueprint("console", __name__)
 
@@ -39,9 +39,9 @@ def visible_key_ids() -> tuple[int, ...] | None:
     return tuple(db.session.scalars(select(ApiKey.id).where(scope)))
 
 
-def usage_filter(args=None) -> tuple[charts.UsageFilter, dict]:
+def usage_filter(args=None) -> tuple[filters.UsageFilter, dict]:
     """The filter from the query string, narrowed to what the current user may see."""
-    f, errors = charts.parse_filter(args if args is not None else request.args)
+    f, errors = filters.parse_filter(args if args is not None else request.args)
     ids = visible_key_ids()
     if ids is not None:
         f.scope_user_id, f.scope_key_ids = current_user.id, ids
