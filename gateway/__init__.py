@@ -38,7 +38,7 @@ def create_app(overrides: dict | None = None, instance_path: str | None = None) 
         pool_size=c["UPSTREAM_POOL_SIZE"], allow_private=c["ALLOW_PRIVATE_UPSTREAMS"])
 
     from gateway.auth.views import bp as auth_bp
-    from gateway.console.views import bp as console_bp
+    from gateway.console import bp as console_bp
     from gateway.proxy.views import bp as proxy_bp
     for bp in (auth_bp, console_bp, proxy_bp):
         app.register_blueprint(bp)

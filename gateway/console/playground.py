@@ -6,7 +6,7 @@ from flask import Response, current_app, jsonify, render_template, request
 from flask_login import current_user
 
 from gateway.auth.rbac import WRITE, require_role
-from gateway.console.views import bp
+from gateway.console import bp
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.services.routing import catalog, relay
 from gateway.services.accounting.keys import KeyInfo

@@ -1,7 +1,7 @@
-"""The admin console blueprint; its pages live in the sibling modules imported at the end."""
+"""What the current console user may see and how their changes are recorded; shared by the pages."""
 from __future__ import annotations
 
-from flask import Blueprint, request
+from flask import request
 from flask_login import current_user
 from sqlalchemy import or_, select
 
@@ -9,8 +9,6 @@ from gateway.extensions import db
 from gateway.models import ApiKey
 from gateway.services.admin import audit, settings
 from gateway.services.reporting import filters
-
-bp = Blueprint("console", __name__)
 
 
 def log_action(action: str, target: str = "", **details) -> None:
@@ -51,19 +49,3 @@ def usage_filter(args=None) -> tuple[filters.UsageFilter, dict]:
 def base_url() -> str:
     """This gateway's public URL for snippets: the setting, else the URL the browser used."""
     return (settings.get("public_base_url") or request.host_url).rstrip("/")
-
-
-@bp.app_context_processor
-def console_context():
-    from gateway.auth.rbac import is_admin
-    return {"is_admin": is_admin, "nav_active": request.endpoint or ""}
-
-
-@bp.after_request
-def no_store(response):
-    # Console pages may show secrets once (a new key) and per-user data: never cache them.
-    response.headers.setdefault("Cache-Control", "no-store")
-    return response
-
-
-from gateway.console import catalog_views, key_views, usage_views, admin_views, playground  # noqa: E402,F401

@@ -8,7 +8,8 @@ from flask_login import current_user
 from sqlalchemy import func, select
 
 from gateway.auth.rbac import READ, WRITE, require_role
-from gateway.console.views import bp, key_scope, log_action, team_id
+from gateway.console import bp
+from gateway.console.scope import key_scope, log_action, team_id
 from gateway.errors import InvalidRequest
 from gateway.extensions import db
 from gateway.htmx import navigate, render

@@ -6,7 +6,8 @@ from flask import Response, abort, render_template, request
 from sqlalchemy import select
 
 from gateway.auth.rbac import READ, require_role
-from gateway.console.views import bp, usage_filter
+from gateway.console import bp
+from gateway.console.scope import key_scope, usage_filter
 from gateway.extensions import db
 from gateway.htmx import render
 from gateway.models import ApiKey, UsageRecord
@@ -18,7 +19,6 @@ PER_PAGE = 50
 
 
 def _filter_choices() -> dict:
-    from gateway.console.views import key_scope
     q = select(ApiKey).order_by(ApiKey.name).limit(500)
     scope = key_scope()
     if scope is not None:

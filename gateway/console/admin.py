@@ -6,7 +6,8 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from gateway.auth.rbac import ADMIN, require_role
-from gateway.console.views import bp, log_action
+from gateway.console import bp
+from gateway.console.scope import log_action
 from gateway.errors import InvalidRequest
 from gateway.extensions import db
 from gateway.htmx import navigate, render

@@ -1,4 +1,4 @@
-"""Dashboard, model marketplace and BYOK providers."""
+"""Model marketplace, model detail and prices, and BYOK providers and their deployments."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,7 +9,8 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import selectinload
 
 from gateway.auth.rbac import ADMIN, READ, require_role
-from gateway.console.views import base_url, bp, log_action, usage_filter
+from gateway.console import bp
+from gateway.console.scope import base_url, log_action
 from gateway.errors import InvalidRequest
 from gateway.extensions import db
 from gateway.htmx import navigate, render
@@ -19,15 +20,6 @@ from gateway.services.accounting import pricing
 from gateway.services.reporting import charts
 from gateway.services.admin import catalog_admin
 from gateway.services.routing import catalog, probe
-
-
-@bp.get("/")
-@require_role(*READ)
-def index():
-    f, _ = usage_filter({"range": "24h"})
-    return render_template("console/index.html", totals=charts.totals(f), base_url=base_url(),
-                           models=len(catalog.model_names()),
-                           providers=db.session.scalar(select(func.count()).select_from(Provider)))
 
 
 @dataclass
