@@ -1,68 +1,19 @@
 """Model marketplace, model detail and prices, and BYOK providers and their deployments."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import timedelta
-
 from flask import abort, render_template, request, url_for
-from sqlalchemy import case, func, select
-from sqlalchemy.orm import selectinload
 
 from gateway.auth.rbac import ADMIN, READ, require_role
 from gateway.console import bp
-from gateway.console.scope import base_url, log_action
+from gateway.console.scope import base_url, done, log_action
 from gateway.errors import InvalidRequest
 from gateway.extensions import db
-from gateway.htmx import navigate, render
-from gateway.models import Deployment, ModelPrice, Provider, UsageRecord, utcnow
-from gateway import secrets
-from gateway.services.accounting import pricing
-from gateway.services.reporting import charts
+from gateway.htmx import render
+from gateway.models import Deployment, Provider
 from gateway.services.admin import catalog_admin
-from gateway.services.routing import catalog, probe
-
-
-@dataclass
-class ModelEntry:
-    """A public model name as the marketplace shows it, over all its deployments."""
-    name: str
-    modes: set = field(default_factory=set)
-    providers: list = field(default_factory=list)
-    capabilities: set = field(default_factory=set)
-    input_per_1k: float | None = None
-    output_per_1k: float | None = None
-    context_window: int | None = None
-    deployments: list = field(default_factory=list)
-
-
-def model_entries() -> dict[str, ModelEntry]:
-    """Every enabled model of an enabled provider, with price, capabilities and deployments."""
-    rows = db.session.scalars(select(Deployment).join(Provider)
-                              .where(Deployment.enabled, Provider.enabled)
-                              .options(selectinload(Deployment.provider))
-                              .order_by(Deployment.model)).all()
-    book = pricing.price_book()
-    out: dict[str, ModelEntry] = {}
-    for d in rows:
-        e = out.setdefault(d.model, ModelEntry(d.model))
-        e.modes.add(d.mode)
-        e.capabilities.update(getattr(d, "capabilities", None) or [d.mode])
-        if d.provider.name not in e.providers:
-            e.providers.append(d.provider.name)
-        price = _deployment_price(d) or book.lookup(d.upstream_model) or book.lookup(d.model)
-        if price and (e.input_per_1k is None or price[0] < e.input_per_1k):
-            e.input_per_1k, e.output_per_1k = price[0], price[1]
-        ctx = getattr(d, "context_window", None)
-        if ctx:
-            e.context_window = max(e.context_window or 0, ctx)
-        e.deployments.append(d)
-    return out
-
-
-def _deployment_price(d: Deployment):
-    """A per-deployment price when the routing work added one, else None."""
-    inp, out = getattr(d, "input_per_1k", None), getattr(d, "output_per_1k", None)
-    return (inp, out or 0.0, None) if inp is not None else None
+from gateway.services.reporting import marketplace as market
+from gateway.services.routing import catalog
+from gateway.services.routing.plan import deployment_status
 
 
 def _float(value: str | None) -> float | None:
@@ -75,64 +26,25 @@ def _float(value: str | None) -> float | None:
 @bp.get("/models")
 @require_role(*READ)
 def marketplace():
-    entries = model_entries()
+    entries = market.model_entries()
     a = request.args
-    q, provider, capability = a.get("q", "").strip().lower(), a.get("provider", ""), a.get("capability", "")
-    max_price, min_ctx = _float(a.get("max_price")), _float(a.get("min_context"))
-    shown = [e for e in entries.values()
-             if (not q or q in e.name.lower())
-             and (not provider or provider in e.providers)
-             and (not capability or capability in e.capabilities)
-             and (max_price is None or (e.input_per_1k is not None and e.input_per_1k <= max_price))
-             and (min_ctx is None or (e.context_window or 0) >= min_ctx)]
-    sort = a.get("sort", "name")
-    if sort == "price":
-        shown.sort(key=lambda e: (e.input_per_1k is None, e.input_per_1k or 0))
-    elif sort == "context":
-        shown.sort(key=lambda e: -(e.context_window or 0))
+    shown = market.search(entries, q=a.get("q", "").strip(), provider=a.get("provider", ""),
+                          capability=a.get("capability", ""), max_price=_float(a.get("max_price")),
+                          min_context=_float(a.get("min_context")), sort=a.get("sort", "name"))
     providers = sorted({p for e in entries.values() for p in e.providers})
     capabilities = sorted({c for e in entries.values() for c in e.capabilities})
     return render("console/marketplace.html", "console/_model_cards.html", models=shown,
                   providers=providers, capabilities=capabilities, args=a, total=len(entries))
 
 
-def deployment_health(d: Deployment) -> dict:
-    """Live status from the router when it exists, else from the last hour of usage."""
-    try:
-        from gateway.services.routing.plan import deployment_status
-        status = dict(deployment_status(d.id))
-        status.setdefault("state", "unknown")
-        return status
-    except (ImportError, AttributeError):
-        pass
-    except Exception:       # the router's status is a nice-to-have on this page
-        pass
-    r = UsageRecord
-    since = utcnow() - timedelta(hours=1)
-    n, errors = db.session.execute(
-        select(func.count(), func.coalesce(func.sum(case((r.status >= 500, 1), else_=0)), 0))
-        .where(r.created_at >= since, r.provider_id == d.provider_id,
-               r.upstream_model == d.upstream_model)).one()
-    p95 = None
-    if n:
-        ms = db.session.scalars(select(r.latency_ms).where(
-            r.created_at >= since, r.provider_id == d.provider_id, r.upstream_model == d.upstream_model,
-            r.status < 400).order_by(r.latency_ms.desc()).limit(max(1, n // 20))).all()
-        p95 = ms[-1] if ms else None
-    rate = errors / n if n else None
-    state = "unknown" if not n else ("healthy" if rate < 0.2 else "degraded")
-    return {"state": state, "p95_ms": p95, "error_rate": rate, "requests": n}
-
-
 @bp.get("/models/<path:name>")
 @require_role(*READ)
 def model_detail(name: str):
-    entry = model_entries().get(name)
+    entry = market.model_entries().get(name)
     if entry is None:
         abort(404)
-    prices = {p.model: p for p in db.session.scalars(select(ModelPrice).where(
-        ModelPrice.model.in_({d.upstream_model for d in entry.deployments} | {name})))}
-    health = {d.id: deployment_health(d) for d in entry.deployments}
+    prices = market.prices({d.upstream_model for d in entry.deployments} | {name})
+    health = {d.id: deployment_status(d.id) for d in entry.deployments}
     return render_template("console/model_detail.html", model=entry, prices=prices, health=health,
                            base_url=base_url(), errors={})
 
@@ -152,24 +64,19 @@ def price_update(name: str):
         try:
             row = catalog_admin.save_price(model, **values)
         except InvalidRequest as e:
-            db.session.rollback()
             errors[e.param] = e.message
     if errors:
-        return render_template("console/_price_form.html", name=name, price=db.session.scalar(select(ModelPrice).where(ModelPrice.model == model)),
+        return render_template("console/_price_form.html", name=name, price=market.prices([model]).get(model),
                                model_name=model, errors=errors, saved=False)
     log_action("price.update", model, **values)
     return render_template("console/_price_form.html", name=name, price=row, model_name=model,
                            errors={}, saved=True)
 
 
-# Providers
-
 @bp.get("/providers")
 @require_role("admin", "viewer")
 def providers_index():
-    rows = db.session.scalars(select(Provider).options(selectinload(Provider.deployments))
-                              .order_by(Provider.name)).all()
-    return render_template("console/providers.html", providers=rows)
+    return render_template("console/providers.html", providers=market.providers())
 
 
 @bp.get("/providers/new")
@@ -193,15 +100,8 @@ def _form() -> dict:
 
 def _save(form: dict, provider: Provider | None):
     """Save through the catalog service; returns (provider, errors by field)."""
-    errors = {}
-    if not form["name"]:
-        errors["name"] = "A provider needs a name."
-    elif provider is None and db.session.scalar(select(Provider).where(Provider.name == form["name"])):
-        errors["name"] = "A provider with this name exists already."
-    if provider is None and not form["api_key"] and form["kind"] not in ("mock",):
-        errors["api_key"] = "Enter the provider's API key."
-    if errors:
-        return None, errors
+    if provider is None and not form["api_key"] and form["kind"] != "mock":
+        return None, {"api_key": "Enter the provider's API key."}     # the CLI may omit it; the console asks
     options = dict(provider.options or {}) if provider else {}
     if form["api_version"]:
         options["api_version"] = form["api_version"]
@@ -210,11 +110,14 @@ def _save(form: dict, provider: Provider | None):
             form["name"], form["kind"], base_url=form["base_url"] or None,
             api_key=form["api_key"] or None,        # empty on edit: keep the stored key
             models=_split_models(form["models"]), embedding_models=_split_models(form["embedding_models"]),
-            region=form["region"], options=options or None, source="console")
+            region=form["region"], options=options or None, source="console", exists_ok=provider is not None)
     except InvalidRequest as e:
-        db.session.rollback()
         return None, {e.param or "name": e.message}
     return saved, {}
+
+
+def _ids(name: str) -> set[int]:
+    return {int(i) for i in request.form.getlist(name) if i.isdigit()}
 
 
 @bp.post("/providers")
@@ -226,9 +129,9 @@ def provider_create():
         form.pop("api_key", None)       # never echo a key back into the page
         return render_template("console/provider_form.html", provider=None, form=form, errors=errors,
                                kinds=catalog.KINDS, defaults=catalog.DEFAULT_BASE_URLS), 422
-    log_action("provider.create", provider.name, kind=provider.kind, base_url=provider.base_url,
-               region=provider.region, models=[d.model for d in provider.deployments])
-    return navigate(url_for("console.provider_edit", provider_id=provider.id, created=1))
+    return done("provider.create", provider.name, url_for("console.provider_edit", provider_id=provider.id, created=1),
+                kind=provider.kind, base_url=provider.base_url, region=provider.region,
+                models=[d.model for d in provider.deployments])
 
 
 @bp.get("/providers/<int:provider_id>/edit")
@@ -254,12 +157,10 @@ def provider_update(provider_id: int):
         form.pop("api_key", None)
         return render_template("console/provider_form.html", provider=p, form=form, errors=errors,
                                kinds=catalog.KINDS, defaults=catalog.DEFAULT_BASE_URLS), 422
-    exposed = set(request.form.getlist("expose"))
-    listed = set(request.form.getlist("listed"))
-    catalog_admin.expose(saved, {int(i) for i in listed if i.isdigit()}, {int(i) for i in exposed if i.isdigit()})
-    log_action("provider.update", saved.name, kind=saved.kind, base_url=saved.base_url, region=saved.region,
-               key_changed=key_changed, exposed=sorted(d.model for d in saved.deployments if d.enabled))
-    return navigate(url_for("console.providers_index"))
+    catalog_admin.expose(saved, _ids("listed"), _ids("expose"))
+    return done("provider.update", saved.name, url_for("console.providers_index"), kind=saved.kind,
+                base_url=saved.base_url, region=saved.region, key_changed=key_changed,
+                exposed=sorted(d.model for d in saved.deployments if d.enabled))
 
 
 @bp.post("/providers/<int:provider_id>/toggle")
@@ -267,8 +168,7 @@ def provider_update(provider_id: int):
 def provider_toggle(provider_id: int):
     p = db.get_or_404(Provider, provider_id)
     catalog_admin.set_provider_enabled(p, not p.enabled)
-    log_action("provider.enable" if p.enabled else "provider.disable", p.name)
-    return navigate(url_for("console.providers_index"))
+    return done("provider.enable" if p.enabled else "provider.disable", p.name, url_for("console.providers_index"))
 
 
 @bp.post("/providers/<int:provider_id>/delete")
@@ -277,8 +177,7 @@ def provider_delete(provider_id: int):
     p = db.get_or_404(Provider, provider_id)
     name = p.name
     catalog_admin.delete_provider(p)
-    log_action("provider.delete", name)
-    return navigate(url_for("console.providers_index"))
+    return done("provider.delete", name, url_for("console.providers_index"))
 
 
 @bp.post("/providers/test")
@@ -286,21 +185,16 @@ def provider_delete(provider_id: int):
 def provider_test():
     """Probe the provider as the form describes it; an empty key on edit uses the stored one."""
     form = _form()
-    key = form["api_key"]
-    options = {"api_version": form["api_version"]} if form["api_version"] else {}
-    stored = db.session.get(Provider, int(request.form["provider_id"])) if request.form.get("provider_id", "").isdigit() else None
-    if stored is not None:
-        key = key or secrets.decrypt(stored.api_key_enc)
-        options = {**(stored.options or {}), **options}
-    models = _split_models(form["models"])
-    model = request.form.get("test_model", "").strip() or (models[0].partition("=")[2] or models[0] if models else "")
-    if not model and stored is not None and stored.deployments:
-        model = stored.deployments[0].upstream_model
-    if not model:
-        return render_template("console/_provider_test.html", result=None,
-                               error="List at least one model to test with.")
-    result = probe.probe_provider(form["kind"], form["base_url"], key, model, options)
-    log_action("provider.test", form["name"] or (stored.name if stored else ""), model=model, ok=result.ok,
+    pid = request.form.get("provider_id", "")
+    stored = db.get_or_404(Provider, int(pid)) if pid.isdigit() else None
+    try:
+        result = catalog_admin.check_connection(
+            form["kind"], form["base_url"], form["api_key"], _split_models(form["models"]),
+            model=request.form.get("test_model", "").strip(), stored=stored,
+            options={"api_version": form["api_version"]} if form["api_version"] else None)
+    except InvalidRequest as e:
+        return render_template("console/_provider_test.html", result=None, error=e.message)
+    log_action("provider.test", form["name"] or (stored.name if stored else ""), model=result.model, ok=result.ok,
                latency_ms=round(result.latency_ms, 1))
     return render_template("console/_provider_test.html", result=result, error=None)
 
@@ -310,5 +204,5 @@ def provider_test():
 def deployment_toggle(deployment_id: int):
     d = db.get_or_404(Deployment, deployment_id)
     catalog_admin.set_deployment_enabled(d, not d.enabled)
-    log_action("deployment.expose" if d.enabled else "deployment.hide", f"{d.provider.name}/{d.model}")
-    return navigate(url_for("console.provider_edit", provider_id=d.provider_id))
+    return done("deployment.expose" if d.enabled else "deployment.hide", f"{d.provider.name}/{d.model}",
+                url_for("console.provider_edit", provider_id=d.provider_id))

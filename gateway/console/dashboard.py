@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 from flask import render_template
-from sqlalchemy import func, select
 
 from gateway.auth.rbac import READ, require_role
 from gateway.console import bp
 from gateway.console.scope import base_url, usage_filter
-from gateway.extensions import db
-from gateway.models import Provider
-from gateway.services.reporting import charts
+from gateway.services.reporting import charts, marketplace
 from gateway.services.routing import catalog
 
 
@@ -18,5 +15,4 @@ from gateway.services.routing import catalog
 def index():
     f, _ = usage_filter({"range": "24h"})
     return render_template("console/index.html", totals=charts.totals(f), base_url=base_url(),
-                           models=len(catalog.model_names()),
-                           providers=db.session.scalar(select(func.count()).select_from(Provider)))
+                           models=len(catalog.model_names()), providers=marketplace.provider_count())

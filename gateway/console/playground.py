@@ -8,6 +8,7 @@ from flask_login import current_user
 from gateway.auth.rbac import WRITE, require_role
 from gateway.console import bp
 from gateway.errors import GatewayError, InvalidRequest
+from gateway.services.admin import catalog_admin
 from gateway.services.routing import catalog, relay
 from gateway.services.accounting.keys import KeyInfo
 from gateway.services.accounting.usage import new_request_id
@@ -15,21 +16,11 @@ from gateway.services.accounting.usage import new_request_id
 MAX_PROMPT_CHARS = 100_000
 
 
-def _policies() -> list[str]:
-    try:
-        from sqlalchemy import select
-
-        from gateway.extensions import db
-        from gateway.models import Policy
-        return list(db.session.scalars(select(Policy.name).where(Policy.enabled).order_by(Policy.name)))
-    except Exception:       # routing policies are optional here
-        return []
-
-
 @bp.get("/playground")
 @require_role(*WRITE)
 def playground():
-    return render_template("console/playground.html", model_names=catalog.model_names(), policies=_policies(),
+    return render_template("console/playground.html", model_names=catalog.model_names(),
+                           policies=catalog_admin.policy_names(enabled_only=True),
                            selected=request.args.get("model", ""))
 
 
@@ -70,10 +61,7 @@ def playground_stream():
     except InvalidRequest as e:
         return jsonify(e.body()), 400
     key = KeyInfo(id=None, name="console playground", prefix="console", user_id=current_user.id,
-                  models=None, expires_at=None, revoked=False)
-    if hasattr(KeyInfo, "__dataclass_fields__") and "team_id" in KeyInfo.__dataclass_fields__:
-        key = KeyInfo(id=None, name="console playground", prefix="console", user_id=current_user.id,
-                      models=None, expires_at=None, revoked=False, team_id=getattr(current_user, "team_id", None))
+                  models=None, expires_at=None, revoked=False, team_id=current_user.team_id)
     call = relay.Call(request_id=new_request_id(), endpoint="chat", body=body, key=key,
                       tags={"source": "playground"})
     try:

@@ -1,12 +1,12 @@
-"""What the current console user may see and how their changes are recorded; shared by the pages."""
+"""What the current console user may see, and the audit of what they change; shared by the pages."""
 from __future__ import annotations
 
 from flask import request
 from flask_login import current_user
-from sqlalchemy import or_, select
 
-from gateway.extensions import db
-from gateway.models import ApiKey
+from gateway.auth.rbac import sees_everything
+from gateway.htmx import navigate
+from gateway.services.accounting import keys
 from gateway.services.admin import audit, settings
 from gateway.services.reporting import filters
 
@@ -16,34 +16,21 @@ def log_action(action: str, target: str = "", **details) -> None:
     audit.record(current_user, action, target, details, ip=request.remote_addr or "")
 
 
-def team_id() -> int | None:
-    return getattr(current_user, "team_id", None)
+def done(action: str, target: str, url: str, **details):
+    """After a change: audit it, then go to `url`."""
+    log_action(action, target, **details)
+    return navigate(url)
 
 
-def key_scope():
-    """WHERE clause for the keys the current user may see (members: own and team's)."""
-    if current_user.role in ("admin", "viewer"):
-        return None
-    mine = [ApiKey.user_id == current_user.id]
-    if team_id() is not None and hasattr(ApiKey, "team_id"):
-        mine.append(ApiKey.team_id == team_id())
-    return or_(*mine)
-
-
-def visible_key_ids() -> tuple[int, ...] | None:
-    scope = key_scope()
-    if scope is None:
-        return None
-    return tuple(db.session.scalars(select(ApiKey.id).where(scope)))
+def owner() -> keys.Owner | None:
+    """Whose keys and requests the current user sees: a member their own and their team's;
+    None for admins and viewers, who see everything."""
+    return None if sees_everything() else keys.Owner(current_user.id, current_user.team_id)
 
 
 def usage_filter(args=None) -> tuple[filters.UsageFilter, dict]:
     """The filter from the query string, narrowed to what the current user may see."""
-    f, errors = filters.parse_filter(args if args is not None else request.args)
-    ids = visible_key_ids()
-    if ids is not None:
-        f.scope_user_id, f.scope_key_ids = current_user.id, ids
-    return f, errors
+    return filters.parse_filter(args if args is not None else request.args, owner())
 
 
 def base_url() -> str:

@@ -3,47 +3,23 @@ from __future__ import annotations
 
 import orjson
 from flask import Response, abort, render_template, request
-from sqlalchemy import select
 
 from gateway.auth.rbac import READ, require_role
 from gateway.console import bp
-from gateway.console.scope import key_scope, usage_filter
-from gateway.extensions import db
+from gateway.console.scope import owner, usage_filter
 from gateway.htmx import render
-from gateway.models import ApiKey, UsageRecord
+from gateway.services.accounting import keys
 from gateway.services.admin import settings
-from gateway.services.reporting import charts, exports, filters
+from gateway.services.reporting import charts, exports, filters, marketplace
+from gateway.services.reporting import logs as request_logs     # `logs` is the page below
 from gateway.services.routing import catalog
 
 PER_PAGE = 50
 
 
 def _filter_choices() -> dict:
-    q = select(ApiKey).order_by(ApiKey.name).limit(500)
-    scope = key_scope()
-    if scope is not None:
-        q = q.where(scope)
-    providers = sorted({r.provider for rs in catalog.catalog().snapshot().routes.values() for r in rs})
-    return {"model_names": catalog.model_names(), "provider_names": providers,
-            "key_choices": db.session.scalars(q).all(), "groups": filters.GROUPS}
-
-
-def _budget(f: filters.UsageFilter) -> float | None:
-    """The threshold line: the filtered key's or team's budget, else the monthly setting."""
-    if f.key_id is not None:
-        key = db.session.get(ApiKey, f.key_id)
-        if key is not None and getattr(key, "budget_usd", None):
-            return key.budget_usd
-    if f.team_id is not None:
-        try:
-            from gateway.models import Team
-            team = db.session.get(Team, f.team_id)
-            if team is not None and team.budget_usd:
-                return team.budget_usd
-        except ImportError:
-            pass
-    value = settings.get("monthly_budget_usd")
-    return float(value) if value else None
+    return {"model_names": catalog.model_names(), "provider_names": marketplace.provider_names(),
+            "key_choices": keys.visible(owner()), "groups": filters.GROUPS}
 
 
 @bp.get("/usage")
@@ -51,7 +27,7 @@ def _budget(f: filters.UsageFilter) -> float | None:
 def usage():
     f, errors = usage_filter()
     ctx = dict(filter=f, errors=errors, totals=charts.totals(f), breakdown=charts.breakdown(f),
-               charts=charts.figures(f, _budget(f)), args=request.args, export_args=f.query_args())
+               charts=charts.figures(f, charts.budget_line(f)), args=request.args, export_args=f.query_args())
     return render("console/usage.html", "console/_usage_panel.html", **ctx, **_filter_choices())
 
 
@@ -60,10 +36,8 @@ def usage():
 def logs():
     f, errors = usage_filter()
     page = max(1, request.args.get("page", 1, type=int))
-    rows = db.session.scalars(select(UsageRecord).where(*filters.conditions(f))
-                              .order_by(UsageRecord.created_at.desc(), UsageRecord.id.desc())
-                              .limit(PER_PAGE + 1).offset((page - 1) * PER_PAGE)).all()
-    return render("console/logs.html", "console/_log_rows.html", rows=rows[:PER_PAGE], more=len(rows) > PER_PAGE,
+    rows, more = request_logs.page(f, page, PER_PAGE)
+    return render("console/logs.html", "console/_log_rows.html", rows=rows, more=more,
                   page=page, filter=f, errors=errors, args=request.args, export_args=f.query_args(),
                   **_filter_choices())
 
@@ -71,13 +45,11 @@ def logs():
 @bp.get("/logs/<int:record_id>")
 @require_role(*READ)
 def log_detail(record_id: int):
-    row = db.get_or_404(UsageRecord, record_id)
-    f, _ = usage_filter({"range": "custom", "start": "1970-01-01", "end": "2999-12-31"})
-    visible = db.session.scalar(select(UsageRecord.id).where(UsageRecord.id == record_id, *filters.conditions(f)))
-    if visible is None:
+    found = request_logs.find(record_id, owner())
+    if found is None:
         abort(404)
-    return render_template("console/_log_detail.html", row=row,
-                           key=db.session.get(ApiKey, row.key_id) if row.key_id else None,
+    row, key = found
+    return render_template("console/_log_detail.html", row=row, key=key,
                            prompts_enabled=settings.get("log_prompts"),
                            request_body=_pretty(row.request_body), response_text=row.response_text)
 

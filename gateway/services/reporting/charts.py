@@ -19,6 +19,7 @@ from sqlalchemy import case, func, or_, select
 from gateway.extensions import db
 from gateway.models import ApiKey, Team, UsageHourly, UsageRecord, User
 from gateway.services.accounting import rollup
+from gateway.services.admin import settings
 from gateway.services.reporting.filters import UsageFilter, conditions, rollup_conditions
 
 TOP_GROUPS = 8          # series drawn per chart; the rest is summed as "other"
@@ -272,6 +273,18 @@ def _timeline(f: UsageFilter, unit: str) -> list[datetime]:
         out.append(t)
         t += step
     return out
+
+
+def budget_line(f: UsageFilter) -> float | None:
+    """The cost chart's threshold: the filtered key's or team's budget, else the monthly setting."""
+    key = db.session.get(ApiKey, f.key_id) if f.key_id is not None else None
+    if key is not None and key.budget_usd:
+        return key.budget_usd
+    team = db.session.get(Team, f.team_id) if f.team_id is not None else None
+    if team is not None and team.budget_usd:
+        return team.budget_usd
+    value = settings.get("monthly_budget_usd")
+    return float(value) if value else None
 
 
 def figures(f: UsageFilter, budget: float | None = None) -> dict[str, str]:

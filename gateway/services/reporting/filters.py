@@ -9,6 +9,7 @@ from sqlalchemy import DateTime, and_, literal, literal_column, or_, select
 
 from gateway.extensions import db
 from gateway.models import ApiKey, UsageHourly, UsageRecord, utcnow
+from gateway.services.accounting import keys
 
 RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 GROUPS = ("model", "provider", "key", "user", "team", "tag")
@@ -62,8 +63,9 @@ def _date(value: str | None) -> datetime | None:
         return None
 
 
-def parse_filter(args) -> tuple[UsageFilter, dict]:
-    """A UsageFilter from request args, and field -> message for anything invalid."""
+def parse_filter(args, owner: keys.Owner | None = None) -> tuple[UsageFilter, dict]:
+    """A UsageFilter from request args, narrowed to what `owner` may see (None: everything),
+    and field -> message for anything invalid."""
     errors: dict[str, str] = {}
     f = UsageFilter()
     rng = args.get("range", "24h")
@@ -96,6 +98,8 @@ def parse_filter(args) -> tuple[UsageFilter, dict]:
     if f.group == "tag" and not f.tag_key:
         errors["tag_key"] = "Name the tag to group by."
         f.group = "model"
+    if owner is not None:   # their own requests (the playground's too) and their keys'
+        f.scope_user_id, f.scope_key_ids = owner.user_id, keys.visible_ids(owner)
     return f, errors
 
 
