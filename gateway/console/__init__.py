@@ -5,13 +5,14 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from gateway.auth.rbac import is_admin
+from gateway.console.scope import nav_links
 
 bp = Blueprint("console", __name__)
 
 
 @bp.app_context_processor
 def console_context():
-    return {"is_admin": is_admin, "nav_active": request.endpoint or ""}
+    return {"is_admin": is_admin, "nav_links": nav_links, "nav_active": request.endpoint or ""}
 
 
 @bp.after_request

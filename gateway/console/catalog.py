@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import abort, render_template, request, url_for
 
-from gateway.auth.rbac import ADMIN, READ, require_role
+from gateway.auth.rbac import ADMIN, READ, SEE_ALL, require_role
 from gateway.console import bp
 from gateway.console.scope import base_url, done, log_action
 from gateway.errors import InvalidRequest
@@ -74,7 +74,7 @@ def price_update(name: str):
 
 
 @bp.get("/providers")
-@require_role("admin", "viewer")
+@require_role(*SEE_ALL)
 def providers_index():
     return render_template("console/providers.html", providers=market.providers())
 

@@ -1,7 +1,10 @@
-"""What the current console user may see, and the audit of what they change; shared by the pages."""
+"""What the current console user may see (pages, keys, requests) and the audit of what they
+change; shared by the pages."""
 from __future__ import annotations
 
-from flask import request
+from dataclasses import dataclass
+
+from flask import current_app, request
 from flask_login import current_user
 
 from gateway.auth.rbac import sees_everything
@@ -36,3 +39,31 @@ def usage_filter(args=None) -> tuple[filters.UsageFilter, dict]:
 def base_url() -> str:
     """This gateway's public URL for snippets: the setting, else the URL the browser used."""
     return (settings.get("public_base_url") or request.host_url).rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class NavLink:
+    endpoint: str
+    label: str
+    active: tuple[str, ...]     # the pages (endpoint names) under this link
+
+
+NAV = (
+    NavLink("console.marketplace", "Models", ("marketplace", "model_detail")),
+    NavLink("console.keys_index", "Keys", ("keys_index", "key_new", "key_detail", "key_edit", "key_create",
+                                            "key_update")),
+    NavLink("console.usage", "Usage", ("usage",)),
+    NavLink("console.logs", "Logs", ("logs",)),
+    NavLink("console.playground", "Playground", ("playground",)),
+    NavLink("console.providers_index", "Providers", ("providers_index", "provider_new", "provider_edit",
+                                                     "provider_create", "provider_update")),
+    NavLink("console.users_index", "Users", ("users_index", "user_create")),
+    NavLink("console.audit_index", "Audit", ("audit_index",)),
+    NavLink("console.settings_page", "Settings", ("settings_page",)),
+)
+
+
+def nav_links() -> list[NavLink]:
+    """The links the current user may follow: a link's roles are those its page's view requires."""
+    views = current_app.view_functions
+    return [link for link in NAV if current_user.role in views[link.endpoint].required_roles]
