@@ -142,12 +142,21 @@ def _shared_conditions(t, f: UsageFilter) -> list:
         where.append(and_(t.status >= 400, t.status < 500))
     elif f.status == "5xx":
         where.append(t.status >= 500)
-    if f.scope_user_id is not None or f.scope_key_ids is not None:
-        mine = [t.user_id == f.scope_user_id] if f.scope_user_id is not None else []
-        if f.scope_key_ids:
-            mine.append(t.key_id.in_(f.scope_key_ids))
-        where.append(or_(*mine) if mine else literal(False))
-    return where
+    return where + _scope(t, f)
+
+
+def _scope(t, f: UsageFilter) -> list:
+    if f.scope_user_id is None and f.scope_key_ids is None:
+        return []
+    mine = [t.user_id == f.scope_user_id] if f.scope_user_id is not None else []
+    if f.scope_key_ids:
+        mine.append(t.key_id.in_(f.scope_key_ids))
+    return [or_(*mine) if mine else literal(False)]
+
+
+def visible(owner: keys.Owner | None) -> list:
+    """WHERE clauses for the usage records `owner` may see, of any age (none: every record)."""
+    return _scope(UsageRecord, parse_filter({}, owner)[0])
 
 
 def rollup_conditions(f: UsageFilter, grain: int, start: datetime, end: datetime) -> list:

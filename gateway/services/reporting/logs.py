@@ -6,7 +6,7 @@ from sqlalchemy import select
 from gateway.extensions import db
 from gateway.models import ApiKey, UsageRecord
 from gateway.services.accounting import keys
-from gateway.services.reporting.filters import UsageFilter, conditions, parse_filter
+from gateway.services.reporting.filters import UsageFilter, conditions, visible
 
 
 def page(f: UsageFilter, page: int = 1, per_page: int = 50) -> tuple[list[UsageRecord], bool]:
@@ -19,8 +19,7 @@ def page(f: UsageFilter, page: int = 1, per_page: int = 50) -> tuple[list[UsageR
 
 def find(record_id: int, owner: keys.Owner | None) -> tuple[UsageRecord, ApiKey | None] | None:
     """One record and its key (while the key exists), if `owner` may see the record."""
-    f, _ = parse_filter({"range": "custom", "start": "1970-01-01", "end": "2999-12-31"}, owner)
-    row = db.session.scalar(select(UsageRecord).where(UsageRecord.id == record_id, *conditions(f)))
+    row = db.session.scalar(select(UsageRecord).where(UsageRecord.id == record_id, *visible(owner)))
     if row is None:
         return None
     return row, db.session.get(ApiKey, row.key_id) if row.key_id else None
