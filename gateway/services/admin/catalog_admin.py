@@ -169,9 +169,8 @@ def save_price(model: str, input_per_1k: float | None, output_per_1k: float | No
         db.session.add(row)
     row.input_per_1k, row.output_per_1k = input_per_1k, output_per_1k or 0.0
     row.cached_input_per_1k = cached_input_per_1k
-    db.session.commit()
+    _commit()       # routes carry the table's prices (the cost strategy reads them)
     pricing.price_book().invalidate()
-    catalog().invalidate()      # routes carry the table's prices for the cost strategy
     return row
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from gateway.extensions import db
-from gateway.models import Deployment, Provider
+from gateway.models import Alias, Deployment, Policy, Provider
 from gateway.providers.base import Target
 from gateway import secrets
 
@@ -101,7 +101,6 @@ class Catalog:
 
 
 def _load() -> Snapshot:
-    from gateway.models import Alias, Policy
     from gateway.services.accounting import pricing
 
     book = pricing.price_book()
