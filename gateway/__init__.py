@@ -34,7 +34,7 @@ def create_app(overrides: dict | None = None, instance_path: str | None = None) 
         in_process={"mock": mock_upstream.app})     # the `mock` kind's mock:// URLs, answered here
 
     from gateway.auth.views import bp as auth_bp
-    from gateway.console.views import bp as console_bp
+    from gateway.console import bp as console_bp
     from gateway.proxy.views import bp as proxy_bp
     for bp in (auth_bp, console_bp, proxy_bp):
         app.register_blueprint(bp)

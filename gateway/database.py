@@ -67,7 +67,7 @@ def seed_demo(out=print, base_url: str = "http://127.0.0.1:8080") -> None:
     answer within a minute. GATEWAY_DEMO=0 turns this off."""
     from gateway.models import ApiKey, Provider
     from gateway.services.accounting import keys
-    from gateway.services.routing import catalog
+    from gateway.services.admin import catalog_admin
 
     if not current_app.config["DEMO"]:
         return
@@ -75,8 +75,8 @@ def seed_demo(out=print, base_url: str = "http://127.0.0.1:8080") -> None:
             db.session.scalar(select(func.count()).select_from(ApiKey)):
         return
     # The mock checks that a key is sent, like a real vendor; any value will do.
-    catalog.save_provider("demo (mock)", "mock", api_key="demo-mock-key", models=["demo-chat"],
-                          embedding_models=["demo-embed"], source="demo")
+    catalog_admin.save_provider("demo (mock)", "mock", api_key="demo-mock-key", models=["demo-chat"],
+                                embedding_models=["demo-embed"], source="demo")
     _, secret = keys.create_key("demo")
     out("Seeded a demo provider 'demo (mock)' (answers in-process; models demo-chat, demo-embed).")
     out(f"Demo key (shown once): {secret}")

@@ -19,7 +19,7 @@ from gateway import create_app
 from gateway.extensions import db
 from gateway.models import UsageRecord
 from gateway.services.accounting import keys, pricing
-from gateway.services.routing import catalog
+from gateway.services.admin import catalog_admin
 from gateway.services.accounting.usage import recorder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,8 +145,8 @@ def add_provider(app, name: str, kind: str, base_url: str | None, models: list[s
                  embedding_models: list[str] | None = None, api_key: str = "sk-upstream-secret-123456",
                  **options) -> None:
     with app.app_context():
-        catalog.save_provider(name, kind, base_url=base_url, api_key=api_key, models=models,
-                              embedding_models=embedding_models, options=options or None)
+        catalog_admin.save_provider(name, kind, base_url=base_url, api_key=api_key, models=models,
+                                    embedding_models=embedding_models, options=options or None)
 
 
 def make_key(app, name: str = "test", **kw) -> str:

@@ -8,6 +8,7 @@ from gateway.extensions import db
 from gateway.models import Alias, Deployment, Policy, Provider
 from gateway import secrets
 from gateway.services.admin import declarative
+from gateway.services.admin import catalog_admin
 from gateway.services.routing import catalog
 from tests.conftest import make_key
 
@@ -82,7 +83,7 @@ def test_applies_and_marks_rows(app, cfg):
 
 def test_is_idempotent_and_prunes_what_the_file_dropped(app, cfg):
     with app.app_context():
-        catalog.save_provider("manual", "mock", models=["hand-made"], api_key="k-123456789")
+        catalog_admin.save_provider("manual", "mock", models=["hand-made"], api_key="k-123456789")
         declarative.apply_file(cfg, out=lambda s: None)
         first = counts()
         declarative.apply_file(cfg, out=lambda s: None)

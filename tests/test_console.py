@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import re
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import insert, select
@@ -158,6 +159,21 @@ def test_member_sees_only_own_and_team_keys_and_usage(app, seeded):
     assert "mate key" in c.get("/keys").text
     admin = Console(app, "admin@example.com").get("/usage?range=24h").text
     assert 'id="total-requests">2<' in admin
+
+
+def test_log_detail_opens_any_visible_record_however_old(app, seeded):
+    with app.app_context():
+        for rid, key in (("old-mine", seeded["mine"]), ("old-other", seeded["other"])):
+            db.session.execute(insert(UsageRecord), [dict(
+                request_id=rid, endpoint="chat", status=200, key_id=key, requested_model="demo-chat",
+                provider="mockp", created_at=utcnow() - timedelta(days=3), tags={}, attempts=[])])
+        db.session.commit()
+        ids = {r.request_id: r.id for r in db.session.scalars(select(UsageRecord))}
+    admin, member = Console(app, "admin@example.com"), Console(app, "member@example.com")
+    assert admin.get(f"/logs/{ids['old-other']}").status_code == 200
+    assert member.get(f"/logs/{ids['old-mine']}").status_code == 200
+    assert member.get(f"/logs/{ids['old-other']}").status_code == 404
+    assert member.get(f"/logs/{ids['r2']}").status_code == 404
 
 
 def test_batch_actions_skip_keys_outside_the_members_scope(app, seeded):

@@ -12,7 +12,7 @@ from sqlalchemy import insert
 from console_client import Console, make_user
 from gateway.extensions import db
 from gateway.models import UsageRecord, utcnow
-from gateway.services.reporting import charts
+from gateway.services.reporting import charts, filters
 
 
 def _rows(n: int, start, **fields):
@@ -28,7 +28,7 @@ def test_percentiles_per_bucket(app):
         errors = _rows(5, 1, requested_model="m", status=500, latency_ms=10_000.0)
         db.session.execute(insert(UsageRecord), rows + errors)
         db.session.commit()
-        f, _ = charts.parse_filter({"range": "24h"})
+        f, _ = filters.parse_filter({"range": "24h"})
         (bucket, p50, p95), = charts.latency_percentiles(f)
         # Postgres interpolates (50.5, 95.05); SQLite takes the nearest rank (50, 95). Errors are left out.
         assert p50 == pytest.approx(50.5, abs=0.6) and p95 == pytest.approx(95, abs=0.1)
@@ -45,25 +45,25 @@ def test_series_buckets_groups_and_other(app):
                              requested_model=f"model-{i}", total_tokens=10, cost_usd=0.1, tags={"feature": "a" if i % 2 else "b"}, attempts=[]))
         db.session.execute(insert(UsageRecord), rows)
         db.session.commit()
-        f, _ = charts.parse_filter({"range": "24h"})
+        f, _ = filters.parse_filter({"range": "24h"})
         s = charts.series(f)
         assert s["unit"] == "hour"
         assert len(s["groups"]) == charts.TOP_GROUPS + 1 and "other" in s["groups"]
         assert sum(c[0] for cells in s["groups"].values() for c in cells.values()) == 10
         assert len({t for cells in s["groups"].values() for t in cells}) == 3
-        f, _ = charts.parse_filter({"range": "7d", "group": "tag", "tag_key": "feature"})
+        f, _ = filters.parse_filter({"range": "7d", "group": "tag", "tag_key": "feature"})
         assert charts.bucket_unit(f) == "day"
         assert {b["group"]: b["requests"] for b in charts.breakdown(f)} == {"a": 5, "b": 5}
-        f, _ = charts.parse_filter({"range": "24h", "tag": "feature=a"})
+        f, _ = filters.parse_filter({"range": "24h", "tag": "feature=a"})
         assert charts.totals(f)["requests"] == 5
         html = charts.figures(f, budget=1.0)
         assert set(html) == {"requests", "tokens", "cost", "latency"} and "budget $1.00" in html["cost"]
 
 
 def test_custom_range_validation():
-    f, errors = charts.parse_filter({"range": "custom", "start": "2030-01-10", "end": "2030-01-01"})
+    f, errors = filters.parse_filter({"range": "custom", "start": "2030-01-10", "end": "2030-01-01"})
     assert "end" in errors and f.range == "24h"
-    f, errors = charts.parse_filter({"range": "custom", "start": "2030-01-01", "end": "2030-01-01"})
+    f, errors = filters.parse_filter({"range": "custom", "start": "2030-01-01", "end": "2030-01-01"})
     assert not errors and f.end - f.start == timedelta(days=1)
 
 

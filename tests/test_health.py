@@ -175,7 +175,7 @@ def test_two_workers_share_an_open_circuit(tmp_path):
     except redis.RedisError:
         pytest.skip("Redis not reachable")
     from gateway import create_app, mock_upstream
-    from gateway.services.routing import catalog
+    from gateway.services.admin import catalog_admin
     from gateway.services.routing.health import health
     from tests.conftest import make_app, make_key
 
@@ -187,7 +187,7 @@ def test_two_workers_share_an_open_circuit(tmp_path):
     w2 = create_app(instance_path=str(tmp_path / "i2"), overrides=dict(
         w1.config, SQLALCHEMY_DATABASE_URI=url))
     with w1.app_context():
-        catalog.save_provider("up", "mock", models=["m=echo"], api_key="sk-mock-123456")
+        catalog_admin.save_provider("up", "mock", models=["m=echo"], api_key="sk-mock-123456")
     key = make_key(w1)
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     auth = {"Authorization": f"Bearer {key}"}

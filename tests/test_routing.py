@@ -9,7 +9,7 @@ import orjson
 import pytest
 import requests
 
-from gateway.services.routing import catalog
+from gateway.services.admin import catalog_admin
 from gateway.services.routing.health import deployment_status, health
 from tests.conftest import LiveServer, make_app, make_key, usage_records
 
@@ -35,8 +35,8 @@ def gw(tmp_path, mock):
 def deploy(gw, provider, model, upstream, **fields):
     """A deployment of `model` on its own provider (one provider per deployment keeps labels clear)."""
     with gw.app.app_context():
-        catalog.save_provider(provider, "openai", base_url=gw.mock + "/v1", api_key=SECRET)
-        return catalog.save_deployment(model, provider, upstream, **fields).id
+        catalog_admin.save_provider(provider, "openai", base_url=gw.mock + "/v1", api_key=SECRET)
+        return catalog_admin.save_deployment(model, provider, upstream, **fields).id
 
 
 def chat(gw, model="m", stream=False, headers=None, **body):
@@ -185,7 +185,7 @@ def test_latency_policy_shifts_traffic_to_the_faster_deployment(gw):
     deploy(gw, "slow", "m", "echo+latency=600")
     deploy(gw, "fast", "m", "echo")
     with gw.app.app_context():
-        catalog.save_policy("quick", strategy="latency", candidates=["m"])
+        catalog_admin.save_policy("quick", strategy="latency", candidates=["m"])
     got = [served(chat(gw, "policy:quick")) for _ in range(20)]
     assert "slow" in got[:3]        # unknown deployments are tried first, to learn
     assert got[5:].count("fast") >= 13
@@ -198,7 +198,7 @@ def test_cost_policy_picks_the_cheapest_capable_deployment(gw):
     deploy(gw, "dear", "m", "echo+latency=2", input_per_1k=0.01, output_per_1k=0.02,
            capabilities=["tools", "json", "vision"])
     with gw.app.app_context():
-        catalog.set_alias("chat-default", "policy:cost-optimized")
+        catalog_admin.set_alias("chat-default", "policy:cost-optimized")
     assert {served(chat(gw, "chat-default")) for _ in range(3)} == {"cheap"}
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
     assert served(chat(gw, "chat-default", tools=tools)) == "mid"
@@ -227,14 +227,14 @@ def test_region_constraint_holds_under_fallback(gw):
     deploy(gw, "us1", "m", "echo", region="us-east-1", weight=5)
     deploy(gw, "eu2", "m", "echo+latency=1", region="eu-central-1", weight=0)
     with gw.app.app_context():
-        catalog.save_policy("eu-only", candidates=["m"], regions=["eu"])
+        catalog_admin.save_policy("eu-only", candidates=["m"], regions=["eu"])
     for _ in range(3):
         r = chat(gw, "policy:eu-only")
         assert r.status_code == 200 and served(r) == "eu2"
     assert mock_models(gw)["echo"] == 0
     # Every EU deployment failing never spills over to the US.
     with gw.app.app_context():
-        catalog.save_deployment("m", "eu2", "echo+latency=1", enabled=False)
+        catalog_admin.save_deployment("m", "eu2", "echo+latency=1", enabled=False)
     r = chat(gw, "policy:eu-only")
     assert r.status_code in (502, 503) and mock_models(gw)["echo"] == 0
     for rec in usage_records(gw.app):
@@ -245,7 +245,7 @@ def test_key_bound_policy_applies_region(gw):
     deploy(gw, "us1", "m", "echo", region="us-east-1")
     deploy(gw, "eu1", "m", "echo+latency=1", region="eu-west-1", weight=0)
     with gw.app.app_context():
-        catalog.save_policy("eu-only", regions=["eu"])
+        catalog_admin.save_policy("eu-only", regions=["eu"])
         from gateway.services.accounting import keys
         key, secret = keys.create_key("eu-team")
         keys.update_key(key, policy="eu-only")
@@ -271,10 +271,10 @@ def test_alias_retargets_without_client_change(gw):
     deploy(gw, "a", "m1", "echo")
     deploy(gw, "b", "m2", "echo+latency=1")
     with gw.app.app_context():
-        catalog.set_alias("chat-default", "m1")
+        catalog_admin.set_alias("chat-default", "m1")
     assert served(chat(gw, "chat-default")) == "a"
     with gw.app.app_context():
-        catalog.set_alias("chat-default", "m2")
+        catalog_admin.set_alias("chat-default", "m2")
     assert served(chat(gw, "chat-default")) == "b"
     assert chat(gw, "policy:nope").status_code == 404
 
@@ -283,7 +283,7 @@ def test_sticky_routing_by_user(gw):
     for name in ("a", "b", "c"):
         deploy(gw, name, "m", "echo+latency=" + str(ord(name) - 96))
     with gw.app.app_context():
-        catalog.save_policy("sticky", candidates=["m"], sticky="user")
+        catalog_admin.save_policy("sticky", candidates=["m"], sticky="user")
     for user in ("alice", "bob", "carol"):
         got = {served(chat(gw, "policy:sticky", user=user)) for _ in range(4)}
         assert len(got) == 1
@@ -292,9 +292,9 @@ def test_sticky_routing_by_user(gw):
 def test_ab_split_proportions_and_variant_recorded(sqlite_app):
     app = sqlite_app
     with app.app_context():
-        catalog.save_provider("pa", "mock", models=["m-a=echo"], api_key=SECRET)
-        catalog.save_provider("pb", "mock", models=["m-b=echo"], api_key=SECRET)
-        catalog.save_policy("exp", candidates=["m-a"], ab={"model": "m-b", "percent": 30})
+        catalog_admin.save_provider("pa", "mock", models=["m-a=echo"], api_key=SECRET)
+        catalog_admin.save_provider("pb", "mock", models=["m-b=echo"], api_key=SECRET)
+        catalog_admin.save_policy("exp", candidates=["m-a"], ab={"model": "m-b", "percent": 30})
     key = make_key(app)
     client = app.test_client()
     n, arms = 300, Counter()
@@ -314,7 +314,7 @@ def test_shadow_never_changes_the_answer_and_is_not_billed(gw):
     deploy(gw, "main", "m", "echo")
     deploy(gw, "cand", "m-next", "echo+fail=500")
     with gw.app.app_context():
-        catalog.save_policy("mirror", candidates=["m"], shadow={"model": "m-next", "percent": 100})
+        catalog_admin.save_policy("mirror", candidates=["m"], shadow={"model": "m-next", "percent": 100})
     direct = chat(gw, "m").json()["choices"][0]["message"]
     r = chat(gw, "policy:mirror")
     assert r.status_code == 200 and served(r) == "main"
@@ -334,7 +334,7 @@ def test_streamed_shadow_answer_is_the_primarys(gw):
     deploy(gw, "main", "m", "echo")
     deploy(gw, "cand", "m-next", "echo+latency=50")
     with gw.app.app_context():
-        catalog.save_policy("mirror", candidates=["m"], shadow={"model": "m-next", "percent": 100})
+        catalog_admin.save_policy("mirror", candidates=["m"], shadow={"model": "m-next", "percent": 100})
     r = chat(gw, "policy:mirror", stream=True)
     events = [line[6:] for line in r.iter_lines() if line.startswith(b"data: ")]
     assert served(r) == "main" and events[-1] == b"[DONE]"
@@ -361,8 +361,8 @@ def test_deployment_status_shape(gw):
 def test_model_aliases_are_listed(gw):
     deploy(gw, "a", "m1", "echo")
     with gw.app.app_context():
-        catalog.set_alias("chat-default", "m1")
-        catalog.set_alias("cheap", "policy:cost-optimized")
+        catalog_admin.set_alias("chat-default", "m1")
+        catalog_admin.set_alias("cheap", "policy:cost-optimized")
     h = {"Authorization": f"Bearer {gw.key}"}
     ids = {m["id"] for m in requests.get(gw.url + "/v1/models", headers=h, timeout=5).json()["data"]}
     assert ids == {"m1", "chat-default"}

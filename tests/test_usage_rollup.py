@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, insert, select
 from gateway.extensions import db
 from gateway.models import UsageHourly, UsageRecord, utcnow
 from gateway.services.accounting import rollup
-from gateway.services.reporting import charts
+from gateway.services.reporting import charts, filters
 from gateway.services.accounting.usage import UsageEntry, new_request_id, recorder
 from tests.conftest import add_provider, make_key, usage_records
 
@@ -58,7 +58,7 @@ def test_rollup_equals_raw_after_proxy_requests(app, client, mock):
         assert_same(rollup_totals(app, grain), raw)
     with app.app_context():
         assert rollup.since() == rollup.EPOCH       # a fresh database is rolled up from the start
-        f, _ = charts.parse_filter({"range": "7d"})
+        f, _ = filters.parse_filter({"range": "7d"})
         assert any(s[0] == "rollup" for s in charts.segments(f)) or f.end.minute == 0
         t = charts.totals(f)
         assert t["requests"] == 5 and t["errors"] == 2
@@ -122,7 +122,7 @@ FILTERS = [{"range": "30d"}, {"range": "7d", "group": "provider"}, {"range": "24
 def test_charts_same_from_rollup_and_raw(app, args):
     _seed(app)
     with app.app_context():
-        f, _ = charts.parse_filter(args)
+        f, _ = filters.parse_filter(args)
         exact = replace(f, exact=True)
         assert any(s[0] == "rollup" for s in charts.segments(f))
         a, b = charts.totals(f), charts.totals(exact)
@@ -145,7 +145,7 @@ def test_charts_same_from_rollup_and_raw(app, args):
 def nearest_ranks(f) -> dict:
     """bucket -> (p50, p95) by nearest rank over the raw records, computed here in Python."""
     rows = db.session.execute(select(UsageRecord.created_at, UsageRecord.latency_ms)
-                              .where(*charts.conditions(f), UsageRecord.status < 400)).all()
+                              .where(*filters.conditions(f), UsageRecord.status < 400)).all()
     by: dict = {}
     for t, ms in rows:
         t = t.replace(minute=0, second=0, microsecond=0)
@@ -156,9 +156,9 @@ def nearest_ranks(f) -> dict:
 def test_tag_views_read_raw_records(app):
     _seed(app, n=300)
     with app.app_context():
-        f, _ = charts.parse_filter({"range": "30d", "group": "tag", "tag_key": "f"})
+        f, _ = filters.parse_filter({"range": "30d", "group": "tag", "tag_key": "f"})
         assert charts.segments(f) == [("raw", f.start, f.end)]
-        f, _ = charts.parse_filter({"range": "30d", "tag": "f=x"})
+        f, _ = filters.parse_filter({"range": "30d", "tag": "f=x"})
         assert charts.segments(f) == [("raw", f.start, f.end)]
         assert 0 < charts.totals(f)["requests"] < 300
 

@@ -10,6 +10,7 @@ from flask_login import current_user, login_required
 READ = ("admin", "member", "viewer")
 WRITE = ("admin", "member")      # members write only within their own scope (own/team keys)
 ADMIN = ("admin",)
+SEE_ALL = ("admin", "viewer")    # every key, request and provider; members see their own and their team's
 
 
 def require_role(*roles: str):
@@ -34,4 +35,4 @@ def is_admin() -> bool:
 
 def sees_everything() -> bool:
     """Admins and viewers see every key and request; members only their own and their team's."""
-    return current_user.is_authenticated and current_user.role in ("admin", "viewer")
+    return current_user.is_authenticated and current_user.role in SEE_ALL

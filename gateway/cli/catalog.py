@@ -9,7 +9,7 @@ from gateway.cli import command, given, list_command, options, split_csv
 from gateway.extensions import db
 from gateway.models import Alias, Deployment, Policy, Provider
 from gateway.services.accounting import keys
-from gateway.services.routing import catalog
+from gateway.services.admin import catalog_admin
 from gateway.services.routing.health import deployment_status
 
 providers_cli = click.Group("providers", help="Upstream providers (BYOK).")
@@ -32,7 +32,7 @@ COMMANDS = (providers_cli, deployments_cli, aliases_cli, policies_cli)
 def providers_add(name, kind, base_url, api_key, models, embedding_models, region, api_version):
     """Add a provider, or update the one with this name (idempotent)."""
     api_key = api_key if api_key is not None else os.environ.get("PROVIDER_API_KEY")
-    p = catalog.save_provider(name, kind, base_url=base_url, api_key=api_key, models=split_csv(models),
+    p = catalog_admin.save_provider(name, kind, base_url=base_url, api_key=api_key, models=split_csv(models),
                               embedding_models=split_csv(embedding_models), region=region,
                               options={"api_version": api_version} if api_version else None)
     served = ", ".join(sorted(d.model for d in p.deployments)) or "none"
@@ -61,7 +61,7 @@ _deployment_options = options(
 
 
 def _save_deployment(model, provider, upstream, **o):
-    d = catalog.save_deployment(model, provider, upstream, **given(
+    d = catalog_admin.save_deployment(model, provider, upstream, **given(
         weight=o["weight"], region=o["region"], input_per_1k=o["input_price"],
         output_per_1k=o["output_price"], context_window=o["context_window"],
         capabilities=split_csv(o["capabilities"]), rpm_limit=o["rpm"], tpm_limit=o["tpm"],
@@ -109,7 +109,7 @@ def _deployment_row(d) -> tuple:
 @click.argument("target")
 def aliases_set(name, target):
     """Point NAME at TARGET (a model or policy:NAME); clients keep asking for NAME."""
-    catalog.set_alias(name, target)
+    catalog_admin.set_alias(name, target)
     click.echo(f"alias {name} -> {target}")
 
 
@@ -121,7 +121,7 @@ def _alias_row(a) -> tuple:
 @command(aliases_cli, "delete")
 @click.argument("name")
 def aliases_delete(name):
-    if not catalog.delete_alias(name):
+    if not catalog_admin.delete_alias(name):
         raise click.ClickException(f"no alias {name}")
     click.echo(f"deleted alias {name}")
 
@@ -147,7 +147,7 @@ def _experiment(value: str | None) -> dict | None:
 @click.option("--shadow", help="MODEL:PERCENT of requests mirrored to a candidate, not billed")
 def policies_set(name, strategy, candidates, regions, capabilities, sticky, ab, shadow):
     """Create or update a policy; options not given keep their value."""
-    p = catalog.save_policy(name, **given(
+    p = catalog_admin.save_policy(name, **given(
         strategy=strategy, candidates=split_csv(candidates), regions=split_csv(regions),
         capabilities=split_csv(capabilities), sticky=sticky, ab=_experiment(ab), shadow=_experiment(shadow)))
     click.echo(f"policy {p.name}: {p.strategy}; use model \"policy:{p.name}\"")

@@ -6,34 +6,25 @@ from flask import Response, current_app, jsonify, render_template, request
 from flask_login import current_user
 
 from gateway.auth.rbac import WRITE, require_role
-from gateway.console.views import bp
+from gateway.console import bp
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.services.accounting.quota import Admission
 from gateway.services.api_request import ApiRequest
 from gateway.services.routing import catalog
 from gateway.services.routing.plan import plan as plan_for
 from gateway.services.routing.stream import open_stream
+from gateway.services.admin import catalog_admin
 from gateway.services.accounting.keys import KeyInfo
 from gateway.services.accounting.usage import new_request_id, record_failure
 
 MAX_PROMPT_CHARS = 100_000
 
 
-def _policies() -> list[str]:
-    try:
-        from sqlalchemy import select
-
-        from gateway.extensions import db
-        from gateway.models import Policy
-        return list(db.session.scalars(select(Policy.name).where(Policy.enabled).order_by(Policy.name)))
-    except Exception:       # routing policies are optional here
-        return []
-
-
 @bp.get("/playground")
 @require_role(*WRITE)
 def playground():
-    return render_template("console/playground.html", model_names=catalog.model_names(), policies=_policies(),
+    return render_template("console/playground.html", model_names=catalog.model_names(),
+                           policies=catalog_admin.policy_names(enabled_only=True),
                            selected=request.args.get("model", ""))
 
 

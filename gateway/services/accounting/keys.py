@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 
 from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from gateway.extensions import db
-from gateway.models import ApiKey, Plan, Team, utcnow
+from gateway.models import ApiKey, Plan, Team, UsageRecord, utcnow
 from gateway import pubsub
+from gateway.services.accounting.periods import zone
 
 KEY_PREFIX = "sk-gw-"
 PREFIX_LEN = 14     # "sk-gw-" + 8 characters: enough to tell keys apart, useless to an attacker
@@ -133,28 +134,42 @@ SETTINGS = ("name", "models", "expires_at", "user_id", "team_id", "plan_id", "en
             "quota_period", "quota_tz", "budget_usd", "rpm", "tpm", "max_parallel", "policy", "ip_allow")
 
 
-def _validate(settings: dict) -> dict:
+def check(settings: dict) -> tuple[dict, dict[str, str]]:
+    """The settings as stored, and field -> message for every invalid one (a form shows them all)."""
     unknown = set(settings) - set(SETTINGS)
     if unknown:
         raise InvalidRequest(f"Unknown key setting(s): {', '.join(sorted(unknown))}.")
-    s = dict(settings)
+    s, errors = dict(settings), {}
     if "quota_period" in s and s["quota_period"] not in PERIODS:
-        raise InvalidRequest(f"quota_period must be one of {', '.join(PERIODS)}.", param="quota_period")
+        errors["quota_period"] = f"quota_period must be one of {', '.join(PERIODS)}."
     if s.get("quota_tz"):
-        from gateway.services.accounting.periods import zone
-        zone(s["quota_tz"])
+        try:
+            zone(s["quota_tz"])
+        except InvalidRequest as e:
+            errors["quota_tz"] = e.message
     for name in ("token_quota", "rpm", "tpm", "max_parallel"):
         v = s.get(name)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-            raise InvalidRequest(f"{name} must be a whole number of at least 0.", param=name)
+            errors[name] = f"{name} must be a whole number of at least 0."
     if s.get("budget_usd") is not None and float(s["budget_usd"]) < 0:
-        raise InvalidRequest("budget_usd must not be negative.", param="budget_usd")
+        errors["budget_usd"] = "budget_usd must not be negative."
     if "ip_allow" in s:
-        s["ip_allow"] = parse_networks(s["ip_allow"])
+        try:
+            s["ip_allow"] = parse_networks(s["ip_allow"])
+        except InvalidRequest as e:
+            errors["ip_allow"] = e.message
     if "models" in s and s["models"] is not None:
         s["models"] = sorted({m.strip() for m in s["models"] if m and m.strip()}) or None
     if "name" in s and not (s["name"] or "").strip():
-        raise InvalidRequest("A key needs a name.", param="name")
+        errors["name"] = "A key needs a name."
+    return s, errors
+
+
+def _validate(settings: dict) -> dict:
+    s, errors = check(settings)
+    if errors:
+        name, message = next(iter(errors.items()))
+        raise InvalidRequest(message, param=name)
     return s
 
 
@@ -200,6 +215,13 @@ def revoke_key(key: ApiKey) -> None:
     _forget(key)
 
 
+def delete_key(key: ApiKey) -> None:
+    """Revoke first, so every cache drops the key before its row goes."""
+    revoke_key(key)
+    db.session.delete(key)
+    db.session.commit()
+
+
 def _forget(key: ApiKey) -> None:
     _forget_hashes(key.key_hash, key.prev_key_hash)
 
@@ -212,6 +234,63 @@ def _forget_hashes(*hashes: str | None) -> None:
             c.forget(h)
             if c.bus is not None:
                 c.bus.publish(INVALIDATE_CHANNEL, h)
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """A member's reach in the console: their own keys and their team's. Admins and viewers
+    see every key; callers pass None for them."""
+    user_id: int
+    team_id: int | None = None
+
+
+def _visible(q, owner: Owner | None):
+    if owner is None:
+        return q
+    mine = [ApiKey.user_id == owner.user_id]
+    if owner.team_id is not None:
+        mine.append(ApiKey.team_id == owner.team_id)
+    return q.where(or_(*mine))
+
+
+def find_visible(key_id: int, owner: Owner | None) -> ApiKey | None:
+    """The key, if `owner` may see it."""
+    return db.session.scalar(_visible(select(ApiKey).where(ApiKey.id == key_id), owner))
+
+
+def visible(owner: Owner | None, ids: list[int] | None = None, limit: int = 500) -> list[ApiKey]:
+    """The keys `owner` may see (of `ids`, when given), by name."""
+    q = select(ApiKey) if ids is None else select(ApiKey).where(ApiKey.id.in_(ids))
+    return db.session.scalars(_visible(q, owner).order_by(ApiKey.name).limit(limit)).all()
+
+
+def visible_ids(owner: Owner | None) -> tuple[int, ...] | None:
+    """Ids of the keys `owner` may see; None when that is every key."""
+    return None if owner is None else tuple(db.session.scalars(_visible(select(ApiKey.id), owner)))
+
+
+def search(owner: Owner | None, text: str = "", state: str = "", page: int = 1,
+           per_page: int = 50) -> tuple[list[ApiKey], bool]:
+    """A page of the keys `owner` may see, newest first, and whether more follow. `text` matches
+    the name or the start of the prefix; `state` is "active", "revoked" or "" for both."""
+    q = _visible(select(ApiKey), owner)
+    if text:
+        q = q.where(ApiKey.name.contains(text) | ApiKey.prefix.startswith(text))
+    if state in ("active", "revoked"):
+        q = q.where(ApiKey.revoked_at.is_(None) if state == "active" else ApiKey.revoked_at.is_not(None))
+    rows = db.session.scalars(q.order_by(ApiKey.id.desc()).limit(per_page + 1).offset((page - 1) * per_page)).all()
+    return rows[:per_page], len(rows) > per_page
+
+
+def spend_30d(ids: list[int]) -> dict[int, tuple[int, float]]:
+    """key id -> (requests, USD) over the last 30 days."""
+    if not ids:
+        return {}
+    r = UsageRecord
+    rows = db.session.execute(select(r.key_id, func.count(), func.coalesce(func.sum(r.cost_usd), 0.0))
+                              .where(r.key_id.in_(ids), r.created_at >= utcnow() - timedelta(days=30))
+                              .group_by(r.key_id)).all()
+    return {k: (n, float(c)) for k, n, c in rows}
 
 
 def find_by_prefix(prefix: str) -> ApiKey:

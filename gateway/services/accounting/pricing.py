@@ -72,6 +72,10 @@ class PriceBook:
             self.matches[model] = self._match(model)
         return self.matches[model]
 
+    def invalidate(self) -> None:
+        """Reread the table on the next lookup."""
+        self.loaded_at = float("-inf")
+
     def _match(self, model: str) -> tuple[float, float, float | None] | None:
         if model in self.prices:
             return self.prices[model]

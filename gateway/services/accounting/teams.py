@@ -56,6 +56,10 @@ def save_team(name: str, *, team: Team | None = None, webhook_url: str | None = 
     return team
 
 
+def all_teams() -> list[Team]:
+    return db.session.scalars(select(Team).order_by(Team.name)).all()
+
+
 def find_team(name_or_id) -> Team:
     team = db.session.get(Team, int(name_or_id)) if str(name_or_id).isdigit() else \
         db.session.scalar(select(Team).where(Team.name == str(name_or_id).strip()))

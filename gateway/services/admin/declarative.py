@@ -18,7 +18,8 @@ from sqlalchemy import select
 from gateway.errors import GatewayError
 from gateway.extensions import db
 from gateway.models import Alias, Deployment, Policy, Provider
-from gateway.services.routing import catalog
+from gateway.services.admin import catalog_admin
+from gateway.services.routing.catalog import catalog
 
 SOURCE = "config"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -100,9 +101,9 @@ def apply(doc: dict, out=print) -> dict:
             if env not in os.environ:
                 raise ConfigError(f"{where}: environment variable {env} is not set")
             api_key = os.environ[env]
-        p = catalog.save_provider(name, spec["kind"], base_url=_expand(spec.get("base_url"), where),
-                                  api_key=api_key, region=_expand(spec.get("region") or "", where),
-                                  options=_expand(spec.get("options"), where), source=SOURCE)
+        p = catalog_admin.save_provider(name, spec["kind"], base_url=_expand(spec.get("base_url"), where),
+                                        api_key=api_key, region=_expand(spec.get("region") or "", where),
+                                        options=_expand(spec.get("options"), where), source=SOURCE)
         p.source, p.enabled = SOURCE, bool(spec.get("enabled", True))
         db.session.commit()
 
@@ -127,7 +128,7 @@ def apply(doc: dict, out=print) -> dict:
                       "capabilities": d.get("capabilities"),
                       "rpm_limit": d.get("rpm", d.get("rpm_limit")), "tpm_limit": d.get("tpm", d.get("tpm_limit"))}
             try:
-                catalog.save_deployment(model, str(d["provider"]), upstream, source=SOURCE, **fields)
+                catalog_admin.save_deployment(model, str(d["provider"]), upstream, source=SOURCE, **fields)
             except GatewayError as e:
                 raise ConfigError(f"{where}: {e.message}") from None
             kept.add((model, str(d["provider"]), upstream))
@@ -136,22 +137,22 @@ def apply(doc: dict, out=print) -> dict:
         target = spec.get("target")
         if not isinstance(target, str) or not target:
             raise ConfigError(f"aliases.{name}: needs a target (a model or policy:NAME)")
-        catalog.set_alias(name, target, source=SOURCE)
+        catalog_admin.set_alias(name, target, source=SOURCE)
 
     for name, spec in policies.items():
-        fields = {k: spec.get(k) for k in catalog.POLICY_FIELDS if k != "enabled"}
+        fields = {k: spec.get(k) for k in catalog_admin.POLICY_FIELDS if k != "enabled"}
         fields["strategy"] = fields["strategy"] or "weighted"
         fields["enabled"] = bool(spec.get("enabled", True))
-        bad = set(spec) - set(catalog.POLICY_FIELDS)
+        bad = set(spec) - set(catalog_admin.POLICY_FIELDS)
         if bad:
             raise ConfigError(f"policies.{name}: unknown key(s) {', '.join(sorted(bad))}")
         try:
-            catalog.save_policy(name, source=SOURCE, **fields)
+            catalog_admin.save_policy(name, source=SOURCE, **fields)
         except GatewayError as e:
             raise ConfigError(f"policies.{name}: {e.message}") from None
 
     removed = _prune(set(providers), kept, set(aliases), set(policies))
-    catalog.catalog().invalidate()
+    catalog().invalidate()
     summary = {"providers": len(providers), "deployments": len(kept), "aliases": len(aliases),
                "policies": len(policies), "removed": removed}
     out(f"config: {summary['providers']} providers, {summary['deployments']} deployments, "

@@ -46,6 +46,33 @@ def put(name: str, value) -> None:
     pubsub.bus(app).publish(INVALIDATE_CHANNEL, name)
 
 
+def check(values: dict) -> tuple[dict, dict[str, str]]:
+    """The values as put() stores them, and name -> message for each invalid one. The budget may
+    come as text from a form; empty means no budget."""
+    clean, errors = dict(values), {}
+    budget = clean.get("monthly_budget_usd")
+    try:
+        if isinstance(budget, str):
+            budget = clean["monthly_budget_usd"] = float(budget) if budget.strip() else None
+        if budget is not None and budget < 0:
+            raise ValueError
+    except ValueError:
+        errors["monthly_budget_usd"] = "Enter an amount of 0 or more, or leave empty."
+    url = clean.get("public_base_url")
+    if url and not url.startswith(("http://", "https://")):
+        errors["public_base_url"] = "Start the URL with http:// or https://."
+    return clean, errors
+
+
+def update(values: dict) -> dict:
+    """Store the (checked) values that differ from the current ones; returns those."""
+    current = all_settings()
+    changed = {k: v for k, v in values.items() if current.get(k) != v}
+    for k, v in changed.items():
+        put(k, v)
+    return changed
+
+
 def cached(app: Flask, name: str):
     """get() for the hot path: read from the database at most every SETTINGS_CACHE_SECONDS
     per process, sooner when another process changes it (Redis). Needs no app context."""

@@ -9,24 +9,34 @@ from gateway.extensions import db
 from gateway.models import ROLES, User
 
 
-def create_user(email: str, password: str, role: str = "member") -> User:
-    """Create or update (idempotent by email) a user; scrypt-hashed password."""
+def create_user(email: str, password: str, role: str = "member", *, team_id: int | None = None,
+                exists_ok: bool = True) -> User:
+    """Create a user, or (exists_ok) update the one with this email; scrypt-hashed password.
+    The console passes exists_ok=False so that it can't reset someone's password by accident."""
     email = email.strip().lower()
+    user = db.session.scalar(select(User).where(User.email == email))
+    if user is not None and not exists_ok:
+        raise InvalidRequest("A user with this email exists already.", param="email")
     if "@" not in email:
         raise InvalidRequest("enter a valid email address", param="email")
     if role not in ROLES:
         raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", param="role")
     if len(password) < 8:
         raise InvalidRequest("the password needs at least 8 characters", param="password")
-    user = db.session.scalar(select(User).where(User.email == email))
     if user is None:
         user = User(email=email)
         db.session.add(user)
     user.password_hash = generate_password_hash(password)
     user.role = role
     user.active = True
+    if team_id is not None:
+        user.team_id = team_id
     db.session.commit()
     return user
+
+
+def all_users() -> list[User]:
+    return db.session.scalars(select(User).order_by(User.email)).all()
 
 
 def check_login(email: str, password: str) -> User | None:
@@ -58,5 +68,12 @@ def set_active(user: User, active: bool) -> User:
     if not active and user.role == "admin" and user.active and not _admins_left(user):
         raise InvalidRequest("the last admin can't be deactivated", param="active")
     user.active = active
+    db.session.commit()
+    return user
+
+
+def set_team(user: User, team_id: int | None) -> User:
+    """Move a user to a team (None: no team); their new keys are the team's."""
+    user.team_id = team_id
     db.session.commit()
     return user

@@ -1,8 +1,8 @@
 """Usage aggregation in SQL (time buckets, groups, percentiles) and the Plotly charts of it.
 
 Everything is grouped by the database: the page reads a few hundred aggregate rows, never
-the usage records themselves. Whole hours come from the rollup (services/rollup.py) when it
-covers the filter and grouping (everything but tags); the partial hours at the range's edges,
+the usage records themselves. Whole hours come from the rollup (accounting/rollup.py) when it
+covers the filter (reporting/filters.py) and grouping (everything but tags); the partial hours at the range's edges,
 hours before the rollup was complete, and tag views read usage_records, whose created_at is
 indexed (alone and with key and model). Totals are exact either way.
 Percentiles from the rollup are estimated from its latency histogram (within one bucket, <26%).
@@ -12,156 +12,17 @@ aggregate, so it takes the nearest-rank value per bucket from a window-function 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import DateTime, and_, case, func, literal, literal_column, or_, select
+from sqlalchemy import case, func, or_, select
 
 from gateway.extensions import db
-from gateway.models import ApiKey, UsageHourly, UsageRecord, User, utcnow
+from gateway.models import ApiKey, Team, UsageHourly, UsageRecord, User
 from gateway.services.accounting import rollup
+from gateway.services.admin import settings
+from gateway.services.reporting.filters import UsageFilter, conditions, rollup_conditions
 
-RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
-GROUPS = ("model", "provider", "key", "user", "team", "tag")
 TOP_GROUPS = 8          # series drawn per chart; the rest is summed as "other"
-
-
-@dataclass
-class UsageFilter:
-    """What the usage page, the logs and the exports are showing."""
-    range: str = "24h"
-    start: datetime = field(default_factory=lambda: utcnow() - RANGES["24h"])
-    end: datetime = field(default_factory=utcnow)
-    model: str = ""
-    provider: str = ""
-    key_id: int | None = None
-    user_id: int | None = None
-    team_id: int | None = None
-    tag: str = ""               # "name=value" or just "name"
-    status: str = ""            # ok, error, 4xx, 5xx
-    group: str = "model"
-    tag_key: str = ""           # which tag to group by when group == "tag"
-    # Members' scope: their own requests plus these keys' (their team's); None = everything.
-    scope_user_id: int | None = None
-    scope_key_ids: tuple[int, ...] | None = None
-    exact: bool = False         # raw records only, never the rollup (tests, comparisons)
-
-    def query_args(self) -> dict:
-        """The filter as URL parameters (for links, exports, pagination)."""
-        args = {"range": self.range, "group": self.group}
-        if self.range == "custom":
-            args.update(start=self.start.strftime("%Y-%m-%d"), end=(self.end - timedelta(days=1)).strftime("%Y-%m-%d"))
-        for name in ("model", "provider", "tag", "status", "tag_key"):
-            if getattr(self, name):
-                args[name] = getattr(self, name)
-        for name in ("key_id", "user_id", "team_id"):
-            if getattr(self, name) is not None:
-                args[name] = getattr(self, name)
-        return args
-
-
-def _int(value) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _date(value: str | None) -> datetime | None:
-    try:
-        return datetime.strptime(value, "%Y-%m-%d") if value else None
-    except ValueError:
-        return None
-
-
-def parse_filter(args) -> tuple[UsageFilter, dict]:
-    """A UsageFilter from request args, and field -> message for anything invalid."""
-    errors: dict[str, str] = {}
-    f = UsageFilter()
-    rng = args.get("range", "24h")
-    now = utcnow()
-    if rng == "custom":
-        start, end = _date(args.get("start")), _date(args.get("end"))
-        if start is None:
-            errors["start"] = "Pick a start date."
-        if end is None:
-            errors["end"] = "Pick an end date."
-        if start and end and end < start:
-            errors["end"] = "The end date is before the start date."
-        if start and end and (end - start).days > 366:
-            errors["end"] = "Custom ranges are limited to a year."
-        if errors:
-            rng = "24h"
-        else:
-            f.start, f.end = start, end + timedelta(days=1)     # end date is inclusive
-    if rng != "custom":
-        rng = rng if rng in RANGES else "24h"
-        f.start, f.end = now - RANGES[rng], now
-    f.range = rng
-    f.model = args.get("model", "").strip()[:200]
-    f.provider = args.get("provider", "").strip()[:100]
-    f.tag = args.get("tag", "").strip()[:200]
-    f.status = args.get("status", "") if args.get("status") in ("ok", "error", "4xx", "5xx") else ""
-    f.key_id, f.user_id, f.team_id = _int(args.get("key_id")), _int(args.get("user_id")), _int(args.get("team_id"))
-    f.group = args.get("group") if args.get("group") in GROUPS else "model"
-    f.tag_key = args.get("tag_key", "").strip()[:64]
-    if f.group == "tag" and not f.tag_key:
-        errors["tag_key"] = "Name the tag to group by."
-        f.group = "model"
-    if f.group == "team" and not has_teams():
-        f.group = "model"
-    return f, errors
-
-
-def has_teams() -> bool:
-    return hasattr(ApiKey, "team_id")
-
-
-def conditions(f: UsageFilter, start: datetime | None = None, end: datetime | None = None) -> list:
-    """WHERE clauses for a filter, including the member's scope; start/end narrow its range."""
-    r = UsageRecord
-    col = r.created_at
-    start, end = start or f.start, end or f.end
-    if end - start > timedelta(days=2) and db.engine.dialect.name == "sqlite":
-        # A wide range matches most rows: walking the created_at index and fetching each row is
-        # ~10x slower than scanning the table in SQLite; the unary + keeps the planner off it.
-        col = literal_column("+usage_records.created_at", DateTime)
-    where = [col >= start, col < end]
-    if f.tag:
-        name, sep, value = f.tag.partition("=")
-        expr = r.tags[name.strip()].as_string()
-        where.append(expr == value.strip() if sep else expr.is_not(None))
-    return where + _shared_conditions(r, f)
-
-
-def _shared_conditions(t, f: UsageFilter) -> list:
-    """Dimension, status and visibility conditions, for raw records (t=UsageRecord) and the
-    rollup (t=UsageHourly) alike."""
-    where = []
-    if f.model:
-        where.append(t.requested_model == f.model)
-    if f.provider:
-        where.append(t.provider == f.provider)
-    if f.key_id is not None:
-        where.append(t.key_id == f.key_id)
-    if f.user_id is not None:
-        where.append(t.user_id == f.user_id)
-    if f.team_id is not None and has_teams():
-        where.append(t.key_id.in_(select(ApiKey.id).where(ApiKey.team_id == f.team_id)))
-    if f.status == "ok":
-        where.append(t.status < 400)
-    elif f.status == "error":
-        where.append(t.status >= 400)
-    elif f.status == "4xx":
-        where.append(and_(t.status >= 400, t.status < 500))
-    elif f.status == "5xx":
-        where.append(t.status >= 500)
-    if f.scope_user_id is not None or f.scope_key_ids is not None:
-        mine = [t.user_id == f.scope_user_id] if f.scope_user_id is not None else []
-        if f.scope_key_ids:
-            mine.append(t.key_id.in_(f.scope_key_ids))
-        where.append(or_(*mine) if mine else literal(False))
-    return where
 
 
 def bucket_unit(f: UsageFilter) -> str:
@@ -190,7 +51,7 @@ def group_expr(f: UsageFilter):
         return r.key_id
     if f.group == "user":
         return r.user_id
-    if f.group == "team" and has_teams():
+    if f.group == "team":
         return select(ApiKey.team_id).where(ApiKey.id == r.key_id).scalar_subquery()
     if f.group == "tag":
         return r.tags[f.tag_key].as_string()
@@ -258,13 +119,6 @@ def _ceil(t: datetime, unit: str) -> datetime:
     return floor if floor == t else floor + (timedelta(hours=1) if unit == "hour" else timedelta(days=1))
 
 
-def rollup_conditions(f: UsageFilter, grain: int, start: datetime, end: datetime) -> list:
-    """conditions() for UsageHourly rows of one grain (absent keys and users are stored as 0)."""
-    h = UsageHourly
-    where = [h.grain == grain, h.hour >= start, h.hour < end]
-    return where + _shared_conditions(h, f)
-
-
 def rollup_group_expr(f: UsageFilter):
     h = UsageHourly
     if f.group == "provider":
@@ -273,7 +127,7 @@ def rollup_group_expr(f: UsageFilter):
         return func.nullif(h.key_id, 0)
     if f.group == "user":
         return func.nullif(h.user_id, 0)
-    if f.group == "team" and has_teams():
+    if f.group == "team":
         return select(ApiKey.team_id).where(ApiKey.id == h.key_id).scalar_subquery()
     return func.nullif(h.requested_model, "")
 
@@ -333,11 +187,7 @@ def group_names(f: UsageFilter, values: list) -> dict:
     if f.group == "user" and ids:
         return {u.id: u.email for u in db.session.scalars(select(User).where(User.id.in_(ids)))}
     if f.group == "team" and ids:
-        try:
-            from gateway.models import Team
-            return {t.id: t.name for t in db.session.scalars(select(Team).where(Team.id.in_(ids)))}
-        except ImportError:
-            return {}
+        return {t.id: t.name for t in db.session.scalars(select(Team).where(Team.id.in_(ids)))}
     return {v: str(v) for v in ids}
 
 
@@ -423,6 +273,18 @@ def _timeline(f: UsageFilter, unit: str) -> list[datetime]:
         out.append(t)
         t += step
     return out
+
+
+def budget_line(f: UsageFilter) -> float | None:
+    """The cost chart's threshold: the filtered key's or team's budget, else the monthly setting."""
+    key = db.session.get(ApiKey, f.key_id) if f.key_id is not None else None
+    if key is not None and key.budget_usd:
+        return key.budget_usd
+    team = db.session.get(Team, f.team_id) if f.team_id is not None else None
+    if team is not None and team.budget_usd:
+        return team.budget_usd
+    value = settings.get("monthly_budget_usd")
+    return float(value) if value else None
 
 
 def figures(f: UsageFilter, budget: float | None = None) -> dict[str, str]:

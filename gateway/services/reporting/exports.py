@@ -14,6 +14,7 @@ from sqlalchemy import select
 from gateway.extensions import db
 from gateway.models import UsageRecord
 from gateway.services.reporting import charts
+from gateway.services.reporting.filters import UsageFilter, conditions
 
 MAX_ROWS = 50_000
 COLUMNS = [  # header, attribute, width, kind
@@ -30,8 +31,8 @@ COLUMNS = [  # header, attribute, width, kind
 ]
 
 
-def detail_rows(f: charts.UsageFilter, limit: int = MAX_ROWS) -> Iterator[UsageRecord]:
-    q = (select(UsageRecord).where(*charts.conditions(f))
+def detail_rows(f: UsageFilter, limit: int = MAX_ROWS) -> Iterator[UsageRecord]:
+    q = (select(UsageRecord).where(*conditions(f))
          .order_by(UsageRecord.created_at.desc(), UsageRecord.id.desc()).limit(limit)
          .execution_options(yield_per=2000))
     yield from db.session.scalars(q)
@@ -53,7 +54,7 @@ def _safe_text(value):
     return value
 
 
-def csv_bytes(f: charts.UsageFilter) -> bytes:
+def csv_bytes(f: UsageFilter) -> bytes:
     out = io.StringIO()
     w = csv.writer(out)
     w.writerow([c[0] for c in COLUMNS])
@@ -63,7 +64,7 @@ def csv_bytes(f: charts.UsageFilter) -> bytes:
     return out.getvalue().encode("utf-8-sig")     # the BOM makes Excel read UTF-8
 
 
-def xlsx_bytes(f: charts.UsageFilter, title: str = "Usage") -> bytes:
+def xlsx_bytes(f: UsageFilter, title: str = "Usage") -> bytes:
     """Summary (filter, totals, per-group table and a chart) and Detail sheets."""
     import xlsxwriter
 

@@ -1,7 +1,7 @@
-"""Providers and deployments: admin changes, and the cached routing table the proxy reads."""
+"""Providers and deployments as routing reads them: a cached, consistent snapshot.
+The writes live in services/admin/catalog_admin.py; each one invalidates this cache."""
 from __future__ import annotations
 
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -10,21 +10,10 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from gateway.errors import InvalidRequest
 from gateway.extensions import db
-from gateway.models import Deployment, Provider
-from gateway.providers import transport
+from gateway.models import Alias, Deployment, Policy, Provider
 from gateway.providers.base import Target
 from gateway import secrets
-
-KINDS = ("openai", "azure", "anthropic", "gemini", "mock")
-DEFAULT_BASE_URLS = {
-    "openai": "https://api.openai.com/v1",
-    "anthropic": "https://api.anthropic.com/v1",
-    "gemini": "https://generativelanguage.googleapis.com/v1beta",
-    "mock": "mock://local/v1",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -81,13 +70,6 @@ class Catalog:
         self.loaded_at = float("-inf")
         self.lock = threading.Lock()
 
-    @property
-    def routes(self) -> dict[str, list[Route]]:
-        return self.current.routes
-
-    def table(self) -> dict[str, list[Route]]:
-        return self.snapshot().routes
-
     def snapshot(self) -> Snapshot:
         if time.monotonic() - self.loaded_at < self.ttl:
             return self.current
@@ -110,7 +92,6 @@ class Catalog:
 
 
 def _load() -> Snapshot:
-    from gateway.models import Alias, Policy
     from gateway.services.accounting import pricing
 
     book = pricing.price_book()
@@ -167,155 +148,3 @@ def model_names() -> list[str]:
     """Models and the aliases that lead to one (what /v1/models lists)."""
     snap = catalog().snapshot()
     return sorted(set(snap.routes) | {a for a in snap.aliases if routes_for(a)})
-
-
-def order_routes(routes: list[Route]) -> list[Route]:
-    """Weighted random order: the first is the pick, the rest are fallbacks."""
-    pool = [r for r in routes if r.weight > 0] or list(routes)
-    ordered = []
-    while pool:
-        pick = random.choices(pool, weights=[r.weight or 1 for r in pool])[0] if len(pool) > 1 else pool[0]
-        ordered.append(pick)
-        pool.remove(pick)
-    return ordered
-
-
-def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key: str | None = None,
-                  models: list[str] | None = None, region: str = "", options: dict | None = None,
-                  embedding_models: list[str] | None = None, source: str = "cli") -> Provider:
-    """Create or update a provider by name and make sure each listed model has a deployment.
-    Models may be given as `public=upstream` to expose an upstream model under another name."""
-    kind = kind.strip().lower()
-    if kind not in KINDS:
-        raise InvalidRequest(f"unknown provider kind '{kind}'; choose one of {', '.join(KINDS)}", param="kind")
-    if not name.strip():
-        raise InvalidRequest("a provider needs a name", param="name")
-    base_url = (base_url or DEFAULT_BASE_URLS.get(kind, "")).strip()
-    if kind == "mock":
-        base_url = DEFAULT_BASE_URLS["mock"]
-    elif not base_url:
-        raise InvalidRequest("this provider kind needs a base URL", param="base_url")
-    try:
-        transport.check_url(base_url, current_app.config["ALLOW_PRIVATE_UPSTREAMS"])
-    except ValueError as e:
-        raise InvalidRequest(f"base URL refused: {e}", param="base_url") from None
-    if kind == "azure" and not (options or {}).get("api_version"):
-        options = dict(options or {}, api_version="2024-10-21")
-    provider = db.session.scalar(select(Provider).where(Provider.name == name))
-    if provider is None:
-        provider = Provider(name=name, kind=kind, source=source)
-        db.session.add(provider)
-    provider.kind, provider.base_url, provider.region = kind, base_url, region or provider.region or ""
-    if options is not None:
-        provider.options = options
-    if api_key is not None:
-        provider.api_key_enc = secrets.encrypt(api_key)
-        provider.key_last4 = api_key[-4:] if len(api_key) >= 8 else ""
-    db.session.flush()
-    for mode, names in (("chat", models or []), ("embedding", embedding_models or [])):
-        for spec in names:
-            public, _, upstream = spec.strip().partition("=")
-            if public:
-                _ensure_deployment(provider, public.strip(), (upstream or public).strip(), mode)
-    db.session.commit()
-    catalog().invalidate()
-    return provider
-
-
-def _ensure_deployment(provider: Provider, model: str, upstream: str, mode: str) -> None:
-    for d in provider.deployments:
-        if d.model == model:
-            d.upstream_model, d.mode = upstream, mode
-            return
-    provider.deployments.append(Deployment(model=model, upstream_model=upstream, mode=mode))
-
-
-DEPLOYMENT_FIELDS = ("upstream_model", "mode", "weight", "enabled", "region", "input_per_1k", "output_per_1k",
-                     "context_window", "capabilities", "rpm_limit", "tpm_limit")
-
-
-def save_deployment(model: str, provider: str, upstream_model: str | None = None, *,
-                    source: str | None = None, **fields) -> Deployment:
-    """Create or update the deployment of `model` on `provider` serving `upstream_model`
-    (by default the model's own name); only the fields given change."""
-    unknown = set(fields) - set(DEPLOYMENT_FIELDS)
-    if unknown:
-        raise InvalidRequest(f"unknown deployment field(s): {', '.join(sorted(unknown))}")
-    p = db.session.scalar(select(Provider).where(Provider.name == provider))
-    if p is None:
-        raise InvalidRequest(f"no provider named '{provider}'", param="provider")
-    upstream = (upstream_model or model).strip()
-    d = db.session.scalar(select(Deployment).where(
-        Deployment.provider_id == p.id, Deployment.model == model, Deployment.upstream_model == upstream))
-    if d is None:
-        d = Deployment(model=model, provider=p, upstream_model=upstream, source=source or "cli")
-        db.session.add(d)
-    elif source:
-        d.source = source
-    if fields.get("mode") not in (None, "chat", "embedding"):
-        raise InvalidRequest("mode must be chat or embedding", param="mode")
-    caps = fields.get("capabilities")
-    if caps is not None:
-        fields["capabilities"] = sorted({str(c).strip().lower() for c in caps if str(c).strip()})
-    for name, value in fields.items():
-        setattr(d, name, value)
-    db.session.commit()
-    catalog().invalidate()
-    return d
-
-
-def set_alias(name: str, target: str, source: str = "cli") -> None:
-    """Point `name` at a model or `policy:NAME` (clients keep asking for `name`)."""
-    from gateway.models import Alias
-    name, target = name.strip(), target.strip()
-    if not name or not target or name == target:
-        raise InvalidRequest("an alias needs a name and a different target", param="alias")
-    row = db.session.scalar(select(Alias).where(Alias.name == name))
-    if row is None:
-        row = Alias(name=name, target=target, source=source)
-        db.session.add(row)
-    row.target, row.source = target, source
-    db.session.commit()
-    catalog().invalidate()
-
-
-def delete_alias(name: str) -> bool:
-    from gateway.models import Alias
-    row = db.session.scalar(select(Alias).where(Alias.name == name))
-    if row is not None:
-        db.session.delete(row)
-        db.session.commit()
-        catalog().invalidate()
-    return row is not None
-
-
-POLICY_FIELDS = ("strategy", "candidates", "weights", "capabilities", "regions", "sticky", "ab", "shadow",
-                 "enabled")
-
-
-def save_policy(name: str, source: str = "cli", **fields):
-    """Create or update a routing policy; only the fields given change."""
-    from gateway.models import Policy
-    from gateway.services.routing.policies import STRATEGIES
-    unknown = set(fields) - set(POLICY_FIELDS)
-    if unknown:
-        raise InvalidRequest(f"unknown policy field(s): {', '.join(sorted(unknown))}")
-    if fields.get("strategy") is not None and fields["strategy"] not in STRATEGIES:
-        raise InvalidRequest(f"strategy must be one of {', '.join(STRATEGIES)}", param="strategy")
-    for exp in ("ab", "shadow"):
-        spec = fields.get(exp)
-        if spec is not None and not (isinstance(spec, dict) and spec.get("model")
-                                     and 0 <= float(spec.get("percent", -1)) <= 100):
-            raise InvalidRequest(f"{exp} needs a model and a percent from 0 to 100", param=exp)
-    if not name.strip():
-        raise InvalidRequest("a policy needs a name", param="name")
-    row = db.session.scalar(select(Policy).where(Policy.name == name))
-    if row is None:
-        row = Policy(name=name, source=source)
-        db.session.add(row)
-    row.source = source
-    for key, value in fields.items():
-        setattr(row, key, value)
-    db.session.commit()
-    catalog().invalidate()
-    return row

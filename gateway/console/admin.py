@@ -3,28 +3,20 @@ from __future__ import annotations
 
 from flask import render_template, request, url_for
 from flask_login import current_user
-from sqlalchemy import select
 
 from gateway.auth.rbac import ADMIN, require_role
-from gateway.console.views import bp, log_action
+from gateway.console import bp
+from gateway.console.scope import done, log_action
 from gateway.errors import InvalidRequest
 from gateway.extensions import db
-from gateway.htmx import navigate, render
+from gateway.htmx import render
 from gateway.models import ROLES, User
+from gateway.services.accounting import teams
 from gateway.services.admin import audit, settings, users
 
 
-def _teams():
-    try:
-        from gateway.models import Team
-        return db.session.scalars(select(Team).order_by(Team.name)).all()
-    except ImportError:
-        return []
-
-
 def _users_page(form=None, errors=None, status=200):
-    rows = db.session.scalars(select(User).order_by(User.email)).all()
-    return render_template("console/users.html", users=rows, roles=ROLES, teams=_teams(),
+    return render_template("console/users.html", users=users.all_users(), roles=ROLES, teams=teams.all_teams(),
                            form=form or {"role": "member"}, errors=errors or {}), status
 
 
@@ -39,22 +31,12 @@ def users_index():
 def user_create():
     f = request.form
     form = {"email": f.get("email", "").strip()[:255], "role": f.get("role", "member"), "team_id": f.get("team_id", "")}
-    errors = {}
-    if db.session.scalar(select(User).where(User.email == form["email"].lower())):
-        errors["email"] = "A user with this email exists already."
-    else:
-        try:
-            user = users.create_user(form["email"], f.get("password", ""), form["role"])
-        except InvalidRequest as e:
-            db.session.rollback()
-            errors[e.param or "email"] = e.message
-    if errors:
-        return _users_page(form, errors, 422)
-    if form["team_id"].isdigit() and hasattr(User, "team_id"):
-        user.team_id = int(form["team_id"])
-        db.session.commit()
-    log_action("user.create", user.email, role=user.role, team_id=getattr(user, "team_id", None))
-    return navigate(url_for("console.users_index"))
+    try:
+        user = users.create_user(form["email"], f.get("password", ""), form["role"], exists_ok=False,
+                                 team_id=int(form["team_id"]) if form["team_id"].isdigit() else None)
+    except InvalidRequest as e:
+        return _users_page(form, {e.param or "email": e.message}, 422)
+    return done("user.create", user.email, url_for("console.users_index"), role=user.role, team_id=user.team_id)
 
 
 @bp.post("/users/<int:user_id>")
@@ -76,16 +58,14 @@ def user_update(user_id: int):
                     raise InvalidRequest("You can't revoke your own access.", param="active")
                 users.set_active(user, active)
                 log_action("user.activate" if active else "user.deactivate", user.email)
-        if "team_id" in f and hasattr(User, "team_id"):
+        if "team_id" in f:
             new = int(f["team_id"]) if f["team_id"].isdigit() else None
             if new != user.team_id:
-                user.team_id = new
-                db.session.commit()
+                users.set_team(user, new)
                 log_action("user.team", user.email, team_id=new)
     except InvalidRequest as e:
-        db.session.rollback()
         error = e.message
-    return render_template("console/_user_row.html", u=user, roles=ROLES, teams=_teams(), error=error)
+    return render_template("console/_user_row.html", u=user, roles=ROLES, teams=teams.all_teams(), error=error)
 
 
 @bp.get("/audit")
@@ -105,21 +85,11 @@ def settings_page():
     values = settings.all_settings()
     if request.method == "POST":
         f = request.form
-        new = {"log_prompts": f.get("log_prompts") == "on",
-               "public_base_url": f.get("public_base_url", "").strip()[:300]}
-        raw = f.get("monthly_budget_usd", "").strip()
-        try:
-            new["monthly_budget_usd"] = float(raw) if raw else None
-            if new["monthly_budget_usd"] is not None and new["monthly_budget_usd"] < 0:
-                raise ValueError
-        except ValueError:
-            errors["monthly_budget_usd"] = "Enter an amount of 0 or more, or leave empty."
-        if new["public_base_url"] and not new["public_base_url"].startswith(("http://", "https://")):
-            errors["public_base_url"] = "Start the URL with http:// or https://."
+        new, errors = settings.check({"log_prompts": f.get("log_prompts") == "on",
+                                      "public_base_url": f.get("public_base_url", "").strip()[:300],
+                                      "monthly_budget_usd": f.get("monthly_budget_usd", "")})
         if not errors:
-            changed = {k: v for k, v in new.items() if values.get(k) != v}
-            for k, v in changed.items():
-                settings.put(k, v)
+            changed = settings.update(new)
             if changed:
                 log_action("settings.update", "settings", **changed)
             saved = True

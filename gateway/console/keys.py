@@ -1,0 +1,223 @@
+"""API keys: list, create (secret shown once), edit limits, disable, rotate, delete, batch."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import abort, render_template, request, url_for
+from flask_login import current_user
+
+from gateway.auth.rbac import READ, WRITE, require_role
+from gateway.console import bp
+from gateway.console.scope import done, log_action, owner
+from gateway.htmx import navigate, render
+from gateway.models import ApiKey, utcnow
+from gateway.services.accounting import keys, teams
+from gateway.services.admin import catalog_admin, users
+from gateway.services.reporting import charts, filters
+from gateway.services.routing import catalog
+
+PER_PAGE = 50
+LIMIT_FIELDS = ("token_quota", "budget_usd", "rpm", "tpm", "max_parallel")   # admins only
+
+
+def _key_or_404(key_id: int) -> ApiKey:
+    """A key the current user may see; 404 (not 403) so other keys' ids reveal nothing."""
+    key = keys.find_visible(key_id, owner())
+    if key is None:
+        abort(404)
+    return key
+
+
+def _label(key: ApiKey) -> str:
+    return f"{key.name} ({key.prefix}…)"
+
+
+def _changed(action: str, key: ApiKey, **details):
+    """Audit a change to `key`, then show its page."""
+    return done(action, _label(key), url_for("console.key_detail", key_id=key.id), key_id=key.id, **details)
+
+
+def key_state(key: ApiKey) -> str:
+    if key.revoked_at:
+        return "revoked"
+    if key.expires_at and key.expires_at <= utcnow():
+        return "expired"
+    if not key.enabled:
+        return "disabled"
+    return "active"
+
+
+def _choices() -> dict:
+    admin = current_user.role == "admin"
+    return {"model_names": catalog.model_names(), "periods": keys.PERIODS,
+            "users": users.all_users() if admin else [], "teams": teams.all_teams() if admin else [],
+            "policies": catalog_admin.policy_names() if admin else []}
+
+
+@bp.get("/keys")
+@require_role(*READ)
+def keys_index():
+    search = request.args.get("q", "").strip()[:100]
+    state = request.args.get("state", "")
+    page = max(1, request.args.get("page", 1, type=int))
+    rows, more = keys.search(owner(), search, state, page, PER_PAGE)
+    return render("console/keys.html", "console/_key_rows.html", keys=rows, more=more, page=page,
+                  spend=keys.spend_30d([k.id for k in rows]), key_state=key_state, search=search, state=state)
+
+
+@bp.get("/keys/new")
+@require_role(*WRITE)
+def key_new():
+    return render_template("console/key_form.html", key=None, form={"quota_period": "total"}, errors={}, **_choices())
+
+
+def _number(raw: str, cast, name: str, errors: dict):
+    """A number from the form, None when empty; keys.check() judges its range."""
+    raw = raw.strip()
+    try:
+        return cast(raw) if raw else None
+    except ValueError:
+        errors[name] = "Enter a number of 0 or more, or leave it empty for no limit."
+        return None
+
+
+def _parse_form(existing: ApiKey | None) -> tuple[dict, dict, dict]:
+    """(settings for the keys service, form values to re-show, errors by field). The form turns
+    text into values; keys.check() says what is wrong with them, every field at once."""
+    f = request.form
+    form = {k: f.get(k, "") for k in ("name", "expires_at", "quota_period", "ip_allow", "policy",
+                                       "team_id", "user_id", *LIMIT_FIELDS)}
+    form["models"] = f.getlist("models")
+    form["enabled"] = f.get("enabled") == "on"
+    errors: dict[str, str] = {}
+    s: dict = {"name": form["name"].strip()[:100], "models": [m for m in form["models"] if m] or None,
+               "ip_allow": form["ip_allow"].strip() or None, "expires_at": None}
+    if form["expires_at"].strip():
+        try:
+            s["expires_at"] = datetime.strptime(form["expires_at"].strip(), "%Y-%m-%d")
+            if existing is None and s["expires_at"] <= utcnow():
+                errors["expires_at"] = "The expiry date must be in the future."
+        except ValueError:
+            errors["expires_at"] = "Use a date like 2030-12-31."
+    if existing is not None:
+        s["enabled"] = form["enabled"]
+    if current_user.role == "admin":
+        for name in LIMIT_FIELDS:
+            s[name] = _number(form[name], float if name == "budget_usd" else int, name, errors)
+        s["quota_period"] = form["quota_period"] or "total"
+        s["policy"] = form["policy"].strip()[:100] or None
+        s["team_id"] = int(form["team_id"]) if form["team_id"].isdigit() else None
+        s["user_id"] = int(form["user_id"]) if form["user_id"].isdigit() else None
+    elif existing is None:
+        s["user_id"], s["team_id"] = current_user.id, current_user.team_id
+    s, problems = keys.check(s)
+    return s, form, {**problems, **errors}
+
+
+@bp.post("/keys")
+@require_role(*WRITE)
+def key_create():
+    settings, form, errors = _parse_form(None)
+    if errors:
+        return render_template("console/key_form.html", key=None, form=form, errors=errors, **_choices()), 422
+    key, secret = keys.create_key(settings.pop("name"), **settings)
+    log_action("key.create", _label(key), key_id=key.id, models=key.models,
+               **{k: v for k, v in settings.items() if k not in ("models",)})
+    return render_template("console/key_created.html", key=key, secret=secret, rotated=False)
+
+
+@bp.get("/keys/<int:key_id>")
+@require_role(*READ)
+def key_detail(key_id: int):
+    key = _key_or_404(key_id)
+    f, _ = filters.parse_filter({"range": request.args.get("range", "30d"), "key_id": str(key.id)})
+    return render_template("console/key_detail.html", key=key, state=key_state(key), totals=charts.totals(f),
+                           breakdown=charts.breakdown(f, limit=20), filter=f)
+
+
+@bp.get("/keys/<int:key_id>/edit")
+@require_role(*WRITE)
+def key_edit(key_id: int):
+    key = _key_or_404(key_id)
+    form = {"name": key.name, "models": key.models or [],
+            "expires_at": key.expires_at.strftime("%Y-%m-%d") if key.expires_at else "",
+            "ip_allow": ", ".join(key.ip_allow or []), "enabled": key.enabled, "policy": key.policy or "",
+            "quota_period": key.quota_period, "team_id": str(key.team_id or ""), "user_id": str(key.user_id or "")}
+    for name in LIMIT_FIELDS:
+        v = getattr(key, name)
+        form[name] = "" if v is None else str(v)
+    return render_template("console/key_form.html", key=key, form=form, errors={}, **_choices())
+
+
+@bp.post("/keys/<int:key_id>")
+@require_role(*WRITE)
+def key_update(key_id: int):
+    key = _key_or_404(key_id)
+    settings, form, errors = _parse_form(key)
+    if errors:
+        return render_template("console/key_form.html", key=key, form=form, errors=errors, **_choices()), 422
+    keys.update_key(key, **settings)
+    return _changed("key.update", key, **settings)
+
+
+@bp.post("/keys/<int:key_id>/disable")
+@require_role(*WRITE)
+def key_disable(key_id: int):
+    key = _key_or_404(key_id)
+    keys.update_key(key, enabled=False)
+    return _changed("key.disable", key)
+
+
+@bp.post("/keys/<int:key_id>/enable")
+@require_role(*WRITE)
+def key_enable(key_id: int):
+    key = _key_or_404(key_id)
+    if key.revoked_at is not None:      # revoked is final
+        return navigate(url_for("console.key_detail", key_id=key.id))
+    keys.update_key(key, enabled=True)
+    return _changed("key.enable", key)
+
+
+@bp.post("/keys/<int:key_id>/revoke")
+@require_role(*WRITE)
+def key_revoke(key_id: int):
+    key = _key_or_404(key_id)
+    keys.revoke_key(key)
+    return _changed("key.revoke", key)
+
+
+@bp.post("/keys/<int:key_id>/rotate")
+@require_role(*WRITE)
+def key_rotate(key_id: int):
+    key = _key_or_404(key_id)
+    if key.revoked_at:
+        abort(400)
+    old_prefix = key.prefix
+    grace = request.form.get("grace_hours", "24")
+    hours = float(grace) if grace.replace(".", "", 1).isdigit() else 24.0
+    key, secret = keys.rotate_key(key, grace_seconds=min(hours, 24 * 30) * 3600)
+    log_action("key.rotate", _label(key), key_id=key.id, old_prefix=old_prefix, grace_hours=hours)
+    return render_template("console/key_created.html", key=key, secret=secret, rotated=True)
+
+
+@bp.post("/keys/<int:key_id>/delete")
+@require_role(*WRITE)
+def key_delete(key_id: int):
+    key = _key_or_404(key_id)
+    label, kid = _label(key), key.id     # the row is gone after the delete
+    keys.delete_key(key)
+    return done("key.delete", label, url_for("console.keys_index"), key_id=kid)
+
+
+@bp.post("/keys/batch")
+@require_role(*WRITE)
+def keys_batch():
+    action = request.form.get("action")
+    ids = [int(i) for i in request.form.getlist("ids") if i.isdigit()][:500]
+    if action not in ("disable", "delete") or not ids:
+        return navigate(url_for("console.keys_index"))
+    labels = []
+    for key in keys.visible(owner(), ids=ids):      # keys outside a member's scope are skipped
+        labels.append(_label(key))
+        keys.update_key(key, enabled=False) if action == "disable" else keys.delete_key(key)
+    return done(f"key.batch_{action}", f"{len(labels)} keys", url_for("console.keys_index"), keys=labels)

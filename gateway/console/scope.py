@@ -1,0 +1,70 @@
+"""What the current console user may see (pages, keys, requests) and the audit of what they
+change; shared by the pages."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app, request
+from flask_login import current_user
+
+from gateway.auth.rbac import sees_everything
+from gateway.auth.security import client_ip
+from gateway.htmx import navigate
+from gateway.services.accounting import keys
+from gateway.services.admin import audit, settings
+from gateway.services.reporting import filters
+
+
+def log_action(action: str, target: str = "", **details) -> None:
+    """Audit a console change by the current user."""
+    audit.record(current_user, action, target, details, ip=client_ip())
+
+
+def done(action: str, target: str, url: str, **details):
+    """After a change: audit it, then go to `url`."""
+    log_action(action, target, **details)
+    return navigate(url)
+
+
+def owner() -> keys.Owner | None:
+    """Whose keys and requests the current user sees: a member their own and their team's;
+    None for admins and viewers, who see everything."""
+    return None if sees_everything() else keys.Owner(current_user.id, current_user.team_id)
+
+
+def usage_filter(args=None) -> tuple[filters.UsageFilter, dict]:
+    """The filter from the query string, narrowed to what the current user may see."""
+    return filters.parse_filter(args if args is not None else request.args, owner())
+
+
+def base_url() -> str:
+    """This gateway's public URL for snippets: the setting, else the URL the browser used."""
+    return (settings.get("public_base_url") or request.host_url).rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class NavLink:
+    endpoint: str
+    label: str
+    active: tuple[str, ...]     # the pages (endpoint names) under this link
+
+
+NAV = (
+    NavLink("console.marketplace", "Models", ("marketplace", "model_detail")),
+    NavLink("console.keys_index", "Keys", ("keys_index", "key_new", "key_detail", "key_edit", "key_create",
+                                            "key_update")),
+    NavLink("console.usage", "Usage", ("usage",)),
+    NavLink("console.logs", "Logs", ("logs",)),
+    NavLink("console.playground", "Playground", ("playground",)),
+    NavLink("console.providers_index", "Providers", ("providers_index", "provider_new", "provider_edit",
+                                                     "provider_create", "provider_update")),
+    NavLink("console.users_index", "Users", ("users_index", "user_create")),
+    NavLink("console.audit_index", "Audit", ("audit_index",)),
+    NavLink("console.settings_page", "Settings", ("settings_page",)),
+)
+
+
+def nav_links() -> list[NavLink]:
+    """The links the current user may follow: a link's roles are those its page's view requires."""
+    views = current_app.view_functions
+    return [link for link in NAV if current_user.role in views[link.endpoint].required_roles]

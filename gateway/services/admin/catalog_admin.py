@@ -1,0 +1,227 @@
+"""Catalog writes shared by the console, the CLI and gateway.yaml: providers, deployments,
+aliases, policies and prices. Each write commits and drops the caches that hold what it changed,
+so no caller has to know which ones those are."""
+from __future__ import annotations
+
+from flask import current_app
+from sqlalchemy import select
+
+from gateway import secrets
+from gateway.errors import InvalidRequest
+from gateway.extensions import db
+from gateway.models import Alias, Deployment, ModelPrice, Policy, Provider
+from gateway.providers import registry, transport
+from gateway.services.accounting import pricing
+from gateway.services.routing import probe
+from gateway.services.routing.policies import STRATEGIES
+from gateway.services.routing.catalog import catalog
+
+DEPLOYMENT_FIELDS = ("upstream_model", "mode", "weight", "enabled", "region", "input_per_1k", "output_per_1k",
+                     "context_window", "capabilities", "rpm_limit", "tpm_limit")
+POLICY_FIELDS = ("strategy", "candidates", "weights", "capabilities", "regions", "sticky", "ab", "shadow",
+                 "enabled")
+
+
+def _commit() -> None:
+    """Commit, and have this process's routing table reread the catalog."""
+    db.session.commit()
+    catalog().invalidate()
+
+
+def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key: str | None = None,
+                  models: list[str] | None = None, region: str = "", options: dict | None = None,
+                  embedding_models: list[str] | None = None, source: str = "cli",
+                  exists_ok: bool = True) -> Provider:
+    """Create or update a provider by name and make sure each listed model has a deployment.
+    Models may be given as `public=upstream` to expose an upstream model under another name.
+    With exists_ok=False an existing name is an error instead of an update (the console's create)."""
+    kind = kind.strip().lower()
+    if kind not in registry.KINDS:
+        raise InvalidRequest(f"unknown provider kind '{kind}'; choose one of {', '.join(registry.KINDS)}",
+                             param="kind")
+    if not name.strip():
+        raise InvalidRequest("a provider needs a name", param="name")
+    provider = db.session.scalar(select(Provider).where(Provider.name == name))
+    if provider is not None and not exists_ok:
+        raise InvalidRequest("A provider with this name exists already.", param="name")
+    try:
+        base_url, options = registry.resolve_endpoint(kind, base_url, options)
+    except ValueError as e:
+        raise InvalidRequest(str(e), param="base_url") from None
+    try:
+        transport.check_url(base_url, current_app.config["ALLOW_PRIVATE_UPSTREAMS"])
+    except ValueError as e:
+        raise InvalidRequest(f"base URL refused: {e}", param="base_url") from None
+    if provider is None:
+        provider = Provider(name=name, kind=kind, source=source)
+        db.session.add(provider)
+    provider.kind, provider.base_url, provider.region = kind, base_url, region or provider.region or ""
+    if options is not None:
+        provider.options = options
+    if api_key is not None:
+        provider.api_key_enc = secrets.encrypt(api_key)
+        provider.key_last4 = api_key[-4:] if len(api_key) >= 8 else ""
+    db.session.flush()
+    for mode, names in (("chat", models or []), ("embedding", embedding_models or [])):
+        for spec in names:
+            public, _, upstream = spec.strip().partition("=")
+            if public:
+                _ensure_deployment(provider, public.strip(), (upstream or public).strip(), mode)
+    _commit()
+    return provider
+
+
+def _ensure_deployment(provider: Provider, model: str, upstream: str, mode: str) -> None:
+    for d in provider.deployments:
+        if d.model == model:
+            d.upstream_model, d.mode = upstream, mode
+            return
+    provider.deployments.append(Deployment(model=model, upstream_model=upstream, mode=mode))
+
+
+def set_provider_enabled(provider: Provider, enabled: bool) -> Provider:
+    """Serve (or stop serving) every deployment of the provider."""
+    provider.enabled = enabled
+    _commit()
+    return provider
+
+
+def delete_provider(provider: Provider) -> None:
+    """Remove the provider and its deployments."""
+    db.session.delete(provider)
+    _commit()
+
+
+def check_connection(kind: str, base_url: str, api_key: str, models: list[str], *, model: str = "",
+                     options: dict | None = None, stored: Provider | None = None) -> probe.ProbeResult:
+    """Probe a provider as a form describes it, with `model` or the first listed one; on an edit
+    (`stored`) an empty key means the stored key."""
+    options = dict(options or {})
+    if stored is not None:
+        api_key = api_key or secrets.decrypt(stored.api_key_enc)
+        options = {**(stored.options or {}), **options}
+    model = model or (models[0].partition("=")[2] or models[0] if models else "")
+    if not model and stored is not None and stored.deployments:
+        model = stored.deployments[0].upstream_model
+    if not model:
+        raise InvalidRequest("List at least one model to test with.", param="test_model")
+    return probe.probe_provider(kind, base_url, api_key, model, options)
+
+
+def save_deployment(model: str, provider: str, upstream_model: str | None = None, *,
+                    source: str | None = None, **fields) -> Deployment:
+    """Create or update the deployment of `model` on `provider` serving `upstream_model`
+    (by default the model's own name); only the fields given change."""
+    unknown = set(fields) - set(DEPLOYMENT_FIELDS)
+    if unknown:
+        raise InvalidRequest(f"unknown deployment field(s): {', '.join(sorted(unknown))}")
+    p = db.session.scalar(select(Provider).where(Provider.name == provider))
+    if p is None:
+        raise InvalidRequest(f"no provider named '{provider}'", param="provider")
+    upstream = (upstream_model or model).strip()
+    d = db.session.scalar(select(Deployment).where(
+        Deployment.provider_id == p.id, Deployment.model == model, Deployment.upstream_model == upstream))
+    if d is None:
+        d = Deployment(model=model, provider=p, upstream_model=upstream, source=source or "cli")
+        db.session.add(d)
+    elif source:
+        d.source = source
+    if fields.get("mode") not in (None, "chat", "embedding"):
+        raise InvalidRequest("mode must be chat or embedding", param="mode")
+    caps = fields.get("capabilities")
+    if caps is not None:
+        fields["capabilities"] = sorted({str(c).strip().lower() for c in caps if str(c).strip()})
+    for name, value in fields.items():
+        setattr(d, name, value)
+    _commit()
+    return d
+
+
+def set_deployment_enabled(deployment: Deployment, enabled: bool) -> Deployment:
+    """Expose (or hide) one deployment."""
+    deployment.enabled = enabled
+    _commit()
+    return deployment
+
+
+def expose(provider: Provider, listed: set[int], exposed: set[int]) -> None:
+    """Of the provider's deployments in `listed`, expose those in `exposed` and hide the rest
+    (the edit form's checkboxes); the others stay as they are."""
+    for d in provider.deployments:
+        if d.id in listed:
+            d.enabled = d.id in exposed
+    _commit()
+
+
+def save_price(model: str, input_per_1k: float | None, output_per_1k: float | None = None,
+               cached_input_per_1k: float | None = None) -> ModelPrice:
+    """Set a model's price in USD per 1K tokens; billing and routing use it from the next request."""
+    for name, value in (("input_per_1k", input_per_1k), ("output_per_1k", output_per_1k),
+                        ("cached_input_per_1k", cached_input_per_1k)):
+        if value is not None and value < 0:
+            raise InvalidRequest("Enter a price of 0 or more.", param=name)
+    if input_per_1k is None:
+        raise InvalidRequest("The input price is required.", param="input_per_1k")
+    row = db.session.scalar(select(ModelPrice).where(ModelPrice.model == model))
+    if row is None:
+        row = ModelPrice(model=model)
+        db.session.add(row)
+    row.input_per_1k, row.output_per_1k = input_per_1k, output_per_1k or 0.0
+    row.cached_input_per_1k = cached_input_per_1k
+    _commit()       # routes carry the table's prices (the cost strategy reads them)
+    pricing.price_book().invalidate()
+    return row
+
+
+def set_alias(name: str, target: str, source: str = "cli") -> None:
+    """Point `name` at a model or `policy:NAME` (clients keep asking for `name`)."""
+    name, target = name.strip(), target.strip()
+    if not name or not target or name == target:
+        raise InvalidRequest("an alias needs a name and a different target", param="alias")
+    row = db.session.scalar(select(Alias).where(Alias.name == name))
+    if row is None:
+        row = Alias(name=name, target=target, source=source)
+        db.session.add(row)
+    row.target, row.source = target, source
+    _commit()
+
+
+def delete_alias(name: str) -> bool:
+    row = db.session.scalar(select(Alias).where(Alias.name == name))
+    if row is not None:
+        db.session.delete(row)
+        _commit()
+    return row is not None
+
+
+def save_policy(name: str, source: str = "cli", **fields):
+    """Create or update a routing policy; only the fields given change."""
+    unknown = set(fields) - set(POLICY_FIELDS)
+    if unknown:
+        raise InvalidRequest(f"unknown policy field(s): {', '.join(sorted(unknown))}")
+    if fields.get("strategy") is not None and fields["strategy"] not in STRATEGIES:
+        raise InvalidRequest(f"strategy must be one of {', '.join(STRATEGIES)}", param="strategy")
+    for exp in ("ab", "shadow"):
+        spec = fields.get(exp)
+        if spec is not None and not (isinstance(spec, dict) and spec.get("model")
+                                     and 0 <= float(spec.get("percent", -1)) <= 100):
+            raise InvalidRequest(f"{exp} needs a model and a percent from 0 to 100", param=exp)
+    if not name.strip():
+        raise InvalidRequest("a policy needs a name", param="name")
+    row = db.session.scalar(select(Policy).where(Policy.name == name))
+    if row is None:
+        row = Policy(name=name, source=source)
+        db.session.add(row)
+    row.source = source
+    for key, value in fields.items():
+        setattr(row, key, value)
+    _commit()
+    return row
+
+
+def policy_names(enabled_only: bool = False) -> list[str]:
+    """Policy names for the console's pickers (the key form offers disabled ones too)."""
+    q = select(Policy.name).order_by(Policy.name)
+    if enabled_only:
+        q = q.where(Policy.enabled)
+    return list(db.session.scalars(q))
