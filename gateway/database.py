@@ -1,16 +1,13 @@
-"""Engine settings per backend, schema upgrade and first-start seeding."""
+"""Engine settings per backend, and the schema upgrade."""
 from __future__ import annotations
 
-import os
-import secrets as pysecrets
 import sqlite3
 from pathlib import Path
 
-from flask import Flask, current_app
-from sqlalchemy import event, func, select
+from flask import Flask
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from gateway.extensions import db
 
 MIGRATIONS = str(Path(__file__).parent / "migrations")
 
@@ -42,57 +39,3 @@ def upgrade_schema() -> None:
     from flask_migrate import upgrade
 
     upgrade(directory=MIGRATIONS)
-
-
-def ensure_admin(out=print) -> None:
-    """Create a first admin when there is no user: from GATEWAY_ADMIN_EMAIL/PASSWORD, or
-    a generated password printed once."""
-    from gateway.models import User
-    from gateway.services.admin import users
-
-    if db.session.scalar(select(func.count()).select_from(User)):
-        return
-    email = os.environ.get("GATEWAY_ADMIN_EMAIL", "admin@localhost")
-    password = os.environ.get("GATEWAY_ADMIN_PASSWORD")
-    generated = not password
-    password = password or pysecrets.token_urlsafe(12)
-    users.create_user(email, password, "admin")
-    out(f"Created the first admin: {email}")
-    if generated:
-        out(f"  password: {password}   (shown once; set GATEWAY_ADMIN_PASSWORD to choose it)")
-
-
-def seed_demo(out=print, base_url: str = "http://127.0.0.1:8080") -> None:
-    """On an empty database, a labelled mock provider and a demo key, so a newcomer gets an
-    answer within a minute. GATEWAY_DEMO=0 turns this off."""
-    from gateway.models import ApiKey, Provider
-    from gateway.services.accounting import keys
-    from gateway.services.admin import catalog_admin
-
-    if not current_app.config["DEMO"]:
-        return
-    if db.session.scalar(select(func.count()).select_from(Provider)) or \
-            db.session.scalar(select(func.count()).select_from(ApiKey)):
-        return
-    # The mock checks that a key is sent, like a real vendor; any value will do.
-    catalog_admin.save_provider("demo (mock)", "mock", api_key="demo-mock-key", models=["demo-chat"],
-                                embedding_models=["demo-embed"], source="demo")
-    _, secret = keys.create_key("demo")
-    out("Seeded a demo provider 'demo (mock)' (answers in-process; models demo-chat, demo-embed).")
-    out(f"Demo key (shown once): {secret}")
-    out("Try it:")
-    out(f"  curl {base_url}/v1/chat/completions -H 'Authorization: Bearer {secret}' "
-        "-H 'Content-Type: application/json' "
-        "-d '{\"model\": \"demo-chat\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'")
-
-
-def bootstrap(out=print, base_url: str = "http://127.0.0.1:8080") -> None:
-    """Everything a start needs, in order; safe to run on every start."""
-    from gateway.services.accounting import pricing
-
-    upgrade_schema()
-    pricing.seed_prices()
-    from gateway.services.admin import declarative
-    declarative.apply_from_env(out)     # GATEWAY_CONFIG: before the demo, which needs an empty catalogue
-    ensure_admin(out)
-    seed_demo(out, base_url)

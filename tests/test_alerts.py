@@ -11,7 +11,7 @@ from sqlalchemy import select
 from gateway.extensions import db
 from gateway.models import Alert, Team
 from gateway.services.accounting import alerts, teams
-from tests.conftest import add_provider, make_key
+from tests.helpers import add_provider, make_key
 
 CHAT = {"model": "demo-chat", "max_tokens": 4, "messages": [{"role": "user", "content": "hello there friend"}]}
 SECRET = "whsec-test-123"

@@ -106,7 +106,7 @@ def test_session_cookie_flags(sqlite_app):
 
 
 def test_secure_cookie_behind_a_trusted_tls_proxy(tmp_path):
-    from conftest import make_app
+    from tests.helpers import make_app
     app = make_app(f"sqlite:///{tmp_path}/p.db", instance_path=str(tmp_path / "i"), TRUST_PROXY=True)
     make_user(app, "a@example.com", "admin")
     client = app.test_client()

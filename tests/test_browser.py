@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LiveServer, make_app
+from tests.helpers import LiveServer, make_app
 from console_client import PASSWORD, make_user
 from gateway.extensions import db
 from gateway.models import UsageRecord

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 
 from gateway.extensions import db
 from gateway.models import QuotaCounter, Reservation, UsageRecord
-from tests.conftest import LiveServer, add_provider, make_app, make_key, usage_records
+from tests.helpers import LiveServer, add_provider, make_app, make_key, usage_records
 
 ROOT = Path(__file__).resolve().parent.parent
 N, PARALLEL, QUOTA = 200, 32, 1500

@@ -10,7 +10,7 @@ from gateway import secrets
 from gateway.services.admin import declarative
 from gateway.services.admin import catalog_admin
 from gateway.services.routing import catalog
-from tests.conftest import make_key
+from tests.helpers import make_key
 
 CONFIG = """
 providers:

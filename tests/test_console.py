@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import insert, select
 
-from conftest import add_provider, usage_records
+from tests.helpers import add_provider, usage_records
 from console_client import Console, make_user
 from gateway.extensions import db
 from gateway.models import ApiKey, AuditLog, Provider, UsageRecord, utcnow

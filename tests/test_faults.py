@@ -8,7 +8,7 @@ import orjson
 import pytest
 import requests
 
-from tests.conftest import add_provider, make_key, usage_records
+from tests.helpers import add_provider, make_key, usage_records
 
 SECRET = "sk-upstream-secret-123456"
 

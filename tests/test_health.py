@@ -177,7 +177,7 @@ def test_two_workers_share_an_open_circuit(tmp_path):
     from gateway import create_app, mock_upstream
     from gateway.services.admin import catalog_admin
     from gateway.services.routing.health import health
-    from tests.conftest import make_app, make_key
+    from tests.helpers import make_app, make_key
 
     prefix = f"gw:test:{uuid.uuid4().hex[:8]}:"
     cfg = dict(REDIS_URL=REDIS_URL, HEALTH_REDIS_PREFIX=prefix, HEALTH_SYNC_SECONDS=3600,

@@ -19,7 +19,7 @@ from gateway.extensions import db
 from gateway.models import ApiKey
 from gateway import pubsub
 from gateway.services.accounting import keys
-from tests.conftest import add_provider, make_app, make_key
+from tests.helpers import add_provider, make_app, make_key
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = "redis://127.0.0.1:6379/0"

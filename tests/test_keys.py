@@ -10,7 +10,7 @@ from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenie
 from gateway.extensions import db
 from gateway.models import ApiKey, utcnow
 from gateway.services.accounting import keys
-from tests.conftest import add_provider, make_key
+from tests.helpers import add_provider, make_key
 
 CHAT = {"model": "demo-chat", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -85,7 +85,7 @@ def test_ip_allowlist(demo, client):
 
 
 def test_ip_allowlist_behind_a_trusted_proxy_uses_the_address_it_saw(tmp_path):
-    from conftest import make_app
+    from tests.helpers import make_app
     app = make_app(f"sqlite:///{tmp_path}/p.db", instance_path=str(tmp_path / "i"), TRUST_PROXY=True)
     add_provider(app, "demo", "mock", None, ["demo-chat"])
     secret = make_key(app, ip_allow="10.0.0.0/8")

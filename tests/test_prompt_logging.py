@@ -11,7 +11,7 @@ from gateway.models import ApiKey, UsageRecord
 from gateway.services.accounting import keys
 from gateway.services.admin import settings
 from gateway.services.accounting.usage import recorder
-from tests.conftest import add_provider, make_key
+from tests.helpers import add_provider, make_key
 from tests.console_client import Console, make_user
 
 TOOLS = [{"type": "function", "function": {"name": "search", "parameters": {

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from gateway.extensions import db
 from gateway.models import ApiKey, utcnow
 from gateway.services.accounting import keys
-from tests.conftest import add_provider, make_key, usage_records
+from tests.helpers import add_provider, make_key, usage_records
 
 CHAT = {"model": "demo-chat", "messages": [{"role": "user", "content": "hi"}]}
 

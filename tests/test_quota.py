@@ -14,7 +14,7 @@ from gateway.services.accounting import keys, quota, teams
 from gateway.services.api_request import ApiRequest
 from gateway.services.routing.plan import plan as plan_for
 from gateway.services.accounting.usage import UsageEntry
-from tests.conftest import add_provider, make_key, usage_records
+from tests.helpers import add_provider, make_key, usage_records
 
 HELLO = [{"role": "user", "content": "hello there friend"}]
 CHAT = {"model": "demo-chat", "max_tokens": 20, "messages": HELLO}

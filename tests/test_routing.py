@@ -11,7 +11,7 @@ import requests
 
 from gateway.services.admin import catalog_admin
 from gateway.services.routing.health import deployment_status, health
-from tests.conftest import LiveServer, make_app, make_key, usage_records
+from tests.helpers import LiveServer, make_app, make_key, usage_records
 
 SECRET = "sk-upstream-secret-123456"
 MSG = [{"role": "user", "content": "one two three four five"}]

@@ -5,7 +5,7 @@ from sqlalchemy import select
 
 from gateway.extensions import db
 from gateway.models import Alias, ApiKey, Deployment, Policy
-from tests.conftest import add_provider, make_key
+from tests.helpers import add_provider, make_key
 
 
 def test_routing_commands(sqlite_app, tmp_path):

@@ -6,7 +6,7 @@ import json
 import openai
 import pytest
 
-from tests.conftest import add_provider, make_key, usage_records
+from tests.helpers import add_provider, make_key, usage_records
 
 KINDS = {
     # kind: (base URL under the mock upstream, or None for in-process, extra options)

@@ -11,9 +11,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
 
 from gateway import create_app
-from gateway.database import bootstrap
+from gateway.bootstrap import bootstrap
 from gateway.extensions import db
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_migrations_match_the_models(tmp_path):

@@ -8,12 +8,12 @@ import orjson
 import pytest
 import requests
 
-from tests.conftest import add_provider, make_key, usage_records
+from tests.helpers import add_provider, make_key, usage_records
 
 
 @pytest.fixture
 def gw(sqlite_app, mock):
-    from tests.conftest import LiveServer
+    from tests.helpers import LiveServer
     sqlite_app.config["STREAM_KEEPALIVE_SECONDS"] = 0.2
     add_provider(sqlite_app, "up", "openai", mock + "/v1",
                  ["slow=echo+latency=900", "slowfail=echo+latency=900+fail=500", "fast=echo"])

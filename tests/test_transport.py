@@ -5,7 +5,7 @@ import orjson
 import pytest
 
 from gateway.providers import transport
-from tests.conftest import add_provider, make_app, make_key
+from tests.helpers import add_provider, make_app, make_key
 
 
 @pytest.mark.parametrize("ip", ["169.254.169.254", "fd00:ec2::254", "169.254.1.1", "0.0.0.0", "fe80::1",

@@ -15,7 +15,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 from gateway.services.accounting.usage import UsageEntry, new_request_id, recorder
-from tests.conftest import ROOT, usage_records
+from tests.helpers import ROOT, usage_records
 
 
 def entry(**kw) -> UsageEntry:

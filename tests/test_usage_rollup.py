@@ -14,7 +14,7 @@ from gateway.models import UsageHourly, UsageRecord, utcnow
 from gateway.services.accounting import rollup
 from gateway.services.reporting import charts, filters
 from gateway.services.accounting.usage import UsageEntry, new_request_id, recorder
-from tests.conftest import add_provider, make_key, usage_records
+from tests.helpers import add_provider, make_key, usage_records
 
 SUMMED = ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd", "latency_ms_sum")
 

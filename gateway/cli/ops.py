@@ -7,7 +7,7 @@ import sys
 import click
 from flask.cli import with_appcontext
 
-from gateway import database
+from gateway import bootstrap
 from gateway.cli import command
 from gateway.services.accounting import rollup
 
@@ -20,7 +20,7 @@ usage_cli = click.Group("usage", help="Usage records and their rollup.")
 @with_appcontext        # not @command: bootstrap migrates and seeds by itself
 def bootstrap_cmd(base_url):
     """Migrate, seed prices, create a first admin and the demo (on an empty database)."""
-    database.bootstrap(click.echo, base_url)
+    bootstrap.bootstrap(click.echo, base_url)
 
 
 @click.command("serve")

@@ -11,7 +11,7 @@ from gateway.console import bp
 from gateway.console.scope import done, log_action, owner
 from gateway.htmx import navigate, render
 from gateway.models import ApiKey, utcnow
-from gateway.services.accounting import keys, teams
+from gateway.services.accounting import key_scope, keys, teams
 from gateway.services.admin import catalog_admin, users
 from gateway.services.reporting import charts, filters
 from gateway.services.routing import catalog
@@ -22,7 +22,7 @@ LIMIT_FIELDS = ("token_quota", "budget_usd", "rpm", "tpm", "max_parallel")   # a
 
 def _key_or_404(key_id: int) -> ApiKey:
     """A key the current user may see; 404 (not 403) so other keys' ids reveal nothing."""
-    key = keys.find_visible(key_id, owner())
+    key = key_scope.find_visible(key_id, owner())
     if key is None:
         abort(404)
     return key
@@ -60,9 +60,9 @@ def keys_index():
     search = request.args.get("q", "").strip()[:100]
     state = request.args.get("state", "")
     page = max(1, request.args.get("page", 1, type=int))
-    rows, more = keys.search(owner(), search, state, page, PER_PAGE)
+    rows, more = key_scope.search(owner(), search, state, page, PER_PAGE)
     return render("console/keys.html", "console/_key_rows.html", keys=rows, more=more, page=page,
-                  spend=keys.spend_30d([k.id for k in rows]), key_state=key_state, search=search, state=state)
+                  spend=key_scope.spend_30d([k.id for k in rows]), key_state=key_state, search=search, state=state)
 
 
 @bp.get("/keys/new")
@@ -217,7 +217,7 @@ def keys_batch():
     if action not in ("disable", "delete") or not ids:
         return navigate(url_for("console.keys_index"))
     labels = []
-    for key in keys.visible(owner(), ids=ids):      # keys outside a member's scope are skipped
+    for key in key_scope.visible(owner(), ids=ids):      # keys outside a member's scope are skipped
         labels.append(_label(key))
         keys.update_key(key, enabled=False) if action == "disable" else keys.delete_key(key)
     return done(f"key.batch_{action}", f"{len(labels)} keys", url_for("console.keys_index"), keys=labels)

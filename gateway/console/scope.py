@@ -10,7 +10,7 @@ from flask_login import current_user
 from gateway.auth.rbac import sees_everything
 from gateway.auth.security import client_ip
 from gateway.htmx import navigate
-from gateway.services.accounting import keys
+from gateway.services.accounting import key_scope
 from gateway.services.admin import audit, settings
 from gateway.services.reporting import filters
 
@@ -26,10 +26,10 @@ def done(action: str, target: str, url: str, **details):
     return navigate(url)
 
 
-def owner() -> keys.Owner | None:
+def owner() -> key_scope.Owner | None:
     """Whose keys and requests the current user sees: a member their own and their team's;
     None for admins and viewers, who see everything."""
-    return None if sees_everything() else keys.Owner(current_user.id, current_user.team_id)
+    return None if sees_everything() else key_scope.Owner(current_user.id, current_user.team_id)
 
 
 def usage_filter(args=None) -> tuple[filters.UsageFilter, dict]:

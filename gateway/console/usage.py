@@ -8,10 +8,10 @@ from gateway.auth.rbac import READ, require_role
 from gateway.console import bp
 from gateway.console.scope import owner, usage_filter
 from gateway.htmx import render
-from gateway.services.accounting import keys
+from gateway.services.accounting import key_scope
 from gateway.services.admin import settings
 from gateway.services.reporting import charts, exports, filters, marketplace
-from gateway.services.reporting import logs as request_logs     # `logs` is the page below
+from gateway.services.reporting import logs as request_logs  # `logs` is the page below
 from gateway.services.routing import catalog
 
 PER_PAGE = 50
@@ -19,7 +19,7 @@ PER_PAGE = 50
 
 def _filter_choices() -> dict:
     return {"model_names": catalog.model_names(), "provider_names": marketplace.provider_names(),
-            "key_choices": keys.visible(owner()), "groups": filters.GROUPS}
+            "key_choices": key_scope.visible(owner()), "groups": filters.GROUPS}
 
 
 @bp.get("/usage")

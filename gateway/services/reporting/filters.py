@@ -9,7 +9,7 @@ from sqlalchemy import DateTime, and_, literal, literal_column, or_, select
 
 from gateway.extensions import db
 from gateway.models import ApiKey, UsageHourly, UsageRecord, utcnow
-from gateway.services.accounting import keys
+from gateway.services.accounting import key_scope
 
 RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 GROUPS = ("model", "provider", "key", "user", "team", "tag")
@@ -63,7 +63,7 @@ def _date(value: str | None) -> datetime | None:
         return None
 
 
-def parse_filter(args, owner: keys.Owner | None = None) -> tuple[UsageFilter, dict]:
+def parse_filter(args, owner: key_scope.Owner | None = None) -> tuple[UsageFilter, dict]:
     """A UsageFilter from request args, narrowed to what `owner` may see (None: everything),
     and field -> message for anything invalid."""
     errors: dict[str, str] = {}
@@ -99,7 +99,7 @@ def parse_filter(args, owner: keys.Owner | None = None) -> tuple[UsageFilter, di
         errors["tag_key"] = "Name the tag to group by."
         f.group = "model"
     if owner is not None:   # their own requests (the playground's too) and their keys'
-        f.scope_user_id, f.scope_key_ids = owner.user_id, keys.visible_ids(owner)
+        f.scope_user_id, f.scope_key_ids = owner.user_id, key_scope.visible_ids(owner)
     return f, errors
 
 
@@ -154,7 +154,7 @@ def _scope(t, f: UsageFilter) -> list:
     return [or_(*mine) if mine else literal(False)]
 
 
-def visible(owner: keys.Owner | None) -> list:
+def visible(owner: key_scope.Owner | None) -> list:
     """WHERE clauses for the usage records `owner` may see, of any age (none: every record)."""
     return _scope(UsageRecord, parse_filter({}, owner)[0])
 

@@ -5,7 +5,7 @@ from sqlalchemy import select
 
 from gateway.extensions import db
 from gateway.models import ApiKey, UsageRecord
-from gateway.services.accounting import keys
+from gateway.services.accounting import key_scope
 from gateway.services.reporting.filters import UsageFilter, conditions, visible
 
 
@@ -17,7 +17,7 @@ def page(f: UsageFilter, page: int = 1, per_page: int = 50) -> tuple[list[UsageR
     return rows[:per_page], len(rows) > per_page
 
 
-def find(record_id: int, owner: keys.Owner | None) -> tuple[UsageRecord, ApiKey | None] | None:
+def find(record_id: int, owner: key_scope.Owner | None) -> tuple[UsageRecord, ApiKey | None] | None:
     """One record and its key (while the key exists), if `owner` may see the record."""
     row = db.session.scalar(select(UsageRecord).where(UsageRecord.id == record_id, *visible(owner)))
     if row is None:
