@@ -8,7 +8,7 @@ import secrets
 from flask import current_app
 from sqlalchemy import func, select
 
-from gateway.database import upgrade_schema
+from gateway.database import schema_lock, upgrade_schema
 from gateway.extensions import db
 from gateway.models import ApiKey, Provider, User
 from gateway.services.accounting import keys, pricing
@@ -51,10 +51,12 @@ def seed_demo(out=print, base_url: str = "http://127.0.0.1:8080") -> None:
 
 
 def bootstrap(out=print, base_url: str = "http://127.0.0.1:8080") -> None:
-    """Everything a start needs, in order; safe to run on every start."""
-    upgrade_schema()
-    pricing.seed_prices()
-    from gateway.services.admin import declarative     # lazy: PyYAML costs ~20 ms at import
-    declarative.apply_from_env(out)     # GATEWAY_CONFIG: before the demo, which needs an empty catalogue
-    ensure_admin(out)
-    seed_demo(out, base_url)
+    """Everything a start needs, in order; safe to run on every start, and on several
+    instances at once: they take turns (the schema lock), so one seeds and the others find it done."""
+    with schema_lock():
+        upgrade_schema()
+        pricing.seed_prices()
+        from gateway.services.admin import declarative     # lazy: PyYAML costs ~20 ms at import
+        declarative.apply_from_env(out)     # GATEWAY_CONFIG: before the demo, which needs an empty catalogue
+        ensure_admin(out)
+        seed_demo(out, base_url)

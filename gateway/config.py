@@ -29,6 +29,7 @@ class Defaults:
     USAGE_FLUSH_SECONDS = 0.5
     USAGE_QUEUE_MAX = 50_000             # then request greenlets wait: back-pressure, not loss
     STREAM_KEEPALIVE_SECONDS = 15.0      # SSE comment while waiting, so a gone client is noticed
+    METRICS_TOKEN = None                 # GATEWAY_METRICS_TOKEN: /metrics then wants this bearer token
     DEMO = True                          # seed the mock provider and a demo key on an empty database
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"

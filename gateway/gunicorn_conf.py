@@ -6,6 +6,8 @@ imports the app, so nothing touches ssl or sockets unpatched.
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 bind = os.environ.get("GATEWAY_BIND", "0.0.0.0:8080")
 workers = int(os.environ.get("WEB_CONCURRENCY", 2))
@@ -18,12 +20,25 @@ accesslog = None
 
 
 def on_starting(server):
+    # Workers inherit the folder where they share metric values (/metrics sums them); values of
+    # an earlier run are stale, so it starts empty.
+    shared = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gateway-metrics-")))
+    shared.mkdir(parents=True, exist_ok=True)
+    for old in shared.glob("*.db"):
+        old.unlink()
     # Migrate and seed once, in a separate process, before any worker starts.
     if os.environ.get("GATEWAY_SKIP_BOOTSTRAP") == "1":     # the database is prepared already (tests)
         return
     url = os.environ.get("GATEWAY_PUBLIC_URL", "http://127.0.0.1:8080")
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}   # not a worker
     subprocess.run([sys.executable, "-m", "flask", "--app", "app", "bootstrap", "--base-url", url],
-                   check=True)
+                   check=True, env=env)
+
+
+def child_exit(server, worker):
+    # A dead worker's gauges (queue depth, circuits) leave with it; its counters still count.
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def worker_exit(server, worker):

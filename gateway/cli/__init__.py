@@ -10,7 +10,7 @@ from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy import select
 
 from gateway import create_app
-from gateway.database import upgrade_schema
+from gateway.database import schema_lock, upgrade_schema
 from gateway.errors import GatewayError
 from gateway.extensions import db
 from gateway.services.accounting import pricing
@@ -27,8 +27,9 @@ def command(group: click.Group, name: str, **attrs):
         @functools.wraps(f)
         def run(*args, **kwargs):
             if not current_app.testing:
-                upgrade_schema()
-                pricing.seed_prices()
+                with schema_lock():         # instances may be starting and seeding right now
+                    upgrade_schema()
+                    pricing.seed_prices()
             try:
                 return f(*args, **kwargs)
             except GatewayError as e:
@@ -75,8 +76,8 @@ def given(**fields) -> dict:
 def register(app: Flask) -> None:
     """Add every command group to `app.cli`."""
     # Imported here: each command module imports `command` from this package.
-    from gateway.cli import catalog, keys, ops, teams
-    for module in (catalog, keys, ops, teams):
+    from gateway.cli import catalog, keys, maintenance, ops, teams
+    for module in (catalog, keys, ops, teams, maintenance):
         for cli in module.COMMANDS:
             app.cli.add_command(cli)
 

@@ -7,6 +7,7 @@ the usage writer) in one place, from the app's config."""
 from __future__ import annotations
 
 import atexit
+import functools
 import threading
 
 from flask import Flask
@@ -14,7 +15,8 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     """Build the services' state for `app`; nothing connects or starts a thread here."""
-    from gateway import pubsub
+    from gateway import metrics, pubsub
+    from gateway.services import gauges
     from gateway.services.accounting import alerts, keys, limits, pricing, usage
     from gateway.services.accounting.counters import DbCounters, RedisCounters
     from gateway.services.admin import settings
@@ -38,6 +40,8 @@ def init_app(app: Flask) -> None:
         "alerts_fired": alerts.Fired(),
         "shadow_slots": threading.BoundedSemaphore(int(c["SHADOW_MAX_CONCURRENCY"])),
         "usage": recorder,
+        "metrics": metrics.Metrics(functools.partial(gauges.known_model, app),
+                                   functools.partial(gauges.read, app)),
     })
     if bus.url:     # another process changed a key or a setting: drop our copy
         bus.subscribe(keys.INVALIDATE_CHANNEL, key_cache.on_message, key_cache.drop_all)

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from gateway.errors import GatewayError
 from gateway.extensions import db
+from gateway.metrics import metrics
 from gateway.models import UsageRecord, utcnow
 from gateway.services.accounting import alerts, prompt_log, quota, rollup
 from gateway.threads import PerProcessThread
@@ -95,6 +96,15 @@ def record(app: Flask, req, admission, entry: UsageEntry, capture: int = 0) -> N
                 _alert(app, admission.reservation, counters)
     finally:
         recorder(app).record(entry)
+        _observe(app, entry)
+
+
+def _observe(app: Flask, entry: UsageEntry) -> None:
+    # Here, once per record, so nothing is counted twice; never at the record's expense.
+    try:
+        metrics(app).observe(entry)
+    except Exception:       # noqa: BLE001
+        log.exception("metrics update failed for %s", entry.request_id)
 
 
 def _alert(app: Flask, reservation, counters: dict) -> None:
@@ -240,6 +250,17 @@ class UsageRecorder:
             for r in rows:
                 f.write(orjson.dumps(r) + b"\n")
         log.error("database unavailable: spooled %d usage records to %s", len(rows), path)
+
+    def spool_size(self) -> tuple[int, int]:
+        """Spooled batches waiting for the database, and their bytes."""
+        files = size = 0
+        for path in self.spool_dir.glob("*.jsonl") if self.spool_dir.is_dir() else ():
+            try:
+                size += path.stat().st_size
+                files += 1
+            except OSError:     # replayed meanwhile
+                pass
+        return files, size
 
     def _replay_spool(self) -> None:
         """Insert spooled records; call with write_lock held, so writes never race."""

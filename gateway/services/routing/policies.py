@@ -27,6 +27,14 @@ def resolve(name: str, snap: Snapshot) -> str:
     return name
 
 
+def requestable(name: str, snap: Snapshot) -> bool:
+    """Whether a client may ask for `name`: a model, an alias or a policy the snapshot has."""
+    if name in snap.routes or name in snap.aliases:
+        return True
+    policy = name.removeprefix(POLICY_PREFIX)
+    return policy != name and (policy in snap.policies or policy in BUILT_IN)
+
+
 def policy_named(name: str, snap: Snapshot) -> dict | None:
     """An admin-defined policy, else a built-in one, as the dict routing reads."""
     if name in snap.policies:
