@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics,
+                               generate_latest)
 from prometheus_client import multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -50,6 +51,7 @@ class Metrics:
     def __init__(self, known_model: Callable[[str], bool], read_gauges: Callable[[], Gauges]):
         self.known_model, self.read_gauges = known_model, read_gauges
         self.shared = multiprocess_dir()
+        disable_created_metrics()       # no *_created series: multiprocess mode has none either
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("gateway_requests", "Requests by endpoint, requested model and status.",

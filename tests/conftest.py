@@ -52,9 +52,8 @@ def mock(mock_upstream):
     requests.post(mock_upstream + "/_mock/reset", timeout=5)
 
 
-@pytest.fixture(scope="session")
-def postgres_db():
-    """A database of our own on the Postgres server, one per xdist worker."""
+def _new_postgres_database():
+    """Create a database of our own on the Postgres server; yield its URL, then drop it."""
     name = f"gw_test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{uuid.uuid4().hex[:6]}"
     try:
         admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -69,6 +68,18 @@ def postgres_db():
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_db():
+    """A database of our own on the Postgres server, one per xdist worker."""
+    yield from _new_postgres_database()
+
+
+@pytest.fixture
+def empty_postgres():
+    """A new, empty Postgres database for one test (migrations start from nothing)."""
+    yield from _new_postgres_database()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

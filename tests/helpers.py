@@ -1,13 +1,23 @@
 """What tests build with: an app on a given database, a live server, providers, keys, records."""
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import requests
 
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from gateway import create_app
+from gateway.database import upgrade_schema
 from gateway.extensions import db
 from gateway.models import UsageRecord
 from gateway.services.accounting import keys, pricing
@@ -17,14 +27,27 @@ from gateway.services.admin import catalog_admin
 ROOT = Path(__file__).resolve().parents[1]
 
 
+TEST_CONFIG = {"TESTING": True, "SECRET_KEY": "test", "ALLOW_PRIVATE_UPSTREAMS": True, "DEMO": False,
+               "KEY_CACHE_SECONDS": 0.0, "CATALOG_CACHE_SECONDS": 0.0, "UPSTREAM_FIRST_BYTE_TIMEOUT": 2.0,
+               "UPSTREAM_IDLE_TIMEOUT": 2.0, "WTF_CSRF_ENABLED": True}
+
+
 def make_app(db_url: str, instance_path: str | None = None, **overrides):
-    app = create_app(instance_path=instance_path, overrides={"TESTING": True, "SECRET_KEY": "test", "SQLALCHEMY_DATABASE_URI": db_url,
-                      "ALLOW_PRIVATE_UPSTREAMS": True, "DEMO": False, "KEY_CACHE_SECONDS": 0.0,
-                      "CATALOG_CACHE_SECONDS": 0.0, "UPSTREAM_FIRST_BYTE_TIMEOUT": 2.0,
-                      "UPSTREAM_IDLE_TIMEOUT": 2.0, "WTF_CSRF_ENABLED": True, **overrides})
+    app = create_app(instance_path=instance_path,
+                     overrides={**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": db_url, **overrides})
     with app.app_context():
         db.drop_all()
         db.create_all()
+        pricing.seed_prices()
+    return app
+
+
+def migrated_app(db_url: str, instance_path: str | None = None, **overrides):
+    """An app whose schema the migrations made, as in production (make_app uses create_all)."""
+    app = create_app(instance_path=instance_path,
+                     overrides={**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": db_url, **overrides})
+    with app.app_context():
+        upgrade_schema()
         pricing.seed_prices()
     return app
 
@@ -40,6 +63,93 @@ class LiveServer:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gunicorn:
+    """The gateway served by gunicorn with gevent workers, as a subprocess. The database is
+    prepared by the test unless `bootstrap` (then gunicorn migrates and seeds it at start, as
+    in production); `app` gives the encryption key, else env must."""
+
+    def __init__(self, app, db_url: str, workers: int, tmp: Path, *, bootstrap: bool = False,
+                 wait: bool = True, **env):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(tmp / f"gunicorn-{self.port}.log", "w")
+        environ = {**os.environ, "DATABASE_URL": db_url, "GATEWAY_ALLOW_PRIVATE_UPSTREAMS": "1",
+                   "GATEWAY_DEMO": "0", "GATEWAY_SECRET_KEY": "test", "GATEWAY_KEY_CACHE_SECONDS": "0",
+                   "GATEWAY_SKIP_BOOTSTRAP": "0" if bootstrap else "1"}
+        if app is not None:
+            environ["GATEWAY_ENCRYPTION_KEY"] = app.config["ENCRYPTION_KEY"]
+        environ.pop("PROMETHEUS_MULTIPROC_DIR", None)       # each instance gets its own
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "python:gateway.gunicorn_conf", "-b",
+             f"127.0.0.1:{self.port}", "-w", str(workers), "app:app"],
+            cwd=ROOT, env={**environ, **env}, stdout=self.log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait()
+
+    def wait(self, timeout: float = 60) -> None:
+        """Until a worker answers /healthz; stops the server and raises if none does in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                if requests.get(self.url + "/healthz", timeout=5).status_code == 200:
+                    return
+            except requests.RequestException:     # not listening yet, or still loading the app
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("gunicorn did not start; see " + self.log.name)
+
+    def stop(self) -> None:
+        self.proc.terminate()       # SIGTERM: workers flush their usage queues
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def fire(urls: list[str], key: str, n: int, parallel: int, body: dict) -> list[tuple[int, str, int]]:
+    """(status, request id, total tokens) of `n` requests, `parallel` at a time, spread over `urls`."""
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=parallel))
+
+    def one(i: int):
+        rid = f"conc-{i}-{uuid.uuid4().hex[:8]}"
+        r = session.post(urls[i % len(urls)] + "/v1/chat/completions", json=body, timeout=60,
+                         headers={"Authorization": f"Bearer {key}", "x-request-id": rid})
+        tokens = r.json()["usage"]["total_tokens"] if r.status_code == 200 else 0
+        if r.status_code == 429:
+            assert r.json()["error"]["type"] in ("insufficient_quota", "rate_limit_exceeded")
+        return r.status_code, rid, tokens
+
+    with ThreadPoolExecutor(parallel) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def check_quota(results, records: list, used_tokens: int, reserved_tokens: int, quota: int) -> None:
+    """Every request served within the token quota or refused with 429, and recorded once as it ended."""
+    n = len(results)
+    statuses = {s for s, _, _ in results}
+    assert statuses <= {200, 429}, statuses
+    served = [r for r in results if r[0] == 200]
+    assert served and len(served) < n           # some served, the quota refused the rest
+    # nothing lost, nothing double-counted: one record per response, with the same outcome
+    by_id = {r.request_id: r for r in records}
+    assert len(records) == n and len(by_id) == n, (len(records), len(by_id), sorted(statuses))
+    for status, rid, tokens in results:
+        assert by_id[rid].status == status and by_id[rid].total_tokens == tokens
+    spent = sum(t for _, _, t in served)
+    assert used_tokens == spent and reserved_tokens == 0
+    assert spent <= quota       # nothing was in flight at the end, so no slack at all
 
 
 def add_provider(app, name: str, kind: str, base_url: str | None, models: list[str],

@@ -7,58 +7,19 @@ workers; Redis counters shared by two gunicorn processes. Bounded: 200 requests,
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
-import requests
 from sqlalchemy import func, select
 
 from gateway.extensions import db
 from gateway.models import QuotaCounter, Reservation, UsageRecord
-from tests.helpers import LiveServer, add_provider, make_app, make_key, usage_records
+from tests.helpers import (Gunicorn, LiveServer, add_provider, check_quota, fire, make_app, make_key,
+                           usage_records)
 
-ROOT = Path(__file__).resolve().parent.parent
 N, PARALLEL, QUOTA = 200, 32, 1500
 BODY = {"model": "echo", "max_tokens": 20, "messages": [{"role": "user", "content": "hello there friend"}]}
-
-
-def fire(urls: list[str], key: str) -> list[tuple[int, str, int]]:
-    """(status, request id, total tokens) of N requests spread over `urls`."""
-    session = requests.Session()
-    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=PARALLEL))
-
-    def one(i: int):
-        rid = f"conc-{i}-{uuid.uuid4().hex[:8]}"
-        r = session.post(urls[i % len(urls)] + "/v1/chat/completions", json=BODY, timeout=60,
-                         headers={"Authorization": f"Bearer {key}", "x-request-id": rid})
-        tokens = r.json()["usage"]["total_tokens"] if r.status_code == 200 else 0
-        if r.status_code == 429:
-            assert r.json()["error"]["type"] in ("insufficient_quota", "rate_limit_exceeded")
-        return r.status_code, rid, tokens
-
-    with ThreadPoolExecutor(PARALLEL) as pool:
-        return list(pool.map(one, range(N)))
-
-
-def check(results, records: list, used_tokens: int, reserved_tokens: int) -> None:
-    statuses = {s for s, _, _ in results}
-    assert statuses <= {200, 429}, statuses
-    served = [r for r in results if r[0] == 200]
-    assert served and len(served) < N           # some served, the quota refused the rest
-    # nothing lost, nothing double-counted: one record per response, with the same outcome
-    by_id = {r.request_id: r for r in records}
-    assert len(records) == N and len(by_id) == N, (len(records), len(by_id), sorted(statuses))
-    for status, rid, tokens in results:
-        assert by_id[rid].status == status and by_id[rid].total_tokens == tokens
-    spent = sum(t for _, _, t in served)
-    assert used_tokens == spent and reserved_tokens == 0
-    assert spent <= QUOTA       # nothing was in flight at the end, so no slack at all
 
 
 def test_sqlite_under_concurrency(sqlite_app, mock):
@@ -66,7 +27,7 @@ def test_sqlite_under_concurrency(sqlite_app, mock):
     key = make_key(sqlite_app, token_quota=QUOTA)
     server = LiveServer(sqlite_app)
     try:
-        results = fire([server.url], key)
+        results = fire([server.url], key, N, PARALLEL, BODY)
     finally:
         server.stop()
     with sqlite_app.app_context():
@@ -74,48 +35,8 @@ def test_sqlite_under_concurrency(sqlite_app, mock):
         used, reserved, inflight = c.used_tokens, c.reserved_tokens, c.inflight
         open_res = db.session.scalar(select(func.count()).select_from(Reservation)
                                      .where(Reservation.settled_at.is_(None)))
-    check(results, usage_records(sqlite_app), used, reserved)
+    check_quota(results, usage_records(sqlite_app), used, reserved, QUOTA)
     assert inflight == 0 and open_res == 0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Gunicorn:
-    """The app served by gunicorn with gevent workers, as a subprocess."""
-
-    def __init__(self, app, db_url: str, workers: int, tmp: Path, **env):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(tmp / f"gunicorn-{self.port}.log", "w")
-        environ = dict(os.environ, DATABASE_URL=db_url, GATEWAY_ALLOW_PRIVATE_UPSTREAMS="1", GATEWAY_DEMO="0",
-                       GATEWAY_SKIP_BOOTSTRAP="1", GATEWAY_ENCRYPTION_KEY=app.config["ENCRYPTION_KEY"],
-                       GATEWAY_SECRET_KEY="test", GATEWAY_KEY_CACHE_SECONDS="0", **env)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:gateway.gunicorn_conf", "-b",
-             f"127.0.0.1:{self.port}", "-w", str(workers), "app:app"],
-            cwd=ROOT, env=environ, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(self.url + "/v1/models", timeout=5).status_code == 401:
-                    return
-            except requests.RequestException:     # not listening yet, or still loading the app
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("gunicorn did not start; see " + self.log.name)
-
-    def stop(self) -> None:
-        self.proc.terminate()       # SIGTERM: workers flush their usage queues
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 def _records_when_written(app, n: int) -> list:
@@ -140,13 +61,13 @@ def test_postgres_behind_gunicorn_gevent(postgres_db, mock, tmp_path):
         db.engine.dispose()
     server = Gunicorn(app, postgres_db, 2, tmp_path)
     try:
-        results = fire([server.url], key)
+        results = fire([server.url], key, N, PARALLEL, BODY)
     finally:
         server.stop()
     records = _records_when_written(app, N)
     with app.app_context():
         c = db.session.scalar(select(QuotaCounter).where(QuotaCounter.scope == "key:1"))
-        check(results, records, c.used_tokens, c.reserved_tokens)
+        check_quota(results, records, c.used_tokens, c.reserved_tokens, QUOTA)
         assert c.inflight == 0
         db.engine.dispose()
 
@@ -169,7 +90,7 @@ def test_redis_shared_by_two_gateway_processes(postgres_db, mock, tmp_path):
     env = {"REDIS_URL": url, "GATEWAY_QUOTA_REDIS_PREFIX": prefix}
     servers = [Gunicorn(app, postgres_db, 1, tmp_path, **env) for _ in range(2)]
     try:
-        results = fire([s.url for s in servers], key)
+        results = fire([s.url for s in servers], key, N, PARALLEL, BODY)
     finally:
         for s in servers:
             s.stop()
@@ -181,7 +102,7 @@ def test_redis_shared_by_two_gateway_processes(postgres_db, mock, tmp_path):
     with app.app_context():
         ledger = db.session.scalar(select(QuotaCounter).where(QuotaCounter.scope == "key:1"))
         # Redis and the database ledger agree with each other and with the responses
-        check(results, records, int(h["ut"]), int(h["rt"]))
+        check_quota(results, records, int(h["ut"]), int(h["rt"]), QUOTA)
         assert ledger.used_tokens == int(h["ut"]) and int(h["inf"]) == 0
         from gateway.services.accounting import quota
         r.hset(counter[0], mapping={"ut": 0, "rt": 999, "inf": 5})     # drift, then repair

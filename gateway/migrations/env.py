@@ -11,7 +11,11 @@ config = context.config
 
 # Interpret the config file for Python logging.
 # This line sets up loggers basically.
-fileConfig(config.config_file_name)
+# Only where nothing configured logging yet (a bare CLI run): fileConfig replaces the root
+# handlers, and by default disables every logger that exists, so after an in-process migration
+# the gateway's own (usage writer, readiness) went silent.
+if not logging.getLogger().handlers:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger('alembic.env')
 
 
