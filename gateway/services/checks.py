@@ -146,19 +146,22 @@ def encryption() -> list[Check]:
 
 def providers() -> list[Check]:
     """One real, minimal call per enabled provider, through Test connection's code path."""
-    out = []
+    todo = []       # read first: a probe may end the session these rows came from
     for p in db.session.scalars(select(Provider).order_by(Provider.name)):
-        name = f"provider '{p.name}'"
-        chat = [d for d in p.deployments if d.mode == "chat" and d.enabled]
-        if not p.enabled or not chat:
-            out.append(Check(name, True, "disabled" if not p.enabled else "no chat model to test with"))
+        chat = [d.upstream_model for d in p.deployments if d.mode == "chat" and d.enabled]
+        todo.append((f"provider '{p.name}'", p.enabled, p.kind, p.base_url, p.api_key_enc,
+                     dict(p.options or {}), chat[0] if chat else None))
+    out = []
+    for name, enabled, kind, base_url, key_enc, options, model in todo:
+        if not enabled or model is None:
+            out.append(Check(name, True, "disabled" if not enabled else "no chat model to test with"))
             continue
         try:
-            result = catalog_admin.check_connection(p.kind, p.base_url, "", [], model=chat[0].upstream_model,
-                                                    stored=p)
-        except RuntimeError as e:       # its key cannot be decrypted: reported by encryption()
+            api_key = secrets.decrypt(key_enc)
+        except RuntimeError as e:
             out.append(Check(name, False, str(e), "see the stored secrets check"))
             continue
+        result = catalog_admin.check_connection(kind, base_url, api_key, [], model=model, options=options)
         if result.ok:
             out.append(Check(name, True, f"{result.model} answered in {result.latency_ms:.0f} ms"))
         else:

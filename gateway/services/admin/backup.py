@@ -90,8 +90,8 @@ def restore(src: Path, force: bool = False) -> Path | None:
     """Replace the database with the backup at `src`, then migrate it to this release. Refuses
     when the database holds data, unless `force`; then the data is kept aside first, and that
     copy's path returned."""
-    _check_backup(src)
     target = sqlite_file()
+    _check_backup(src)
     present = rows_in(target)
     if present and not force:
         found = ", ".join(f"{n} {t}" for t, n in present.items())
