@@ -6,20 +6,17 @@ import signal
 import subprocess
 import sys
 import tempfile
-import uuid
 
 import pytest
 import requests
-from sqlalchemy import create_engine, text
 
 from gateway.extensions import db
 from gateway.services.accounting.usage import recorder
-from tests.helpers import ROOT, LiveServer, make_app
+from tests.helpers import ROOT, LiveServer, make_app, postgres_database
 
 # Gateways the tests start as subprocesses keep their secrets and usage spool here, never in
 # the checkout's instance/ (a spooled test record would be replayed into a real database).
 os.environ["GATEWAY_INSTANCE_PATH"] = tempfile.mkdtemp(prefix="gw-test-instance-")
-PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(scope="session")
@@ -52,34 +49,16 @@ def mock(mock_upstream):
     requests.post(mock_upstream + "/_mock/reset", timeout=5)
 
 
-def _new_postgres_database():
-    """Create a database of our own on the Postgres server; yield its URL, then drop it."""
-    name = f"gw_test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{uuid.uuid4().hex[:6]}"
-    try:
-        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as e:      # noqa: BLE001
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"Postgres not reachable: {e}")
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 @pytest.fixture(scope="session")
 def postgres_db():
     """A database of our own on the Postgres server, one per xdist worker."""
-    yield from _new_postgres_database()
+    yield from postgres_database()
 
 
 @pytest.fixture
 def empty_postgres():
     """A new, empty Postgres database for one test (migrations start from nothing)."""
-    yield from _new_postgres_database()
+    yield from postgres_database()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

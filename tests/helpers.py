@@ -11,9 +11,9 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import requests
-
-from sqlalchemy import select
+from sqlalchemy import create_engine, func, select, text
 from werkzeug.serving import make_server
 
 from gateway import create_app
@@ -25,11 +25,28 @@ from gateway.services.accounting.usage import recorder
 from gateway.services.admin import catalog_admin
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TEST_CONFIG = {"TESTING": True, "SECRET_KEY": "test", "ALLOW_PRIVATE_UPSTREAMS": True, "DEMO": False,
                "KEY_CACHE_SECONDS": 0.0, "CATALOG_CACHE_SECONDS": 0.0, "UPSTREAM_FIRST_BYTE_TIMEOUT": 2.0,
                "UPSTREAM_IDLE_TIMEOUT": 2.0, "WTF_CSRF_ENABLED": True}
+
+
+def postgres_database():
+    """Create a database of our own on the Postgres server; yield its URL, then drop it."""
+    name = f"gw_test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{uuid.uuid4().hex[:6]}"
+    try:
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as e:      # noqa: BLE001
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"Postgres not reachable: {e}")
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 def make_app(db_url: str, instance_path: str | None = None, **overrides):
@@ -170,5 +187,19 @@ def usage_records(app) -> list[UsageRecord]:
     with app.app_context():
         assert recorder(app).drain(), "usage writer did not catch up"
         rows = db.session.scalars(select(UsageRecord).order_by(UsageRecord.id)).all()
+        db.session.expunge_all()
+        return rows
+
+
+def records_when_written(app, n: int) -> list:
+    """The usage records once at least `n` are in the database (written by other processes)."""
+    deadline = time.monotonic() + 30
+    with app.app_context():
+        while time.monotonic() < deadline:
+            if db.session.scalar(select(func.count()).select_from(UsageRecord)) >= n:
+                break
+            db.session.remove()
+            time.sleep(0.2)
+        rows = db.session.scalars(select(UsageRecord)).all()
         db.session.expunge_all()
         return rows

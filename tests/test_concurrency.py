@@ -7,16 +7,15 @@ workers; Redis counters shared by two gunicorn processes. Bounded: 200 requests,
 from __future__ import annotations
 
 import os
-import time
 import uuid
 
 import pytest
 from sqlalchemy import func, select
 
 from gateway.extensions import db
-from gateway.models import QuotaCounter, Reservation, UsageRecord
+from gateway.models import QuotaCounter, Reservation
 from tests.helpers import (Gunicorn, LiveServer, add_provider, check_quota, fire, make_app, make_key,
-                           usage_records)
+                           records_when_written, usage_records)
 
 N, PARALLEL, QUOTA = 200, 32, 1500
 BODY = {"model": "echo", "max_tokens": 20, "messages": [{"role": "user", "content": "hello there friend"}]}
@@ -39,19 +38,6 @@ def test_sqlite_under_concurrency(sqlite_app, mock):
     assert inflight == 0 and open_res == 0
 
 
-def _records_when_written(app, n: int) -> list:
-    deadline = time.monotonic() + 30
-    with app.app_context():
-        while time.monotonic() < deadline:
-            if db.session.scalar(select(func.count()).select_from(UsageRecord)) >= n:
-                break
-            db.session.remove()
-            time.sleep(0.2)
-        rows = db.session.scalars(select(UsageRecord)).all()
-        db.session.expunge_all()
-        return rows
-
-
 @pytest.mark.postgres
 def test_postgres_behind_gunicorn_gevent(postgres_db, mock, tmp_path):
     app = make_app(postgres_db, instance_path=str(tmp_path / "instance"))
@@ -64,7 +50,7 @@ def test_postgres_behind_gunicorn_gevent(postgres_db, mock, tmp_path):
         results = fire([server.url], key, N, PARALLEL, BODY)
     finally:
         server.stop()
-    records = _records_when_written(app, N)
+    records = records_when_written(app, N)
     with app.app_context():
         c = db.session.scalar(select(QuotaCounter).where(QuotaCounter.scope == "key:1"))
         check_quota(results, records, c.used_tokens, c.reserved_tokens, QUOTA)
@@ -94,7 +80,7 @@ def test_redis_shared_by_two_gateway_processes(postgres_db, mock, tmp_path):
     finally:
         for s in servers:
             s.stop()
-    records = _records_when_written(app, N)
+    records = records_when_written(app, N)
     r = redis.Redis.from_url(url)
     counter = [k for k in r.scan_iter(match=prefix + "c:key:1@*")]
     assert len(counter) == 1

@@ -94,8 +94,29 @@ class Health:
         if d is None:
             with self.lock:
                 d = self.deps.setdefault(dep_id, Deployment(deque(maxlen=int(self.app.config["HEALTH_SAMPLES"]))))
+            self._fetch_state(dep_id, d)
             self._ensure_sync()
         return d
+
+    def _fetch_state(self, dep_id: int, d: Deployment) -> None:
+        # A deployment this process has not seen yet: take the shared breaker state now, not at
+        # the next sync, or a new worker's first request goes to a circuit another one opened.
+        r = self._client()
+        if r is None or self.redis_down_logged:
+            return
+        try:
+            self._adopt(d, r.hgetall(f"{self.prefix}{dep_id}:st"))
+        except Exception:          # noqa: BLE001
+            self._redis_failed()
+
+    @staticmethod
+    def _adopt(d: Deployment, st: dict) -> None:
+        """Take the shared breaker and cool-down state (a Redis hash), unless ours changed since."""
+        if st and not d.state_dirty:
+            d.open_until = float(st.get(b"open_until", 0))
+            d.closed_at = float(st.get(b"closed_at", 0))
+            d.opens = int(float(st.get(b"opens", 0)))
+            d.cool_until = float(st.get(b"cool_until", 0))
 
     def state(self, dep_id: int, now: float | None = None) -> str:
         """closed, open (cooling down) or half_open (a probe may go)."""
@@ -333,11 +354,7 @@ class Health:
             shared.extend(d.pending)        # arrived while we were syncing
             d.samples = deque(shared, maxlen=keep)
             d.stats_cache = None
-            if st and not d.state_dirty:
-                d.open_until = float(st.get(b"open_until", 0))
-                d.closed_at = float(st.get(b"closed_at", 0))
-                d.opens = int(float(st.get(b"opens", 0)))
-                d.cool_until = float(st.get(b"cool_until", 0))
+            self._adopt(d, st)
             if d.minute == minute:
                 d.rpm = max(d.rpm, int(rpm or 0))
                 d.tpm = max(d.tpm, int(tpm_used or 0))
