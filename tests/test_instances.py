@@ -8,14 +8,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
 import pytest
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from gateway import create_app
+from gateway.database import schema_lock
 from gateway.extensions import db
 from gateway.models import QuotaCounter, User
 from gateway.services.routing.catalog import Route
@@ -192,3 +194,40 @@ def test_a_new_process_takes_an_open_circuit_from_redis_before_its_first_sync(tm
     assert fresh.available(route) == "open"
     for k in redis.scan_iter(match=prefix + "*"):
         redis.delete(k)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_db_url(request, tmp_path):
+    return f"sqlite:///{tmp_path}/lock.db" if request.param == "sqlite" else request.getfixturevalue("empty_postgres")
+
+
+def test_the_schema_lock_lets_one_holder_in_at_a_time(any_db_url, tmp_path):
+    """What keeps instances (and CLI commands) from migrating and seeding at the same time."""
+    app = create_app({**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": any_db_url}, instance_path=str(tmp_path / "i"))
+    holding, release, order = threading.Event(), threading.Event(), []
+
+    def holder():
+        with app.app_context(), schema_lock():
+            with schema_lock():         # reentrant in its own thread
+                order.append("first in")
+                holding.set()
+                release.wait(10)
+            order.append("first out")
+
+    def waiter():
+        holding.wait(10)
+        with app.app_context(), schema_lock():
+            order.append("second in")
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=waiter)]
+    for t in threads:
+        t.start()
+    holding.wait(10)
+    threads[1].join(0.5)
+    assert threads[1].is_alive() and order == ["first in"]     # waits while the first holds it
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert order == ["first in", "first out", "second in"]
+    with app.app_context():
+        db.engine.dispose()
