@@ -31,6 +31,18 @@ REFRESH_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
+class _Series:
+    """The children one request's record updates, by (endpoint, model, status)."""
+    requests: object
+    latency: object
+    ttft: object
+    prompt: object
+    completion: object
+    cached: object
+    cost: object
+
+
+@dataclass(frozen=True, slots=True)
 class Gauges:
     """What the gauges show, read from one process."""
     queue_depth: int
@@ -76,13 +88,28 @@ class Metrics:
                              "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open.",
                              ["deployment_id", "deployment"], registry=r, multiprocess_mode="livemax")
         self.refresher = PerProcessThread("metrics-gauges", self._refresh_forever)
-        self._text: dict[int, str] = {}     # str() of statuses and deployment ids, made once
+        # labels() validates and locks on every call: look each series up once, then reuse it
+        self._series: dict[tuple, _Series] = {}
+        self._attempt_series: dict[tuple, object] = {}
 
-    def _str(self, n: int) -> str:
-        s = self._text.get(n)
-        if s is None:
-            s = self._text[n] = str(n)
-        return s
+    def _for(self, endpoint: str, model: str, status: int) -> _Series:
+        key = (endpoint, model, status)
+        found = self._series.get(key)
+        if found is None:
+            found = self._series[key] = _Series(
+                self.requests.labels(endpoint, model, str(status)), self.latency.labels(endpoint, model),
+                self.ttft.labels(model), self.tokens.labels(model, "prompt"),
+                self.tokens.labels(model, "completion"), self.tokens.labels(model, "cached"),
+                self.cost.labels(model))
+        return found
+
+    def _attempt(self, a: dict):
+        key = (a["deployment_id"], a["provider"], a["model"], a["error"])
+        found = self._attempt_series.get(key)
+        if found is None:
+            found = self._attempt_series[key] = self.attempts.labels(
+                str(a["deployment_id"]), f"{a['provider']}/{a['model']}", a["error"] or "ok")
+        return found
 
     def observe(self, entry) -> None:
         """Count one usage record (accounting/usage.py:record calls this once per request)."""
@@ -90,22 +117,22 @@ class Metrics:
             self.refresher.ensure()
         model = entry.requested_model if entry.requested_model and self.known_model(entry.requested_model) \
             else OTHER
+        series = self._for(entry.endpoint, model, entry.status)
         if entry.variant != "shadow":       # a mirrored copy is no client request, but it cost money
-            self.requests.labels(entry.endpoint, model, self._str(entry.status)).inc()
-            self.latency.labels(entry.endpoint, model).observe(entry.latency_ms / 1000)
+            series.requests.inc()
+            series.latency.observe(entry.latency_ms / 1000)
             if entry.ttft_ms is not None:
-                self.ttft.labels(model).observe(entry.ttft_ms / 1000)
+                series.ttft.observe(entry.ttft_ms / 1000)
         if entry.prompt_tokens:
-            self.tokens.labels(model, "prompt").inc(entry.prompt_tokens)
+            series.prompt.inc(entry.prompt_tokens)
         if entry.completion_tokens:
-            self.tokens.labels(model, "completion").inc(entry.completion_tokens)
+            series.completion.inc(entry.completion_tokens)
         if entry.cached_tokens:
-            self.tokens.labels(model, "cached").inc(entry.cached_tokens)
+            series.cached.inc(entry.cached_tokens)
         if entry.cost_usd:
-            self.cost.labels(model).inc(entry.cost_usd)
+            series.cost.inc(entry.cost_usd)
         for a in entry.attempts:
-            self.attempts.labels(self._str(a["deployment_id"]), a["provider"] + "/" + a["model"],
-                                 a["error"] or "ok").inc()
+            self._attempt(a).inc()
 
     def refresh(self) -> None:
         """Set the gauges from this process's state now."""
@@ -116,7 +143,7 @@ class Metrics:
         if not self.shared:
             self.circuit.clear()        # a deleted deployment leaves the list
         for dep_id, label, state in g.circuits:
-            self.circuit.labels(self._str(dep_id), label).set(CIRCUIT_VALUES[state])
+            self.circuit.labels(str(dep_id), label).set(CIRCUIT_VALUES[state])
 
     def _refresh_forever(self) -> None:
         while True:
