@@ -83,6 +83,7 @@ class LiveServer:
 
 
 def free_port() -> int:
+    """A TCP port nothing listens on right now, on 127.0.0.1."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
