@@ -26,9 +26,21 @@ from gateway.services.admin import catalog_admin
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TEST_CONFIG = {"TESTING": True, "SECRET_KEY": "test", "ALLOW_PRIVATE_UPSTREAMS": True, "DEMO": False,
                "KEY_CACHE_SECONDS": 0.0, "CATALOG_CACHE_SECONDS": 0.0, "UPSTREAM_FIRST_BYTE_TIMEOUT": 2.0,
                "UPSTREAM_IDLE_TIMEOUT": 2.0, "WTF_CSRF_ENABLED": True}
+
+
+def redis_or_skip():
+    """A client of the test Redis; skips the test when there is none."""
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.skip("Redis not reachable")
+    return client
 
 
 def postgres_database():

@@ -22,22 +22,12 @@ from gateway.extensions import db
 from gateway.models import QuotaCounter, User
 from gateway.services.routing.catalog import Route
 from gateway.services.routing.health import Health
-from tests.helpers import (ROOT, TEST_CONFIG, Gunicorn, add_provider, check_quota, fire, make_key,
-                           postgres_database, records_when_written)
+from tests.helpers import (REDIS_URL, ROOT, TEST_CONFIG, Gunicorn, add_provider, check_quota, fire, make_key,
+                           postgres_database, records_when_written, redis_or_skip)
 from tests.test_monitoring import samples, value
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 N, PARALLEL, QUOTA = 60, 16, 300
 BODY = {"model": "echo", "max_tokens": 20, "messages": [{"role": "user", "content": "hello there friend"}]}
-
-
-def redis_or_skip():
-    redis = pytest.importorskip("redis")
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        pytest.skip("Redis not reachable")
-    return redis.Redis.from_url(REDIS_URL)
 
 
 class Pair:

@@ -15,9 +15,9 @@ from gateway import create_app
 from gateway.extensions import db
 from gateway.services.accounting.usage import UsageEntry, recorder
 from gateway.services.routing.health import health
-from tests.helpers import Gunicorn, add_provider, make_app, make_key, migrated_app, usage_records
+from tests.helpers import (REDIS_URL, Gunicorn, add_provider, make_app, make_key, migrated_app, redis_or_skip,
+                           usage_records)
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def chat(client, key, model="echo", **body):
@@ -98,11 +98,7 @@ def test_not_ready_while_redis_is_down(tmp_path):
 
 
 def test_ready_with_redis(tmp_path):
-    redis = pytest.importorskip("redis")
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        pytest.skip("Redis not reachable")
+    redis_or_skip()
     app = migrated_app(f"sqlite:///{tmp_path}/m.db", instance_path=str(tmp_path / "i"), REDIS_URL=REDIS_URL)
     r = app.test_client().get("/readyz")
     assert r.status_code == 200 and r.json["checks"]["redis"] == "ok"

@@ -11,6 +11,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from gateway.cli import options
 from gateway.errors import GatewayError
 from gateway.providers.transport import Timeouts
 from gateway.services import checks
@@ -53,11 +54,13 @@ def doctor_cmd(skip_providers, timeout):
     click.echo("No problems found.")
 
 
-@click.command("backup")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--force", is_flag=True, help="overwrite PATH if it exists")
-@with_appcontext
-@_errors_as_messages
+def _file_command(name: str, force_help: str):
+    """A command on a file PATH with a --force flag, run in the app context."""
+    return options(click.command(name), click.argument("path", type=click.Path(dir_okay=False, path_type=Path)),
+                   click.option("--force", is_flag=True, help=force_help), with_appcontext, _errors_as_messages)
+
+
+@_file_command("backup", "overwrite PATH if it exists")
 def backup_cmd(path, force):
     """Copy the SQLite database to PATH, consistently, while the gateway keeps serving.
     (Postgres: use pg_dump; this says how.)"""
@@ -67,11 +70,7 @@ def backup_cmd(path, force):
                f"(GATEWAY_ENCRYPTION_KEY, or {Path(current_app.instance_path) / 'encryption_key'}).")
 
 
-@click.command("restore")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--force", is_flag=True, help="replace a database that holds data (a copy is kept)")
-@with_appcontext
-@_errors_as_messages
+@_file_command("restore", "replace a database that holds data (a copy is kept)")
 def restore_cmd(path, force):
     """Replace the SQLite database with the backup at PATH and migrate it to this release.
     Stop the gateway first. (Postgres: use pg_restore; this says how.)"""
