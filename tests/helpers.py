@@ -1,6 +1,7 @@
 """What tests build with: an app on a given database, a live server, providers, keys, records."""
 from __future__ import annotations
 
+import socket
 import threading
 from pathlib import Path
 
@@ -15,6 +16,13 @@ from gateway.services.accounting.usage import recorder
 from gateway.services.admin import catalog_admin
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago, for a server the test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def make_app(db_url: str, instance_path: str | None = None, **overrides):

@@ -7,7 +7,6 @@ workers; Redis counters shared by two gunicorn processes. Bounded: 200 requests,
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from sqlalchemy import func, select
 
 from gateway.extensions import db
 from gateway.models import QuotaCounter, Reservation, UsageRecord
-from tests.helpers import LiveServer, add_provider, make_app, make_key, usage_records
+from tests.helpers import LiveServer, add_provider, free_port, make_app, make_key, usage_records
 
 ROOT = Path(__file__).resolve().parent.parent
 N, PARALLEL, QUOTA = 200, 32, 1500
@@ -78,17 +77,11 @@ def test_sqlite_under_concurrency(sqlite_app, mock):
     assert inflight == 0 and open_res == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Gunicorn:
     """The app served by gunicorn with gevent workers, as a subprocess."""
 
     def __init__(self, app, db_url: str, workers: int, tmp: Path, **env):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(tmp / f"gunicorn-{self.port}.log", "w")
         environ = dict(os.environ, DATABASE_URL=db_url, GATEWAY_ALLOW_PRIVATE_UPSTREAMS="1", GATEWAY_DEMO="0",
