@@ -71,6 +71,27 @@ def test_the_database_url_is_printed_with_its_password_masked(tmp_path):
     assert f"Instance folder: {tmp_path}" in text
 
 
+def _variables_the_code_reads() -> set[str]:
+    """Environment variables named in gateway/: os.environ lookups, and GATEWAY_<NAME> for every
+    app setting (gateway/config.py's defaults and the names read from app.config)."""
+    from gateway.config import Defaults
+    fixed = {"MAX_CONTENT_LENGTH", "SQLALCHEMY_DATABASE_URI", "SQLALCHEMY_ENGINE_OPTIONS",   # set by the app
+             "SESSION_COOKIE_HTTPONLY", "SESSION_COOKIE_SAMESITE", "CONFIG_FILE", "REDIS_URL"}
+    names, settings = set(), {n for n in vars(Defaults) if n.isupper()}
+    for path in (ROOT / "gateway").rglob("*.py"):
+        text = path.read_text()
+        names |= set(re.findall(r'os\.environ(?:\.get\(|\[)\s*"([A-Z][A-Z0-9_]*)"', text))
+        settings |= set(re.findall(r'config(?:\.get\(|\[)\s*"([A-Z][A-Z0-9_]*)"', text))
+    return names | {"GATEWAY_" + n for n in settings - fixed}
+
+
+def test_every_environment_variable_is_in_the_readme_table():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Configuration\n")[1].split("\n## ")[0]
+    missing = sorted(n for n in _variables_the_code_reads() if f"`{n}`" not in section)
+    assert not missing, f"add to the README's Configuration table: {missing}"
+
+
 def serve(tmp_path, monkeypatch, *args, **env) -> tuple[list[str], str]:
     """Run `gateway serve ARGS` up to its exec: gunicorn's argv, and what it printed."""
     monkeypatch.setenv("GATEWAY_SKIP_BOOTSTRAP", "0")      # serve sets it; restored after the test
@@ -194,44 +215,46 @@ class Browser:
                 return e.code, e.read().decode(), e.url
 
 
-@pytest.fixture
-def work_dir():
-    """A scratch folder the test user can walk into (pytest's tmp_path is private to root)."""
+@pytest.fixture(scope="module")
+def installed_wheel():
+    """The built wheel installed into a fresh venv, and the user to run it as: (folder, venv, user).
+
+    Only the wheel goes into the venv; its dependencies come from this environment's
+    site-packages (a path line in a .pth file), so no package index is needed. The folder is
+    not pytest's tmp_path, which is private to root: the test user must walk into it."""
+    pytest.importorskip("hatchling", reason="the test extras build the wheel: pip install -e '.[test]'")
+    user = _non_root_user()
     work = Path(tempfile.mkdtemp(prefix="gw-package-"))
     work.chmod(0o755)
-    yield work
-    shutil.rmtree(work, ignore_errors=True)
-
-
-def _install_wheel(work: Path, user: pwd.struct_passwd | None) -> Path:
-    """Build the wheel, check it carries the assets, install it into a fresh venv; the venv.
-
-    Only the wheel is installed; its dependencies come from this environment's site-packages
-    (a path line in a .pth file), so no package index is needed."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(work / "dist"), str(ROOT)], check=True, capture_output=True, timeout=120)
-    wheel = next((work / "dist").glob("gateway-*.whl"))
-    _wheel_members_cover_the_assets(wheel)
-    venv = work / "venv"
-    subprocess.run([_python_for(user), "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
-                    "--no-deps", "--no-index", str(wheel)], check=True, capture_output=True, timeout=120)
-    site = subprocess.run([venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
-    deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    Path(site, "zz_test_dependencies.pth").write_text("\n".join(sorted(deps)) + "\n")
-    return venv
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                        "-w", str(work / "dist"), str(ROOT)], check=True, capture_output=True, timeout=120)
+        wheel = next((work / "dist").glob("gateway-*.whl"))
+        _wheel_members_cover_the_assets(wheel)
+        venv = work / "venv"
+        subprocess.run([_python_for(user), "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+        subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
+                        "--no-deps", "--no-index", str(wheel)], check=True, capture_output=True, timeout=120)
+        site = subprocess.run([venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+        deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+        Path(site, "zz_test_dependencies.pth").write_text("\n".join(sorted(deps)) + "\n")
+        yield work, venv, user
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.mark.package
-def test_the_wheel_serves_the_console_and_the_demo_from_an_empty_folder(work_dir):
-    """pip install of the built wheel into a fresh venv, then `gateway serve` as a non-root user
-    in an empty folder, with a clean environment: what a new user and the Dockerfile do."""
-    pytest.importorskip("hatchling", reason="the test extras build the wheel: pip install -e '.[test]'")
-    user = _non_root_user()
-    venv = _install_wheel(work_dir, user)
-    home, empty = work_dir / "home", work_dir / "empty"
-    for folder in (home, empty):
+@pytest.mark.parametrize("setup", ["image", "new-user"])
+def test_the_wheel_serves_the_console_and_the_demo_from_an_empty_folder(installed_wheel, setup):
+    """`gateway serve` from the installed wheel, as a non-root user in an empty folder, with a
+    clean environment: as the Dockerfile runs it (GATEWAY_INSTANCE_PATH=/data, HOST, PORT; here
+    HOST=127.0.0.1, tests listen on loopback only), and as a new user after `pip install .`."""
+    work, venv, user = installed_wheel
+    run = work / setup
+    home, empty, data = run / "home", run / "empty", run / "data"
+    run.mkdir()
+    for folder in (home, empty, data):
         folder.mkdir()
         if user:
             os.chown(folder, user.pw_uid, user.pw_gid)
@@ -239,7 +262,12 @@ def test_the_wheel_serves_the_console_and_the_demo_from_an_empty_folder(work_dir
     base = f"http://127.0.0.1:{port}"
     env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
            "PORT": str(port), "WEB_CONCURRENCY": "1"}
-    with open(work_dir / "serve.log", "w") as log:
+    if setup == "image":
+        env.update(GATEWAY_INSTANCE_PATH=str(data), HOST="127.0.0.1")
+        instance = data
+    else:
+        instance = home / ".local" / "share" / "gateway"       # an installed gateway's default
+    with open(run / "serve.log", "w") as log:
         server = subprocess.Popen([str(venv / "bin" / "gateway"), "serve"], cwd=empty, env=env,
                                   stdout=log, stderr=subprocess.STDOUT, **_run_as(user))
     browse = Browser(base)
@@ -250,9 +278,9 @@ def test_the_wheel_serves_the_console_and_the_demo_from_an_empty_folder(work_dir
                 status, login, _ = browse("/login")
                 break
             except (URLError, ConnectionError):
-                assert server.poll() is None and time.monotonic() < deadline, (work_dir / "serve.log").read_text()
+                assert server.poll() is None and time.monotonic() < deadline, (run / "serve.log").read_text()
                 time.sleep(0.2)
-        out = (work_dir / "serve.log").read_text()
+        out = (run / "serve.log").read_text()
 
         assert status == 200 and "<form" in login, out
         assert browse(re.search(r'href="([^"]*app\.css[^"]*)"', login)[1])[0] == 200
@@ -270,7 +298,6 @@ def test_the_wheel_serves_the_console_and_the_demo_from_an_empty_folder(work_dir
                                                    "password": password})
         assert status == 200 and url == base + "/" and "admin@localhost" in page
 
-        instance = home / ".local" / "share" / "gateway"       # an installed gateway's default
         assert f"Instance folder: {instance}" in out and f"Database: sqlite:///{instance}/gateway.db" in out
         assert (instance / "gateway.db").is_file() and list(empty.iterdir()) == []
         if user:
