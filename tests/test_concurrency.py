@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from gateway.extensions import db
 from gateway.models import QuotaCounter, Reservation, UsageRecord
-from tests.helpers import LiveServer, add_provider, free_port, make_app, make_key, usage_records
+from tests.helpers import LiveServer, add_provider, free_port, make_app, make_key, stop_process, usage_records
 
 ROOT = Path(__file__).resolve().parent.parent
 N, PARALLEL, QUOTA = 200, 32, 1500
@@ -102,12 +102,7 @@ class Gunicorn:
         raise RuntimeError("gunicorn did not start; see " + self.log.name)
 
     def stop(self) -> None:
-        self.proc.terminate()       # SIGTERM: workers flush their usage queues
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from gateway.extensions import db
 from gateway.models import ApiKey
 from gateway import pubsub
 from gateway.services.accounting import keys
-from tests.helpers import add_provider, make_app, make_key
+from tests.helpers import add_provider, free_port, make_app, make_key, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -183,9 +182,7 @@ def test_a_lookup_racing_an_invalidation_is_not_cached(sqlite_app, monkeypatch):
 
 def gunicorn(app, db_url: str, tmp_path, **env) -> tuple[subprocess.Popen, str]:
     """One gevent worker serving the app; (process, base URL) once it answers."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     environ = dict(os.environ, DATABASE_URL=db_url, GATEWAY_ALLOW_PRIVATE_UPSTREAMS="1", GATEWAY_DEMO="0",
                    GATEWAY_SKIP_BOOTSTRAP="1", GATEWAY_ENCRYPTION_KEY=app.config["ENCRYPTION_KEY"],
                    GATEWAY_SECRET_KEY="test", **env)
@@ -228,12 +225,7 @@ def test_gunicorn_gevent_worker_drops_a_revoked_key(tmp_path):
             assert time.monotonic() < deadline, "the worker still accepts a revoked key"
             time.sleep(0.05)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         pubsub.bus(app).stop()
         with app.app_context():
             db.engine.dispose()

@@ -23,7 +23,7 @@ import pytest
 
 from gateway import create_app, gunicorn_conf, paths
 from gateway.bootstrap import announce
-from tests.helpers import ROOT, free_port
+from tests.helpers import ROOT, free_port, stop_process
 
 TEST_USER = "gateway-test"
 
@@ -303,9 +303,4 @@ def test_the_wheel_serves_the_console_and_the_demo_from_an_empty_folder(installe
         if user:
             assert (instance / "gateway.db").stat().st_uid == user.pw_uid
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
