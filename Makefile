@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: run test test-fast bench mock-upstream clean
+.PHONY: run test test-fast bench mock-upstream wheel clean
 
 $(BIN)/gateway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(VENV)/.test-deps: $(BIN)/gateway
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-run: $(BIN)/gateway  ## migrate, seed a first admin and the demo, serve on :8080
+run: $(BIN)/gateway  ## migrate, seed a first admin and the demo, serve on 127.0.0.1:8080 (HOST=0.0.0.0 opens it)
 	$(BIN)/gateway serve --port $(PORT)
 
 test: $(VENV)/.test-deps  ## the whole suite: SQLite, Postgres, Redis, browser
@@ -31,5 +31,8 @@ bench: $(VENV)/.test-deps
 mock-upstream: $(BIN)/gateway
 	$(BIN)/gateway mock-upstream --port 9000
 
+wheel: $(BIN)/gateway  ## dist/gateway-*.whl, with templates, static files and migrations inside
+	$(BIN)/pip wheel -q --no-deps -w dist .
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info

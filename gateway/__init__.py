@@ -6,10 +6,14 @@ from pathlib import Path
 
 from flask import Flask
 
+from gateway import paths
+
+
 def create_app(overrides: dict | None = None, instance_path: str | None = None) -> Flask:
-    instance_path = instance_path or os.environ.get("GATEWAY_INSTANCE_PATH") or None
-    app = Flask(__name__, instance_relative_config=True, instance_path=instance_path,
-                template_folder="../templates", static_folder="../static")
+    """The app, configured from gateway/config.py, instance/config.py and GATEWAY_* variables."""
+    app = Flask(__name__, instance_relative_config=True,
+                instance_path=paths.instance_path(instance_path or os.environ.get("GATEWAY_INSTANCE_PATH")),
+                template_folder=paths.asset_folder("templates"), static_folder=paths.asset_folder("static"))
     app.config.from_object("gateway.config.Defaults")
     app.config.from_pyfile("config.py", silent=True)     # instance/config.py
     app.config.from_prefixed_env("GATEWAY")              # GATEWAY_SECRET_KEY=..., GATEWAY_DEMO=0
@@ -20,7 +24,11 @@ def create_app(overrides: dict | None = None, instance_path: str | None = None) 
     from gateway.extensions import db, login_manager, migrate
     from gateway.providers.transport import Timeouts, Transport
 
-    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    try:
+        Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RuntimeError(f"cannot create the instance folder {app.instance_path} ({e.strerror}): "
+                           "set GATEWAY_INSTANCE_PATH to a folder this user can write") from None
     secrets.init_app(app)
     db.init_app(app)
     database.init_app(app)

@@ -50,9 +50,16 @@ def seed_demo(out=print, base_url: str = "http://127.0.0.1:8080") -> None:
         "-d '{\"model\": \"demo-chat\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'")
 
 
+def announce(out=print) -> None:
+    """Say where this gateway keeps its data: the instance folder and the database (password masked)."""
+    out(f"Instance folder: {current_app.instance_path}   (secrets, usage spool; GATEWAY_INSTANCE_PATH)")
+    out(f"Database: {db.engine.url.render_as_string(hide_password=True)}   (DATABASE_URL)")
+
+
 def bootstrap(out=print, base_url: str = "http://127.0.0.1:8080") -> None:
     """Everything a start needs, in order; safe to run on every start, and on several
     instances at once: they take turns (the schema lock), so one seeds and the others find it done."""
+    announce(out)
     with schema_lock():
         upgrade_schema()
         pricing.seed_prices()

@@ -1,4 +1,4 @@
-"""gunicorn settings: `gunicorn -c python:gateway.gunicorn_conf app:app`.
+"""gunicorn settings: `gunicorn -c python:gateway.gunicorn_conf gateway.wsgi:app` (`gateway serve` runs it).
 
 The gevent worker monkey-patches after fork, before it loads the app; the master never
 imports the app, so nothing touches ssl or sockets unpatched.
@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-bind = os.environ.get("GATEWAY_BIND", "0.0.0.0:8080")
+bind = os.environ.get("GATEWAY_BIND", "127.0.0.1:8080")     # 0.0.0.0:8080 opens it to the network
 workers = int(os.environ.get("WEB_CONCURRENCY", 2))
 worker_class = os.environ.get("GATEWAY_WORKER_CLASS", "gevent_pywsgi")  # gevent's own WSGI server: ~25% more req/s than "gevent"
 worker_connections = 1000
@@ -26,13 +26,13 @@ def on_starting(server):
     shared.mkdir(parents=True, exist_ok=True)
     for old in shared.glob("*.db"):
         old.unlink()
-    # Migrate and seed once, in a separate process, before any worker starts.
-    if os.environ.get("GATEWAY_SKIP_BOOTSTRAP") == "1":     # the database is prepared already (tests)
+    # Migrate and seed once before any worker starts, in a separate process: the master stays
+    # free of ssl imported before gevent patches.
+    if os.environ.get("GATEWAY_SKIP_BOOTSTRAP") == "1":     # done already (`gateway serve`, tests)
         return
-    url = os.environ.get("GATEWAY_PUBLIC_URL", "http://127.0.0.1:8080")
+    url = os.environ.get("GATEWAY_PUBLIC_URL") or "http://" + server.cfg.bind[0].replace("0.0.0.0:", "127.0.0.1:")
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}   # not a worker
-    subprocess.run([sys.executable, "-m", "flask", "--app", "app", "bootstrap", "--base-url", url],
-                   check=True, env=env)
+    subprocess.run([sys.executable, "-m", "gateway", "bootstrap", "--base-url", url], check=True, env=env)
 
 
 def child_exit(server, worker):

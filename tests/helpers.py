@@ -61,6 +61,23 @@ def postgres_database():
     admin.dispose()
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago, for a server the test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM (gunicorn workers finish in-flight requests and flush usage), SIGKILL after `timeout`."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def make_app(db_url: str, instance_path: str | None = None, **overrides):
     app = create_app(instance_path=instance_path,
                      overrides={**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": db_url, **overrides})
@@ -92,13 +109,6 @@ class LiveServer:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now, on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Gunicorn:
@@ -138,12 +148,7 @@ class Gunicorn:
         raise RuntimeError("gunicorn did not start; see " + self.log.name)
 
     def stop(self) -> None:
-        self.proc.terminate()       # SIGTERM: workers flush their usage queues
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)     # SIGTERM: workers flush their usage queues
         self.log.close()
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 from gateway.services.accounting.usage import UsageEntry, new_request_id, recorder
-from tests.helpers import ROOT, usage_records
+from tests.helpers import ROOT, free_port, usage_records
 
 
 def entry(**kw) -> UsageEntry:
@@ -71,12 +70,6 @@ def test_a_burst_is_written_in_batches(sqlite_app):
     for t in threads:
         t.join()
     assert len(usage_records(sqlite_app)) == 500
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_graceful_shutdown_keeps_in_flight_stream_records(tmp_path, mock):

@@ -9,6 +9,7 @@ from flask.cli import with_appcontext
 
 from gateway import bootstrap
 from gateway.cli import command
+from gateway.extensions import db
 from gateway.services.accounting import rollup
 
 config_cli = click.Group("config", help="Declarative configuration (GATEWAY_CONFIG=gateway.yaml).")
@@ -23,15 +24,36 @@ def bootstrap_cmd(base_url):
     bootstrap.bootstrap(click.echo, base_url)
 
 
+WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}    # every interface: loopback reaches it
+
+
+def address(host: str, port: int) -> str:
+    """host:port, an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def local_url(host: str, port: int) -> str:
+    """The URL a client on this machine uses for a server bound to host:port."""
+    return "http://" + address(WILDCARDS.get(host, host), port)
+
+
 @click.command("serve")
-@click.option("--host", default=lambda: os.environ.get("HOST", "0.0.0.0"))
-@click.option("--port", default=lambda: int(os.environ.get("PORT", 8080)), type=int)
-@click.option("--workers", default=lambda: int(os.environ.get("WEB_CONCURRENCY", 2)), type=int)
+@click.option("--host", default=lambda: os.environ.get("HOST") or "127.0.0.1", show_default="$HOST or 127.0.0.1",
+              help="address to listen on; 0.0.0.0 opens the gateway to the network")
+@click.option("--port", default=lambda: os.environ.get("PORT") or 8080, type=click.IntRange(1, 65535),
+              show_default="$PORT or 8080")
+@click.option("--workers", default=lambda: os.environ.get("WEB_CONCURRENCY") or 2, type=click.IntRange(1),
+              show_default="$WEB_CONCURRENCY or 2", help="gunicorn worker processes (gevent)")
+@with_appcontext
 def serve_cmd(host, port, workers):
-    """Serve with gunicorn and gevent workers (bootstraps the database first)."""
-    os.environ.setdefault("GATEWAY_PUBLIC_URL", f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}")
+    """Migrate and seed in this process, then serve with gunicorn and gevent workers."""
+    bootstrap.bootstrap(click.echo, os.environ.get("GATEWAY_PUBLIC_URL") or local_url(host, port))
+    if host in WILDCARDS:
+        click.echo(f"Listening on every interface, port {port}: reachable from the network.")
+    db.engine.dispose()                         # no connection of ours outlives the exec
+    os.environ["GATEWAY_SKIP_BOOTSTRAP"] = "1"  # done above: gunicorn's on_starting need not repeat it
     argv = [sys.executable, "-m", "gunicorn", "-c", "python:gateway.gunicorn_conf",
-            "-b", f"{host}:{port}", "-w", str(workers), "app:app"]
+            "-b", address(host, port), "-w", str(workers), "gateway.wsgi:app"]
     sys.stdout.flush()
     # exec: a fresh process where gevent patches before anything imports ssl
     os.execv(sys.executable, argv)
