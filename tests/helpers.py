@@ -21,7 +21,8 @@ def make_app(db_url: str, instance_path: str | None = None, **overrides):
     app = create_app(instance_path=instance_path, overrides={"TESTING": True, "SECRET_KEY": "test", "SQLALCHEMY_DATABASE_URI": db_url,
                       "ALLOW_PRIVATE_UPSTREAMS": True, "DEMO": False, "KEY_CACHE_SECONDS": 0.0,
                       "CATALOG_CACHE_SECONDS": 0.0, "UPSTREAM_FIRST_BYTE_TIMEOUT": 2.0,
-                      "UPSTREAM_IDLE_TIMEOUT": 2.0, "WTF_CSRF_ENABLED": True, **overrides})
+                      "UPSTREAM_IDLE_TIMEOUT": 2.0, "WTF_CSRF_ENABLED": True,
+                      "RETENTION_INTERVAL_SECONDS": 0, **overrides})     # a test purges when it means to
     with app.app_context():
         db.drop_all()
         db.create_all()
