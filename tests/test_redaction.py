@@ -295,3 +295,11 @@ def test_gateway_yaml_sets_a_policy_mode(sqlite_app):
         assert db.session.scalar(select(Policy.redact).where(Policy.name == "eu")) == "store"
         with pytest.raises(declarative.ConfigError, match="redact"):
             declarative.apply({"policies": {"eu": {"redact": "always"}}}, out=lambda *_: None)
+
+
+def test_a_stored_pattern_that_does_not_compile_is_skipped_not_fatal(gw):
+    with gw.app_context():
+        settings.put("redact_default", "upstream")
+        settings.put("redact_patterns", [{"name": "BROKEN", "pattern": "[unclosed"}])   # past the checks
+    r = chat(gw, make_key(gw))
+    assert r.status_code == 200 and sent(gw)[0]["messages"][0]["content"] == REDACTED

@@ -151,7 +151,13 @@ class Redactor:
     """The built-in detectors plus compiled admin patterns; one per pattern list, shared."""
 
     def __init__(self, custom: tuple[tuple[str, str], ...] = ()):
-        self.custom = tuple((name.upper(), regex.compile(pattern)) for name, pattern in custom)
+        compiled = []
+        for name, pattern in custom:
+            try:
+                compiled.append((name.upper(), regex.compile(pattern)))
+            except regex.error:     # saved past check_pattern (by hand): skipped, never fatal
+                log.error("redaction pattern %s does not compile; it is skipped", name)
+        self.custom = tuple(compiled)
 
     def text(self, s: str) -> str:
         """`s` with every detected item replaced by its placeholder."""
