@@ -120,7 +120,7 @@ def test_body_redaction_keeps_structure_and_tool_arguments_valid():
 
 @pytest.fixture
 def gw(app, mock):
-    add_provider(app, "up", "openai", mock + "/v1", ["chat=echo", "flaky=echo+fail=500", "embed=echo"],
+    add_provider(app, "up", "openai", mock + "/v1", ["chat=echo", "flaky=echo+fail=500", "mirror=echo"],
                  embedding_models=["emb=echo"])
     with app.app_context():
         settings.put("log_prompts", True)
@@ -303,3 +303,16 @@ def test_a_stored_pattern_that_does_not_compile_is_skipped_not_fatal(gw):
         settings.put("redact_patterns", [{"name": "BROKEN", "pattern": "[unclosed"}])   # past the checks
     r = chat(gw, make_key(gw))
     assert r.status_code == 200 and sent(gw)[0]["messages"][0]["content"] == REDACTED
+
+
+def test_upstream_mode_holds_for_shadow_copies(gw):
+    import time
+    with gw.app_context():
+        catalog_admin.save_policy("mirrored", candidates=["chat"], shadow={"model": "mirror", "percent": 100},
+                                  redact="upstream")
+    assert chat(gw, make_key(gw), model="policy:mirrored").status_code == 200
+    deadline = time.monotonic() + 10
+    while len(sent(gw)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    bodies = sent(gw)
+    assert len(bodies) == 2 and all(b["messages"][0]["content"] == REDACTED for b in bodies)
