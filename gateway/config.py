@@ -60,3 +60,4 @@ class Defaults:
     # Console
     SETTINGS_CACHE_SECONDS = 5.0
     PROMPT_LOG_MAX_CHARS = 32 * 1024     # per stored prompt or answer, when storage is on
+    RETENTION_INTERVAL_SECONDS = 3600    # how often old usage and prompts are purged; 0: only by CLI

@@ -111,6 +111,7 @@ class ApiKey(db.Model):
     max_parallel: Mapped[int | None] = mapped_column(Integer, nullable=True)
     policy: Mapped[str | None] = mapped_column(String(100), nullable=True)  # bound routing policy
     ip_allow: Mapped[list | None] = mapped_column(JSON, nullable=True)      # CIDRs; None: anywhere
+    redact: Mapped[str | None] = mapped_column(String(8), nullable=True)    # off, store, upstream; None: default
     # Rotation: the previous secret keeps working until prev_valid_until.
     prev_key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     prev_valid_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
@@ -152,7 +153,8 @@ class UsageRecord(db.Model):
     tags: Mapped[dict] = mapped_column(JSON, default=dict)
     attempts: Mapped[list] = mapped_column(JSON, default=list)
     variant: Mapped[str | None] = mapped_column(String(64), nullable=True)   # A/B arm, or "shadow"
-    # Only when the admin turns on log_prompts; deferred so log lists never load them.
+    # Only when the admin turns on log_prompts; encrypted (prompt_log.seal_rows), deferred so
+    # log lists never load them.
     request_body: Mapped[str | None] = mapped_column(Text, nullable=True, deferred=True)
     response_text: Mapped[str | None] = mapped_column(Text, nullable=True, deferred=True)
 
@@ -305,6 +307,7 @@ class Policy(db.Model):
     sticky: Mapped[str | None] = mapped_column(String(64), nullable=True)  # body field, e.g. "user"
     ab: Mapped[dict | None] = mapped_column(JSON, nullable=True)          # {"model": ..., "percent": ...}
     shadow: Mapped[dict | None] = mapped_column(JSON, nullable=True)      # {"model": ..., "percent": ...}
+    redact: Mapped[str | None] = mapped_column(String(8), nullable=True)   # off, store, upstream; None: not set
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     source: Mapped[str] = mapped_column(String(16), default="cli")
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)

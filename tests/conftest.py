@@ -99,3 +99,73 @@ def live(app):
     server.stop()
 
 
+class Hostile:
+    """What one test tried: each case's expected and actual status, and records expected/found."""
+
+    def __init__(self):
+        self.cases: list[tuple[str, int, int]] = []
+        self.records = [0, 0]       # expected, found
+
+    def case(self, name: str, expected: int, got: int) -> bool:
+        """Register a hostile input or fault and the status it got; True when it was the expected one."""
+        self.cases.append((str(name), int(expected), int(got)))
+        return expected == got
+
+    def kept(self, expected: int, found: int) -> None:
+        """Register how many usage records the cases should have left, and how many there are."""
+        self.records[0] += int(expected)
+        self.records[1] += int(found)
+
+
+_HOSTILE = pytest.StashKey[dict]()
+
+
+def _hostile_totals(config) -> dict:
+    return config.stash.setdefault(_HOSTILE, {"cases": 0, "met": 0, "expected": 0, "lost": 0, "missed": []})
+
+
+@pytest.fixture
+def hostile(request):
+    """Register hostile-input and fault cases for the summary at the end of the run.
+
+        def test_bad_json(client, key, hostile):
+            r = post(...)
+            assert hostile.case("malformed JSON", 400, r.status_code)
+            hostile.kept(1, len(usage_records(app)))      # records expected, records found
+
+    `make test` then prints "hostile inputs and faults: N cases, N expected statuses met, 0 usage
+    records lost", summed over xdist workers (each sends its totals in workeroutput)."""
+    h = Hostile()
+    yield h
+    totals = _hostile_totals(request.config)
+    totals["cases"] += len(h.cases)
+    totals["met"] += sum(e == g for _, e, g in h.cases)
+    totals["missed"] += [f"{request.node.nodeid} {n}: expected {e}, got {g}" for n, e, g in h.cases if e != g]
+    totals["expected"] += h.records[0]
+    totals["lost"] += max(0, h.records[0] - h.records[1])
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workeroutput"):      # an xdist worker: hand the totals over
+        session.config.workeroutput["hostile"] = _hostile_totals(session.config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """xdist: add a finished worker's totals to the controller's."""
+    theirs = getattr(node, "workeroutput", {}).get("hostile")
+    if theirs:
+        ours = _hostile_totals(node.config)
+        for name in ("cases", "met", "expected", "lost", "missed"):
+            ours[name] += theirs[name]
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    totals = _hostile_totals(config)
+    if hasattr(config, "workeroutput") or not totals["cases"]:
+        return
+    terminalreporter.write_sep("-", "hostile inputs and faults")
+    terminalreporter.write_line(f"{totals['cases']} cases tried, {totals['met']} expected statuses met, "
+                                f"{totals['lost']} usage records lost (of {totals['expected']} expected)")
+    for line in totals["missed"][:20]:
+        terminalreporter.write_line(f"  missed: {line}")

@@ -29,7 +29,8 @@ PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgre
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TEST_CONFIG = {"TESTING": True, "SECRET_KEY": "test", "ALLOW_PRIVATE_UPSTREAMS": True, "DEMO": False,
                "KEY_CACHE_SECONDS": 0.0, "CATALOG_CACHE_SECONDS": 0.0, "UPSTREAM_FIRST_BYTE_TIMEOUT": 2.0,
-               "UPSTREAM_IDLE_TIMEOUT": 2.0, "WTF_CSRF_ENABLED": True}
+               "UPSTREAM_IDLE_TIMEOUT": 2.0, "WTF_CSRF_ENABLED": True,
+               "RETENTION_INTERVAL_SECONDS": 0}     # a test purges when it means to
 
 
 def redis_or_skip():

@@ -39,8 +39,10 @@ def call(gw, model, stream=False, **kw):
     ("hang", 504, "timeout"),
     ("reset", 502, "upstream_error"),
 ])
-def test_upstream_failure_status(app, gw, model, status, type_):
+def test_upstream_failure_status(app, gw, model, status, type_, hostile):
     r = call(gw, model)
+    hostile.case(f"upstream {model}", status, r.status_code)
+    hostile.kept(1, len(usage_records(app)))
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert err["type"] == type_ and set(err) == {"message", "type", "param", "code"}
@@ -61,7 +63,7 @@ def test_upstream_message_is_sanitized(app, gw, mock):
     assert r.status_code == 400 and SECRET not in r.text
 
 
-def test_stream_cut_by_upstream_ends_with_error_event(app, gw):
+def test_stream_cut_by_upstream_ends_with_error_event(app, gw, hostile):
     r = call(gw, "cut", stream=True)
     assert r.status_code == 200
     events = [line[6:] for line in r.iter_lines() if line.startswith(b"data: ")]
@@ -70,7 +72,10 @@ def test_stream_cut_by_upstream_ends_with_error_event(app, gw):
     assert last["error"]["code"] == "upstream_error" or last["error"]["type"] in ("upstream_error",)
     content = [orjson.loads(e) for e in events[:-1]]
     assert all(c["choices"][0].get("finish_reason") is None for c in content if c.get("choices"))
-    [rec] = usage_records(app)
+    rows = usage_records(app)
+    hostile.kept(1, len(rows))
+    [rec] = rows
+    hostile.case("stream cut by the upstream (recorded status)", 502, rec.status)
     assert rec.status == 502 and rec.stream and rec.estimated and rec.completion_tokens > 0
 
 
@@ -96,7 +101,7 @@ def test_stream_failure_before_first_byte_is_a_plain_http_error(app, gw):
     assert r.status_code == 502 and r.json()["error"]["type"] == "upstream_error"
 
 
-def test_client_disconnect_mid_stream_still_records(app, gw):
+def test_client_disconnect_mid_stream_still_records(app, gw, hostile):
     host, port = gw.url.removeprefix("http://").split(":")
     body = orjson.dumps({"model": "slow", "stream": True,
                          "messages": [{"role": "user", "content": "one two three four five six"}]})
@@ -114,7 +119,9 @@ def test_client_disconnect_mid_stream_still_records(app, gw):
     while time.monotonic() < deadline and not rows:
         rows = usage_records(app)
         time.sleep(0.1)
+    hostile.kept(1, len(rows))
     [rec] = rows
+    hostile.case("client gone mid-stream (recorded status)", 499, rec.status)
     assert rec.status == 499 and rec.error_type == "client_disconnected" and rec.stream
     assert rec.ttft_ms is not None and rec.completion_tokens >= 1
 

@@ -1,5 +1,6 @@
 """Prompts and completions kept with request logs: only while the admin turned it on, cut to a
-cap, for plain and streamed answers, and shown only to whoever may open the log entry."""
+cap, for plain and streamed answers, encrypted at rest, and shown only to whoever may open the
+log entry."""
 from __future__ import annotations
 
 import orjson
@@ -8,7 +9,7 @@ from sqlalchemy import select
 
 from gateway.extensions import db
 from gateway.models import ApiKey, UsageRecord
-from gateway.services.accounting import keys
+from gateway.services.accounting import keys, prompt_log
 from gateway.services.admin import settings
 from gateway.services.accounting.usage import recorder
 from tests.helpers import add_provider, make_key
@@ -26,12 +27,18 @@ def chat(app, secret, text="one two three", **extra):
     return r
 
 
-def stored(app) -> list[tuple]:
-    """(request_body, response_text) of every record, oldest first."""
+def raw_stored(app) -> list[tuple]:
+    """(request_body, response_text) of every record as the database holds them, oldest first."""
     with app.app_context():
         assert recorder(app).drain()
         return [tuple(r) for r in db.session.execute(select(UsageRecord.request_body, UsageRecord.response_text)
                                                      .order_by(UsageRecord.id))]
+
+
+def stored(app) -> list[tuple]:
+    """raw_stored(), decrypted."""
+    fernet = app.extensions["fernet"]
+    return [tuple(prompt_log.unseal(fernet, v) for v in row) for row in raw_stored(app)]
 
 
 def enable(app, on=True):
@@ -180,3 +187,59 @@ def test_the_key_cache_and_settings_share_one_listener(sqlite_app):
         keys.cache()
     b = sqlite_app.extensions.get("pubsub")
     assert b is None or b.listener.thread is None
+
+
+def test_stored_text_is_encrypted_at_rest(demo):
+    enable(demo)
+    secret = make_key(demo)
+    chat(demo, secret, text="my secret plan")
+    chat(demo, secret, text="my secret plan", stream=True)
+    for row in raw_stored(demo):
+        assert all(v.startswith(prompt_log.SEALED) and "secret plan" not in v for v in row)
+    assert all("my secret plan" in req and out == "Echo: my secret plan" for req, out in stored(demo))
+
+
+def test_the_spool_holds_no_plaintext(sqlite_app, monkeypatch):
+    from gateway.services.accounting.usage import UsageEntry, UsageRecorder, new_request_id
+    monkeypatch.setattr(UsageRecorder, "_insert", staticmethod(lambda rows: 1 / 0))   # the database is down
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    rec = recorder(sqlite_app)
+    rec._write_batch([UsageEntry(request_id=new_request_id(), endpoint="chat", status=200,
+                                 request_body='[{"role":"user","content":"my secret plan"}]',
+                                 response_text="Echo: my secret plan")], attempts=1)
+    [spooled] = list(rec.spool_dir.glob("*.jsonl"))
+    data = spooled.read_text()
+    assert "secret plan" not in data and prompt_log.SEALED in data
+    monkeypatch.undo()
+    with sqlite_app.app_context():
+        rec._replay_spool()
+    assert stored(sqlite_app) == [('[{"role":"user","content":"my secret plan"}]', "Echo: my secret plan")]
+
+
+def test_nothing_is_encrypted_while_storage_is_off(demo, monkeypatch):
+    from cryptography.fernet import Fernet
+    calls = []
+    real = Fernet.encrypt
+    monkeypatch.setattr(Fernet, "encrypt", lambda self, data: calls.append(1) or real(self, data))
+    secret = make_key(demo)
+    for _ in range(3):
+        chat(demo, secret)
+    assert stored(demo) == [(None, None)] * 3 and calls == []
+
+
+def test_rows_stored_before_encryption_still_show(sqlite_app):
+    ids = _seed_drawer(sqlite_app)
+    with sqlite_app.app_context():
+        row = db.session.get(UsageRecord, ids["other"])
+        row.request_body, row.response_text = '[{"role": "user", "content": "plain old row"}]', "plain answer"
+        db.session.commit()
+    page = Console(sqlite_app, "admin@example.com").get(f"/logs/{ids['other']}").text
+    assert "plain old row" in page and "plain answer" in page
+
+
+def test_a_changed_encryption_key_shows_a_notice_not_an_error(sqlite_app):
+    from cryptography.fernet import Fernet
+    ids = _seed_drawer(sqlite_app)
+    sqlite_app.extensions["fernet"] = Fernet(Fernet.generate_key())
+    r = Console(sqlite_app, "admin@example.com").get(f"/logs/{ids['other']}")
+    assert r.status_code == 200 and "cannot be decrypted" in r.text and "admin secret plans" not in r.text

@@ -27,7 +27,9 @@ def post(client, key, body=None, **kw):
                        headers=headers, **kw)
 
 
-def assert_error(r, status, type_, code=None, param=None):
+def assert_error(r, status, type_, code=None, param=None, hostile=None):
+    if hostile is not None:
+        hostile.case(code or param or type_, status, r.status_code)
     assert r.status_code == status, r.data
     err = r.json["error"]
     assert set(err) == {"message", "type", "param", "code"}
@@ -39,13 +41,14 @@ def assert_error(r, status, type_, code=None, param=None):
     assert r.headers["x-request-id"]
 
 
-def test_missing_key_is_401(client, key):
-    assert_error(post(client, None), 401, "invalid_request_error", "invalid_api_key")
+def test_missing_key_is_401(client, key, hostile):
+    assert_error(post(client, None), 401, "invalid_request_error", "invalid_api_key", hostile=hostile)
 
 
-def test_wrong_key_is_401(client, key):
-    assert_error(post(client, "sk-gw-not-a-real-key"), 401, "invalid_request_error", "invalid_api_key")
-    assert_error(post(client, "nonsense"), 401, "invalid_request_error", "invalid_api_key")
+def test_wrong_key_is_401(client, key, hostile):
+    assert_error(post(client, "sk-gw-not-a-real-key"), 401, "invalid_request_error", "invalid_api_key",
+                 hostile=hostile)
+    assert_error(post(client, "nonsense"), 401, "invalid_request_error", "invalid_api_key", hostile=hostile)
 
 
 def test_x_api_key_header_authenticates(client, key):
@@ -75,10 +78,11 @@ def test_key_is_stored_only_as_hash(app, key):
         assert key.startswith(row.prefix) and len(row.prefix) < len(key) // 3
 
 
-def test_malformed_json_is_400(client, key):
+def test_malformed_json_is_400(app, client, key, hostile):
     r = client.post("/v1/chat/completions", data=b"{not json", headers={
         "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    assert_error(r, 400, "invalid_request_error")
+    assert_error(r, 400, "invalid_request_error", hostile=hostile)
+    hostile.kept(1, len(usage_records(app)))
 
 
 @pytest.mark.parametrize("body,param", [
@@ -89,21 +93,23 @@ def test_malformed_json_is_400(client, key):
     ({"model": "demo-chat", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream"),
     ({"model": "demo-chat", "messages": [{"role": "user", "content": "x"}], "n": 0}, "n"),
 ])
-def test_missing_or_bad_fields_are_400(client, key, body, param):
-    assert_error(post(client, key, body), 400, "invalid_request_error", param=param)
+def test_missing_or_bad_fields_are_400(app, client, key, body, param, hostile):
+    assert_error(post(client, key, body), 400, "invalid_request_error", param=param, hostile=hostile)
+    hostile.kept(1, len(usage_records(app)))
 
 
-def test_json_array_body_is_400(client, key):
-    assert_error(post(client, key, [1, 2]), 400, "invalid_request_error")
+def test_json_array_body_is_400(client, key, hostile):
+    assert_error(post(client, key, [1, 2]), 400, "invalid_request_error", hostile=hostile)
 
 
-def test_unknown_model_is_404(client, key):
-    assert_error(post(client, key, dict(CHAT, model="nope")), 404, "invalid_request_error", "model_not_found")
+def test_unknown_model_is_404(client, key, hostile):
+    assert_error(post(client, key, dict(CHAT, model="nope")), 404, "invalid_request_error", "model_not_found",
+                 hostile=hostile)
 
 
-def test_model_not_allowed_is_403(app, client, key):
+def test_model_not_allowed_is_403(app, client, key, hostile):
     limited = make_key(app, models=["other-chat"])
-    assert_error(post(client, limited), 403, "permission_error", "model_not_allowed")
+    assert_error(post(client, limited), 403, "permission_error", "model_not_allowed", hostile=hostile)
     assert post(client, limited, dict(CHAT, model="other-chat")).status_code == 200
 
 
@@ -113,10 +119,10 @@ def test_chat_model_on_embeddings_is_400(client, key):
     assert_error(r, 400, "invalid_request_error", param="model")
 
 
-def test_body_over_limit_is_413(app, client, key):
+def test_body_over_limit_is_413(app, client, key, hostile):
     app.config["MAX_REQUEST_BYTES"] = 1000
     big = dict(CHAT, messages=[{"role": "user", "content": "x" * 2000}])
-    assert_error(post(client, key, big), 413, "invalid_request_error")
+    assert_error(post(client, key, big), 413, "invalid_request_error", hostile=hostile)
 
 
 def test_unknown_route_and_method_are_json(client, key):
@@ -126,11 +132,12 @@ def test_unknown_route_and_method_are_json(client, key):
     assert_error(r, 405, "invalid_request_error")
 
 
-def test_every_failure_leaves_a_record(app, client, key):
+def test_every_failure_leaves_a_record(app, client, key, hostile):
     post(client, None)
     post(client, key, dict(CHAT, model="nope"))
     post(client, key)
     rows = usage_records(app)
+    hostile.kept(3, len(rows))
     assert [r.status for r in rows] == [401, 404, 200]
     assert rows[1].error_type == "invalid_request_error" and rows[1].key_prefix == key[:14]
     assert len({r.request_id for r in rows}) == 3

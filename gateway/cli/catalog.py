@@ -8,7 +8,7 @@ import click
 from gateway.cli import command, given, list_command, options, split_csv
 from gateway.extensions import db
 from gateway.models import Alias, Deployment, Policy, Provider
-from gateway.services.accounting import keys
+from gateway.services.accounting import keys, redaction
 from gateway.services.admin import catalog_admin
 from gateway.services.routing.health import deployment_status
 
@@ -145,11 +145,15 @@ def _experiment(value: str | None) -> dict | None:
 @click.option("--sticky", help="request field that pins a caller to a deployment, e.g. user")
 @click.option("--ab", help="MODEL:PERCENT of traffic to a candidate model")
 @click.option("--shadow", help="MODEL:PERCENT of requests mirrored to a candidate, not billed")
-def policies_set(name, strategy, candidates, regions, capabilities, sticky, ab, shadow):
+@click.option("--redact", type=click.Choice([*redaction.MODES, "default"]),
+              help="PII redaction of requests under this policy (the stricter of it and the key's applies)")
+def policies_set(name, strategy, candidates, regions, capabilities, sticky, ab, shadow, redact):
     """Create or update a policy; options not given keep their value."""
-    p = catalog_admin.save_policy(name, **given(
-        strategy=strategy, candidates=split_csv(candidates), regions=split_csv(regions),
-        capabilities=split_csv(capabilities), sticky=sticky, ab=_experiment(ab), shadow=_experiment(shadow)))
+    fields = given(strategy=strategy, candidates=split_csv(candidates), regions=split_csv(regions),
+                   capabilities=split_csv(capabilities), sticky=sticky, ab=_experiment(ab), shadow=_experiment(shadow))
+    if redact is not None:
+        fields["redact"] = None if redact == "default" else redact
+    p = catalog_admin.save_policy(name, **fields)
     click.echo(f"policy {p.name}: {p.strategy}; use model \"policy:{p.name}\"")
 
 
@@ -157,7 +161,7 @@ def policies_set(name, strategy, candidates, regions, capabilities, sticky, ab, 
 def _policy_row(p) -> tuple:
     return (p.name, p.strategy, f"candidates={','.join(p.candidates or []) or 'any'}",
             f"regions={','.join(p.regions or []) or 'any'}", f"ab={p.ab or '-'}", f"shadow={p.shadow or '-'}",
-            p.source)
+            f"redact={p.redact or 'default'}", p.source)
 
 
 @command(policies_cli, "bind")

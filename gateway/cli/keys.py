@@ -10,7 +10,7 @@ from sqlalchemy import select
 from gateway.cli import PERIODS, command, echo_row, list_command, options, split_csv
 from gateway.extensions import db
 from gateway.models import ApiKey, User
-from gateway.services.accounting import keys, quota, teams
+from gateway.services.accounting import keys, quota, redaction, teams
 
 keys_cli = click.Group("keys", help="Virtual API keys.")
 COMMANDS = (keys_cli,)
@@ -40,12 +40,15 @@ _limit_options = options(
     click.option("--parallel", type=int, help="requests in flight at once"),
     click.option("--policy", help="bound routing policy"),
     click.option("--ip-allow", help="allowed client IPs or CIDR ranges, comma-separated"),
+    click.option("--redact", type=click.Choice([*redaction.MODES, "default"]),
+                 help="PII redaction: off, store (what is logged), upstream (also what is sent); "
+                      "default: the policy's or the console's default"),
 )
 
 
 def _settings(models=None, expires=None, team=None, plan=None, token_quota=None, quota_period=None,
               quota_tz=None, budget=None, rpm=None, tpm=None, parallel=None, policy=None, ip_allow=None,
-              update=False) -> dict:
+              redact=None, update=False) -> dict:
     """Only what was given; on update, 0 / 'none' / 'all' / 'never' clear a limit."""
     s: dict = {}
     for name, value in (("token_quota", token_quota), ("rpm", rpm), ("tpm", tpm), ("max_parallel", parallel),
@@ -68,6 +71,8 @@ def _settings(models=None, expires=None, team=None, plan=None, token_quota=None,
         s["policy"] = None if policy.lower() == "none" else policy
     if ip_allow is not None:
         s["ip_allow"] = None if ip_allow.strip().lower() in ("", "any", "none") else ip_allow
+    if redact is not None:
+        s["redact"] = None if redact == "default" else redact
     return s
 
 
@@ -84,6 +89,8 @@ def _key_row(k) -> tuple:
             limits.append(f"{name}={getattr(i, name)}")
     if k.ip_allow:
         limits.append("ip=" + ",".join(k.ip_allow))
+    if k.redact:
+        limits.append(f"redact={k.redact}")
     state = "revoked" if k.revoked_at else ("disabled" if not k.enabled else "active")
     return (f"{k.prefix}…", k.name, state, f"team={k.team.name if k.team else '-'}",
             f"models={','.join(sorted(i.models)) if i.models is not None else 'all'}",

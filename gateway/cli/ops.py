@@ -10,10 +10,10 @@ from flask.cli import with_appcontext
 from gateway import bootstrap
 from gateway.cli import command
 from gateway.extensions import db
-from gateway.services.accounting import rollup
+from gateway.services.accounting import retention, rollup
 
 config_cli = click.Group("config", help="Declarative configuration (GATEWAY_CONFIG=gateway.yaml).")
-usage_cli = click.Group("usage", help="Usage records and their rollup.")
+usage_cli = click.Group("usage", help="Usage records, their rollup and retention.")
 
 
 @click.command("bootstrap")
@@ -83,6 +83,31 @@ def usage_rebuild_rollup(days_per_batch):
     """Recompute the usage rollup (charts) from the raw records, e.g. after an upgrade."""
     n = rollup.rebuild(days_per_batch, echo=click.echo)
     click.echo(f"rollup rebuilt from {n} usage records")
+
+
+def _days(value: str) -> int:
+    """`90d` or `90` as 90 days."""
+    raw = value.strip().lower().removesuffix("d")
+    if not raw.isdigit() or int(raw) < 1:
+        raise click.BadParameter("use a number of days, e.g. 90d", param_hint="--older-than")
+    return int(raw)
+
+
+@command(usage_cli, "purge")
+@click.option("--older-than", "older_than", required=True, help="age in days, e.g. 90d")
+@click.option("--prompts-only", is_flag=True, help="erase stored prompts and answers, keep the records")
+def usage_purge(older_than, prompts_only):
+    """Delete usage records (and erase stored prompts) older than a number of days, in batches.
+    Records go up to that day's midnight (UTC); the usage charts keep their totals."""
+    days = _days(older_than)
+    try:
+        done = retention.purge(None if prompts_only else days, days, echo=click.echo)
+    except retention.Busy as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"erased the stored prompts of {done.prompts} records before {done.prompts_before:%Y-%m-%d %H:%M} UTC")
+    if not prompts_only:
+        click.echo(f"deleted {done.usage} usage records and {done.reservations} settled reservations "
+                   f"before {done.usage_before:%Y-%m-%d} 00:00 UTC")
 
 
 COMMANDS = (bootstrap_cmd, serve_cmd, mock_upstream_cmd, config_cli, usage_cli)

@@ -11,7 +11,7 @@ from gateway.errors import InvalidRequest
 from gateway.extensions import db
 from gateway.htmx import render
 from gateway.models import ROLES, User
-from gateway.services.accounting import teams
+from gateway.services.accounting import redaction, teams
 from gateway.services.admin import audit, settings, users
 
 
@@ -83,15 +83,23 @@ def audit_index():
 def settings_page():
     errors, saved = {}, False
     values = settings.all_settings()
+    patterns = redaction.patterns_text(values["redact_patterns"])
     if request.method == "POST":
         f = request.form
-        new, errors = settings.check({"log_prompts": f.get("log_prompts") == "on",
-                                      "public_base_url": f.get("public_base_url", "").strip()[:300],
-                                      "monthly_budget_usd": f.get("monthly_budget_usd", "")})
+        patterns = f.get("redact_patterns", patterns)[:10_000]
+        given = {"log_prompts": f.get("log_prompts") == "on",
+                 "public_base_url": f.get("public_base_url", "").strip()[:300],
+                 "monthly_budget_usd": f.get("monthly_budget_usd", "")}
+        for name in ("redact_default", "redact_patterns", "usage_retention_days", "prompt_retention_days"):
+            if name in f:       # a field the form did not send keeps its value
+                given[name] = f[name][:10_000]
+        new, errors = settings.check(given)
         if not errors:
             changed = settings.update(new)
             if changed:
                 log_action("settings.update", "settings", **changed)
             saved = True
         values.update(new)
-    return render_template("console/settings.html", values=values, errors=errors, saved=saved), (422 if errors else 200)
+    return render_template("console/settings.html", values=values, errors=errors, saved=saved,
+                           patterns=patterns, redact_modes=redaction.MODES,
+                           kinds=redaction.KINDS), (422 if errors else 200)

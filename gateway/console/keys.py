@@ -11,7 +11,7 @@ from gateway.console import bp
 from gateway.console.scope import done, log_action, owner
 from gateway.htmx import navigate, render
 from gateway.models import ApiKey, utcnow
-from gateway.services.accounting import key_scope, keys, teams
+from gateway.services.accounting import key_scope, keys, redaction, teams
 from gateway.services.admin import catalog_admin, users
 from gateway.services.reporting import charts, filters
 from gateway.services.routing import catalog
@@ -51,7 +51,7 @@ def _choices() -> dict:
     admin = current_user.role == "admin"
     return {"model_names": catalog.model_names(), "periods": keys.PERIODS,
             "users": users.all_users() if admin else [], "teams": teams.all_teams() if admin else [],
-            "policies": catalog_admin.policy_names() if admin else []}
+            "policies": catalog_admin.policy_names() if admin else [], "redact_modes": redaction.MODES}
 
 
 @bp.get("/keys")
@@ -86,7 +86,7 @@ def _parse_form(existing: ApiKey | None) -> tuple[dict, dict, dict]:
     text into values; keys.check() says what is wrong with them, every field at once."""
     f = request.form
     form = {k: f.get(k, "") for k in ("name", "expires_at", "quota_period", "ip_allow", "policy",
-                                       "team_id", "user_id", *LIMIT_FIELDS)}
+                                       "team_id", "user_id", "redact", *LIMIT_FIELDS)}
     form["models"] = f.getlist("models")
     form["enabled"] = f.get("enabled") == "on"
     errors: dict[str, str] = {}
@@ -106,6 +106,7 @@ def _parse_form(existing: ApiKey | None) -> tuple[dict, dict, dict]:
             s[name] = _number(form[name], float if name == "budget_usd" else int, name, errors)
         s["quota_period"] = form["quota_period"] or "total"
         s["policy"] = form["policy"].strip()[:100] or None
+        s["redact"] = form["redact"] or None        # empty: the policy's or the default mode
         s["team_id"] = int(form["team_id"]) if form["team_id"].isdigit() else None
         s["user_id"] = int(form["user_id"]) if form["user_id"].isdigit() else None
     elif existing is None:
@@ -142,6 +143,7 @@ def key_edit(key_id: int):
     form = {"name": key.name, "models": key.models or [],
             "expires_at": key.expires_at.strftime("%Y-%m-%d") if key.expires_at else "",
             "ip_allow": ", ".join(key.ip_allow or []), "enabled": key.enabled, "policy": key.policy or "",
+            "redact": key.redact or "",
             "quota_period": key.quota_period, "team_id": str(key.team_id or ""), "user_id": str(key.user_id or "")}
     for name in LIMIT_FIELDS:
         v = getattr(key, name)

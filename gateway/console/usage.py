@@ -49,9 +49,10 @@ def log_detail(record_id: int):
     if found is None:
         abort(404)
     row, key = found
+    request_body, response_text = request_logs.transcript(row)
     return render_template("console/_log_detail.html", row=row, key=key,
                            prompts_enabled=settings.get("log_prompts"),
-                           request_body=_pretty(row.request_body), response_text=row.response_text)
+                           request_body=_pretty(request_body), response_text=response_text)
 
 
 def _pretty(text: str | None) -> str | None:

@@ -17,7 +17,7 @@ def init_app(app: Flask) -> None:
     """Build the services' state for `app`; nothing connects or starts a thread here."""
     from gateway import metrics, pubsub
     from gateway.services import gauges
-    from gateway.services.accounting import alerts, keys, limits, pricing, usage
+    from gateway.services.accounting import alerts, keys, limits, pricing, retention, usage
     from gateway.services.accounting.counters import DbCounters, RedisCounters
     from gateway.services.admin import settings
     from gateway.services.routing.catalog import Catalog
@@ -42,6 +42,7 @@ def init_app(app: Flask) -> None:
         "usage": recorder,
         "metrics": metrics.Metrics(functools.partial(gauges.known_model, app),
                                    functools.partial(gauges.read, app)),
+        "retention": retention.RetentionJob(app),
     })
     if bus.url:     # another process changed a key or a setting: drop our copy
         bus.subscribe(keys.INVALIDATE_CHANNEL, key_cache.on_message, key_cache.drop_all)

@@ -17,6 +17,7 @@ from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenie
 from gateway.extensions import db
 from gateway.models import ApiKey, Plan, Team, utcnow
 from gateway.services.accounting.periods import zone
+from gateway.services.accounting.redaction import check_mode
 
 KEY_PREFIX = "sk-gw-"
 PREFIX_LEN = 14     # "sk-gw-" + 8 characters: enough to tell keys apart, useless to an attacker
@@ -58,6 +59,7 @@ class KeyInfo:
     team_period: str = "month"
     team_tz: str = "UTC"
     valid_until: datetime | None = None     # set when this is a rotated-out secret in its grace
+    redact: str | None = None               # the key's own redaction mode; None: the default
 
     def allows(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -126,12 +128,13 @@ def info(key: ApiKey, valid_until: datetime | None = None) -> KeyInfo:
         team_budget_usd=team.budget_usd if team else None,
         team_period=team.budget_period if team else "month",
         team_tz=team.timezone if team else "UTC",
-        valid_until=valid_until)
+        valid_until=valid_until, redact=key.redact)
 
 
 # Settings update_key() accepts, with the column each one sets.
 SETTINGS = ("name", "models", "expires_at", "user_id", "team_id", "plan_id", "enabled", "token_quota",
-            "quota_period", "quota_tz", "budget_usd", "rpm", "tpm", "max_parallel", "policy", "ip_allow")
+            "quota_period", "quota_tz", "budget_usd", "rpm", "tpm", "max_parallel", "policy", "ip_allow",
+            "redact")
 
 
 def check(settings: dict) -> tuple[dict, dict[str, str]]:
@@ -160,6 +163,8 @@ def check(settings: dict) -> tuple[dict, dict[str, str]]:
             errors["ip_allow"] = e.message
     if "models" in s and s["models"] is not None:
         s["models"] = sorted({m.strip() for m in s["models"] if m and m.strip()}) or None
+    if problem := check_mode(s.get("redact")):
+        errors["redact"] = problem
     if "name" in s and not (s["name"] or "").strip():
         errors["name"] = "A key needs a name."
     return s, errors

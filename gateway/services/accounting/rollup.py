@@ -130,15 +130,18 @@ def _ceil_hour(t: datetime) -> datetime:
     return floor if floor == t else floor + timedelta(hours=1)
 
 
-def rebuild(days_per_batch: int = 1, echo=None) -> int:
+def rebuild(days_per_batch: int = 1, echo=None, until: datetime | None = None) -> int:
     """Recompute the rollup from raw records, a time window per transaction; returns records read.
     Each window's rollup rows are deleted and re-summed under a lock, so a writer running
-    alongside neither loses its increments nor has them counted twice."""
+    alongside neither loses its increments nor has them counted twice. With `until`, only the
+    days up to it are rebuilt: the rollup after it must be complete already."""
     dialect = db.engine.dialect.name
     if dialect not in _INSERTS:
         raise RuntimeError(f"the usage rollup needs SQLite or Postgres, not {dialect}")
     first, last = db.session.execute(select(func.min(UsageRecord.created_at), func.max(UsageRecord.created_at))).one()
     db.session.commit()
+    if until is not None and last is not None:
+        last = min(last, until)
     total = 0
     if first is not None:
         step = timedelta(days=max(1, days_per_batch))
@@ -155,6 +158,16 @@ def rebuild(days_per_batch: int = 1, echo=None) -> int:
         {"name": SINCE, "value": EPOCH.isoformat()})
     db.session.commit()
     return total
+
+
+def complete(echo=None) -> int:
+    """Make the rollup cover every raw record (before purging some), rebuilding only the days
+    before `usage_rollup_since`; returns the records read."""
+    start = since()
+    if start == EPOCH:
+        return 0
+    db.session.commit()
+    return rebuild(echo=echo, until=start)      # None: never maintained or broken, so everything
 
 
 def _rebuild_window(dialect: str, start: datetime, end: datetime) -> int:

@@ -58,7 +58,7 @@ class UsageEntry:
     tags: dict = field(default_factory=dict)
     attempts: list = field(default_factory=list)
     variant: str | None = None
-    request_body: str | None = None     # stored only when log_prompts is on
+    request_body: str | None = None     # stored only when log_prompts is on; encrypted when written
     response_text: str | None = None
 
 
@@ -84,12 +84,15 @@ def entry_for(req, key, status: int, **fields) -> UsageEntry:
                       latency_ms=(time.perf_counter() - req.started) * 1000, **fields)
 
 
-def record(app: Flask, req, admission, entry: UsageEntry, capture: int = 0) -> None:
+def record(app: Flask, req, admission, entry: UsageEntry, capture: int = 0, redactor=None) -> None:
     """The one way a request's record is made: settle its reservation, fire the alerts that
-    spend crossed, then queue the record. `capture`: characters of the prompt to keep."""
+    spend crossed, then queue the record. `capture`: characters of the prompt to keep;
+    `redactor`: what redacts the stored text (None: redaction is off)."""
     try:
         if capture and entry.request_body is None:
-            entry.request_body = prompt_log.request_text(req.body, capture)
+            entry.request_body = prompt_log.request_text(req.body, capture, redactor)
+        if redactor is not None and entry.error_message:
+            entry.error_message = redactor.text(entry.error_message)
         if admission is not None and admission.reservation is not None:
             counters = quota.settle(app, admission, entry)
             if counters:
@@ -151,6 +154,7 @@ class UsageRecorder:
 
     def _ensure_writer(self) -> None:
         self.writer.ensure()
+        self.app.extensions["retention"].ensure()     # the scheduled purge runs beside the writer
 
     def _run(self) -> None:
         last_replay = float("-inf")
@@ -206,6 +210,7 @@ class UsageRecorder:
 
     def _write_batch(self, batch: list[UsageEntry], attempts: int) -> None:
         rows = [row(e) for e in batch]
+        prompt_log.seal_rows(self.app.extensions["fernet"], rows)     # the spool never holds plaintext
         delay = 0.05
         with self.write_lock:
             for attempt in range(attempts):

@@ -12,6 +12,7 @@ from gateway.extensions import db
 from gateway.models import Alias, Deployment, ModelPrice, Policy, Provider
 from gateway.providers import registry, transport
 from gateway.services.accounting import pricing
+from gateway.services.accounting.redaction import check_mode
 from gateway.services.routing import probe
 from gateway.services.routing.policies import STRATEGIES
 from gateway.services.routing.catalog import catalog
@@ -19,7 +20,7 @@ from gateway.services.routing.catalog import catalog
 DEPLOYMENT_FIELDS = ("upstream_model", "mode", "weight", "enabled", "region", "input_per_1k", "output_per_1k",
                      "context_window", "capabilities", "rpm_limit", "tpm_limit")
 POLICY_FIELDS = ("strategy", "candidates", "weights", "capabilities", "regions", "sticky", "ab", "shadow",
-                 "enabled")
+                 "redact", "enabled")
 
 
 def _commit() -> None:
@@ -206,6 +207,8 @@ def save_policy(name: str, source: str = "cli", **fields):
         if spec is not None and not (isinstance(spec, dict) and spec.get("model")
                                      and 0 <= float(spec.get("percent", -1)) <= 100):
             raise InvalidRequest(f"{exp} needs a model and a percent from 0 to 100", param=exp)
+    if problem := check_mode(fields.get("redact")):
+        raise InvalidRequest(problem, param="redact")
     if not name.strip():
         raise InvalidRequest("a policy needs a name", param="name")
     row = db.session.scalar(select(Policy).where(Policy.name == name))

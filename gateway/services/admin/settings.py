@@ -9,6 +9,7 @@ from flask import Flask, current_app
 from gateway.extensions import db
 from gateway.models import Setting
 from gateway import pubsub
+from gateway.services.accounting import redaction
 
 log = logging.getLogger("gateway.settings")
 INVALIDATE_CHANNEL = "gw:settings:invalidate"
@@ -17,7 +18,12 @@ DEFAULTS = {
     "log_prompts": False,          # keep prompts and completions with request logs
     "monthly_budget_usd": None,    # drawn as a threshold line on the cost chart
     "public_base_url": "",         # this gateway's URL in snippets; empty: the request's host
+    "redact_default": "off",       # redaction mode of keys and policies that set none
+    "redact_patterns": [],         # admin patterns: [{"name": "EMPLOYEE_ID", "pattern": "EMP-\\d{6}"}]
+    "usage_retention_days": 365,   # usage records older than this are deleted (0: kept for ever)
+    "prompt_retention_days": 30,   # stored prompts and answers older than this are erased (0: kept)
 }
+RETENTION_MAX_DAYS = 36500
 
 
 def get(name: str):
@@ -61,6 +67,23 @@ def check(values: dict) -> tuple[dict, dict[str, str]]:
     url = clean.get("public_base_url")
     if url and not url.startswith(("http://", "https://")):
         errors["public_base_url"] = "Start the URL with http:// or https://."
+    if "redact_default" in clean and (clean["redact_default"] is None or redaction.check_mode(clean["redact_default"])):
+        errors["redact_default"] = f"Choose one of {', '.join(redaction.MODES)}."
+    if isinstance(clean.get("redact_patterns"), str):     # the form's NAME = regex lines
+        clean["redact_patterns"], problem = redaction.parse_patterns(clean["redact_patterns"])
+    else:
+        problem = redaction.check_patterns(clean["redact_patterns"]) if "redact_patterns" in clean else None
+    if problem:
+        errors["redact_patterns"] = problem
+    for name in ("usage_retention_days", "prompt_retention_days"):
+        if name in clean:
+            value = clean[name]
+            try:
+                value = clean[name] = int(value.strip() or 0) if isinstance(value, str) else value
+                if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= RETENTION_MAX_DAYS:
+                    raise ValueError
+            except ValueError:
+                errors[name] = f"Enter a whole number of days from 0 (keep for ever) to {RETENTION_MAX_DAYS}."
     return clean, errors
 
 

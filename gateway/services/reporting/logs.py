@@ -1,11 +1,12 @@
 """Request logs: the rows behind the usage charts, a page at a time."""
 from __future__ import annotations
 
+from flask import current_app
 from sqlalchemy import select
 
 from gateway.extensions import db
 from gateway.models import ApiKey, UsageRecord
-from gateway.services.accounting import key_scope
+from gateway.services.accounting import key_scope, prompt_log
 from gateway.services.reporting.filters import UsageFilter, conditions, visible
 
 
@@ -23,3 +24,9 @@ def find(record_id: int, owner: key_scope.Owner | None) -> tuple[UsageRecord, Ap
     if row is None:
         return None
     return row, db.session.get(ApiKey, row.key_id) if row.key_id else None
+
+
+def transcript(row: UsageRecord) -> tuple[str | None, str | None]:
+    """The record's stored prompt and answer, decrypted (rows stored before encryption as they are)."""
+    fernet = current_app.extensions["fernet"]
+    return prompt_log.unseal(fernet, row.request_body), prompt_log.unseal(fernet, row.response_text)

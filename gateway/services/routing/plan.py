@@ -51,6 +51,7 @@ class Plan:
     variant: str | None = None
     shadow: Route | None = None
     skipped: dict = field(default_factory=dict)     # deployment label -> why it was left out
+    redact: str | None = None                       # the policy's redaction mode, if it sets one
 
 
 def needs(body: dict, mode: str) -> Need:
@@ -154,7 +155,8 @@ def plan(req: ApiRequest, key) -> Plan:
     if not ordered:
         raise _nothing_fits(model, skipped, required)
     ordered = _by_health(ordered, need, skipped)
-    return Plan(ordered, need, policy.get("name"), variant, _pick_shadow(policy, snap, mode), skipped)
+    return Plan(ordered, need, policy.get("name"), variant, _pick_shadow(policy, snap, mode), skipped,
+                policy.get("redact"))
 
 
 def _nothing_fits(model: str, skipped: dict, required: frozenset) -> GatewayError:

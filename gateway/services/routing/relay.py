@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from flask import Flask, current_app
 
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.providers.base import Usage
-from gateway.services.accounting import pricing, prompt_log, usage
+from gateway.services.accounting import pricing, prompt_log, redaction, usage
 from gateway.services.api_request import ApiRequest
 from gateway.services.routing import shadow
 from gateway.services.routing.catalog import Route
@@ -22,15 +22,17 @@ from gateway.services.routing.upstream import Answer, attempt
 
 @dataclass(frozen=True)
 class Exchange:
-    """An admitted request on its way upstream: the stages before, and how much to log."""
+    """An admitted request on its way upstream: the stages before, how much to log, and the
+    redactor of what is stored (None: redaction is off)."""
     req: ApiRequest
     plan: Plan
     admission: object           # quota.Admission
     capture: int = 0            # characters of prompt and completion to log; 0: storage is off
+    redactor: redaction.Redactor | None = None
 
     def record(self, app: Flask, status: int, **fields) -> None:
         entry = usage.entry_for(self.req, self.admission.key, status, variant=self.plan.variant, **fields)
-        usage.record(app, self.req, self.admission, entry, self.capture)
+        usage.record(app, self.req, self.admission, entry, self.capture, self.redactor)
 
 
 def gateway_headers(plan: Plan, answer: Answer | None = None, attempts: int = 0) -> dict:
@@ -179,8 +181,14 @@ def start_recorded(app: Flask, ex: Exchange) -> Answer:
 
 
 def exchange(app: Flask, req: ApiRequest, plan: Plan, admission) -> Exchange:
-    """Bundle the stages for the relay, with the prompt-log setting read once."""
-    return Exchange(req, plan, admission, prompt_log.limit(app))
+    """Bundle the stages for the relay, with the prompt-log and redaction settings read once.
+    In upstream mode the request carries its redacted body from here on: every attempt,
+    fallback and shadow sends it, and the prompt log keeps it."""
+    key = admission.key
+    mode, redactor = prompt_log.redactor_for(app, key.redact if key is not None else None, plan.redact)
+    if mode == redaction.UPSTREAM:
+        req = replace(req, body=redactor.body(req.body))
+    return Exchange(req, plan, admission, prompt_log.limit(app), redactor)
 
 
 def complete(req: ApiRequest, plan: Plan, admission) -> tuple[bytes, dict]:
@@ -195,6 +203,6 @@ def complete(req: ApiRequest, plan: Plan, admission) -> tuple[bytes, dict]:
     health(app).success(answer.route, ms, None, used.completion_tokens, used.total_tokens)
     fields = served_fields(answer, used)
     if ex.capture and req.mode == "chat":
-        fields["response_text"] = prompt_log.reply_text(reply.body, ex.capture)
+        fields["response_text"] = prompt_log.reply_text(reply.body, ex.capture, ex.redactor)
     ex.record(app, 200, **fields)
     return reply.body, gateway_headers(plan, answer)

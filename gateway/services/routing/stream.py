@@ -110,7 +110,7 @@ def _relay(app: Flask, ex: Exchange, answer: Answer) -> Iterator[bytes]:
     parser = answer.parser
     ttft: float | None = (answer.first_at - started) * 1000 if answer.first_at else None
     recorded = False
-    text = prompt_log.StreamText(ex.capture) if ex.capture else None
+    text = prompt_log.StreamText(ex.capture, ex.redactor) if ex.capture else None
 
     def finish(status: int, error: GatewayError | None) -> None:
         # Recorded before the last event goes out, so a client that saw the end can count on it.
