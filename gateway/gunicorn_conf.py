@@ -17,6 +17,9 @@ keepalive = 5
 graceful_timeout = 30       # in-flight streams get this long to finish on SIGTERM
 timeout = 30
 accesslog = None
+# gunicorn 27's control socket sits at one path per user ($HOME/.gunicorn/gunicorn.ctl): a second
+# gateway on the host would take it over. Nothing here uses gunicornc.
+control_socket_disable = True
 
 
 def on_starting(server):

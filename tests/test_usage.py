@@ -86,7 +86,7 @@ def test_graceful_shutdown_keeps_in_flight_stream_records(tmp_path, mock):
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:gateway.gunicorn_conf",
                                "-b", f"127.0.0.1:{port}", "-w", "1", "app:app"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=open(tmp_path / "gunicorn.log", "w"), stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
