@@ -4,6 +4,7 @@ The gevent worker monkey-patches after fork, before it loads the app; the master
 imports the app, so nothing touches ssl or sockets unpatched.
 """
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,10 +23,16 @@ accesslog = None
 control_socket_disable = True
 
 
+_made_metrics_dir = None
+
+
 def on_starting(server):
     # Workers inherit the folder where they share metric values (/metrics sums them); values of
     # an earlier run are stale, so it starts empty.
-    shared = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gateway-metrics-")))
+    global _made_metrics_dir
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        _made_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
+    shared = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     shared.mkdir(parents=True, exist_ok=True)
     for old in shared.glob("*.db"):
         old.unlink()
@@ -36,6 +43,12 @@ def on_starting(server):
     url = os.environ.get("GATEWAY_PUBLIC_URL") or "http://" + server.cfg.bind[0].replace("0.0.0.0:", "127.0.0.1:")
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}   # not a worker
     subprocess.run([sys.executable, "-m", "gateway", "bootstrap", "--base-url", url], check=True, env=env)
+
+
+def on_exit(server):
+    # The temporary folder made above goes with the server.
+    if _made_metrics_dir:
+        shutil.rmtree(_made_metrics_dir, ignore_errors=True)
 
 
 def child_exit(server, worker):

@@ -44,8 +44,14 @@ class Pair:
                     "GATEWAY_ENCRYPTION_KEY": "qVq6OeHqZLDiWLbNkvhnUVaDfyPBnzdOYd7nD7gUdzA="}
         # both at once, on an empty database: each runs `gateway bootstrap` before its workers
         self.servers = [Gunicorn(None, db_url, 1, tmp, bootstrap=True, wait=False, **self.env) for _ in range(2)]
-        for s in self.servers:
-            s.wait()
+        try:
+            for s in self.servers:
+                s.wait()
+        except RuntimeError:
+            for s in self.servers:
+                if not s.log.closed:
+                    s.stop()
+            raise
         self.app = create_app(instance_path=str(tmp / "test-app"), overrides={
             **TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": REDIS_URL,
             "ENCRYPTION_KEY": self.env["GATEWAY_ENCRYPTION_KEY"], "QUOTA_REDIS_PREFIX": prefix + "q:"})
