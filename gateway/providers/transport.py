@@ -8,7 +8,6 @@ URL schemes given to Transport(in_process=...) are answered by a WSGI app in thi
 from __future__ import annotations
 
 import io
-import ipaddress
 import logging
 import select
 import socket
@@ -24,6 +23,7 @@ from urllib3.exceptions import (ConnectTimeoutError, HTTPError, NewConnectionErr
 
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.providers.base import UpstreamRequest
+from gateway.providers.ssrf import BlockedAddress, check_address
 
 log = logging.getLogger("gateway.transport")
 try:        # the unpatched poll: a zero timeout never blocks, so gevent's hub need not see it
@@ -31,44 +31,7 @@ try:        # the unpatched poll: a zero timeout never blocks, so gevent's hub n
     _poll = get_original("select", "poll")
 except ImportError:     # pragma: no cover - gevent is a dependency
     _poll = select.poll
-METADATA_HOSTS = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
-
-
-class BlockedAddress(OSError):
-    """The provider URL resolves to an address the SSRF policy forbids."""
-
-
-def check_address(ip: str, allow_private: bool) -> None:
-    """Raise BlockedAddress unless `ip` may be called: never link-local or cloud metadata,
-    loopback and private ranges only when the admin allowed them."""
-    addr = ipaddress.ip_address(ip.split("%")[0])
-    if getattr(addr, "ipv4_mapped", None):
-        addr = addr.ipv4_mapped
-    if addr in METADATA_HOSTS or addr.is_link_local or addr.is_multicast or addr.is_unspecified:
-        raise BlockedAddress(f"address {addr} is never allowed as an upstream")
-    if not allow_private and not addr.is_global:        # loopback, private, reserved ranges
-        raise BlockedAddress(f"address {addr} is private; set GATEWAY_ALLOW_PRIVATE_UPSTREAMS=1 to allow it")
-
-
-def check_url(url: str, allow_private: bool) -> None:
-    """Validate an admin-supplied base URL now (the connect-time check stays authoritative)."""
-    parts = urlsplit(url)
-    if parts.scheme == "mock":
-        return
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("the base URL must be an http:// or https:// URL with a host")
-    if parts.username or parts.password:
-        raise ValueError("put credentials in the API key field, not in the URL")
-    try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        return      # may resolve later (DNS not ready); checked again at connect time
-    for info in infos:
-        try:
-            check_address(info[4][0], allow_private)
-        except BlockedAddress as e:
-            raise ValueError(str(e)) from None
 
 
 def _guarded(base: type[HTTPConnection], allow_private: bool) -> type[HTTPConnection]:

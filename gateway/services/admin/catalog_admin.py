@@ -10,7 +10,7 @@ from gateway import secrets
 from gateway.errors import InvalidRequest
 from gateway.extensions import db
 from gateway.models import Alias, Deployment, ModelPrice, Policy, Provider
-from gateway.providers import registry, transport
+from gateway.providers import registry, ssrf
 from gateway.services.accounting import pricing
 from gateway.services.routing import probe
 from gateway.services.routing.policies import STRATEGIES
@@ -49,7 +49,7 @@ def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key:
     except ValueError as e:
         raise InvalidRequest(str(e), param="base_url") from None
     try:
-        transport.check_url(base_url, current_app.config["ALLOW_PRIVATE_UPSTREAMS"])
+        ssrf.check_url(base_url, current_app.config["ALLOW_PRIVATE_UPSTREAMS"])
     except ValueError as e:
         raise InvalidRequest(f"base URL refused: {e}", param="base_url") from None
     if provider is None:

@@ -8,7 +8,7 @@ import orjson
 from flask import current_app
 
 from gateway.errors import GatewayError, UpstreamError
-from gateway.providers import registry, transport
+from gateway.providers import registry, ssrf
 from gateway.providers.base import Target
 from gateway.services.routing import catalog
 from gateway.services.routing.upstream import attempt, sanitize
@@ -31,7 +31,7 @@ def probe_provider(kind: str, base_url: str, api_key: str, model: str, options: 
         return ProbeResult(False, 0.0, model, f"unknown provider kind '{kind}'")
     try:
         base_url, options = registry.resolve_endpoint(kind, base_url, options)
-        transport.check_url(base_url, current_app.config["ALLOW_PRIVATE_UPSTREAMS"])
+        ssrf.check_url(base_url, current_app.config["ALLOW_PRIVATE_UPSTREAMS"])
     except ValueError as e:
         return ProbeResult(False, 0.0, model, f"base URL refused: {e}")
     target = Target(kind=kind, base_url=base_url, api_key=api_key, model=model, options=dict(options or {}))
