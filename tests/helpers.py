@@ -62,3 +62,44 @@ def usage_records(app) -> list[UsageRecord]:
         rows = db.session.scalars(select(UsageRecord).order_by(UsageRecord.id)).all()
         db.session.expunge_all()
         return rows
+
+
+class Listener:
+    """A TCP listener on 127.0.0.1 that is no HTTP server: it stays `silent` after accepting, or
+    sends a `banner` (like SSH) and closes. `accepted` counts who connected."""
+
+    def __init__(self, banner: bytes | None = None):
+        import socket
+        self.banner = banner
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.accepted = 0
+        self.held: list = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            if self.banner is None:
+                self.held.append(conn)      # never answers
+            else:
+                conn.sendall(self.banner)
+                conn.close()
+
+    def close(self):
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 nobody listens on (bound, then released)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

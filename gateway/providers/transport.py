@@ -122,11 +122,12 @@ class Transport:
             "https": type("GuardedSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
         }
 
-    def send(self, req: UpstreamRequest) -> Response:
-        """Send a request and return once the status line and headers arrived."""
+    def send(self, req: UpstreamRequest, timeouts: Timeouts | None = None) -> Response:
+        """Send a request and return once the status line and headers arrived; `timeouts`
+        replace the worker's for this call (Test connection waits less)."""
         if self.in_process and (app := self.in_process.get(req.url.partition(":")[0])):
             return _send_in_process(app, req)
-        t = self.timeouts
+        t = timeouts or self.timeouts
         try:
             resp = self.pools.urlopen(req.method, req.url, body=req.body, headers=req.headers,
                                       preload_content=False, redirect=False, retries=False,

@@ -71,7 +71,8 @@ class Answer:
     attempts: list = field(default_factory=list)    # every attempt of the request, this one last
 
 
-def attempt(app: Flask, route: Route, body: dict, mode: str, stream: bool) -> Answer:
+def attempt(app: Flask, route: Route, body: dict, mode: str, stream: bool,
+            timeouts: transport.Timeouts | None = None) -> Answer:
     """Send `body` to `route` once and read far enough to know it is good; raises UpstreamError."""
     adapter = ADAPTERS[route.kind]
     if mode == "embedding":
@@ -79,7 +80,7 @@ def attempt(app: Flask, route: Route, body: dict, mode: str, stream: bool) -> An
     else:
         req = adapter.chat_request(route.target, body, stream)
     t0 = time.perf_counter()
-    resp = app.extensions["transport"].send(req)
+    resp = app.extensions["transport"].send(req, timeouts)
     if resp.status >= 400:
         raise upstream_failure(route, resp.status, _read_capped(resp), resp.headers)
     answer = Answer(route, resp, route.price(), t0)
