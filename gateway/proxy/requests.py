@@ -6,6 +6,7 @@ import orjson
 from flask import Request
 
 from gateway.errors import InvalidRequest, PayloadTooLarge
+from gateway.proxy import params
 from gateway.services.api_request import ApiRequest
 
 GATEWAY_FIELDS = ("metadata", "models")      # ours; never forwarded upstream
@@ -38,6 +39,7 @@ def read(request: Request, request_id: str, endpoint: str, started: float, limit
 def validated(request: Request, req: ApiRequest) -> ApiRequest:
     """`req` checked for its endpoint, with the client's fallbacks and the gateway's own
     fields taken out of the body that goes upstream."""
+    params.refuse_steering(req.body)
     VALIDATORS[req.endpoint](req.body)
     fallbacks = _fallbacks(request, req.body)
     body = {k: v for k, v in req.body.items() if k not in GATEWAY_FIELDS}
@@ -71,20 +73,22 @@ def _validate_chat(body: dict) -> None:
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise InvalidRequest(f"messages[{i}] must be an object with a 'role'.", param=f"messages[{i}]")
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise InvalidRequest("'stream' must be a boolean.", param="stream")
-    n = body.get("n", 1)
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128):
-        raise InvalidRequest("'n' must be an integer from 1 to 128.", param="n")
+    params.check_chat(body)
 
 
 def _validate_embeddings(body: dict) -> None:
     _validate_model(body)
     inp = body.get("input")
-    ok = isinstance(inp, str) and inp != "" or (
-        isinstance(inp, list) and inp and all(isinstance(x, (str, int, list)) for x in inp))
-    if not ok:
-        raise InvalidRequest("'input' must be a non-empty string or array.", param="input")
+    if not (isinstance(inp, str) and inp or isinstance(inp, list) and inp and len(inp) <= 2048 and (
+            all(isinstance(x, str) and x for x in inp) or all(_token_ids(x) for x in inp) or _token_ids(inp))):
+        raise InvalidRequest("'input' must be a non-empty string, an array of up to 2048 strings, or token "
+                             "ids (an array of integers, or an array of such arrays).", param="input")
+    params.check(params.EMBEDDINGS, body)
+
+
+def _token_ids(x) -> bool:
+    return isinstance(x, list) and bool(x) and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0
+                                                   for t in x)
 
 
 VALIDATORS = {"chat": _validate_chat, "embeddings": _validate_embeddings}
