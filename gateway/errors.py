@@ -46,6 +46,10 @@ class PayloadTooLarge(GatewayError):
     status, type, code = 413, "invalid_request_error", "request_too_large"
 
 
+class UnsupportedMediaType(GatewayError):
+    status, type, code = 415, "invalid_request_error", "unsupported_media_type"
+
+
 class QuotaExceeded(GatewayError):
     status, type, code = 429, "insufficient_quota", "insufficient_quota"
 
@@ -79,7 +83,8 @@ def api_error(status: int, message: str, type_: str = "invalid_request_error",
 
 
 HTTP_TYPES = {401: "invalid_request_error", 403: "permission_error", 404: "invalid_request_error",
-              405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_exceeded"}
+              405: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error",
+              429: "rate_limit_exceeded"}
 
 
 def init_app(app: Flask) -> None:
@@ -93,7 +98,8 @@ def init_app(app: Flask) -> None:
     def http_error(e: HTTPException):
         if not request.path.startswith("/v1/"):
             return e
-        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(e.code)
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
+                415: "unsupported_media_type"}.get(e.code)
         return api_error(e.code or 500, e.description or e.name,
                          HTTP_TYPES.get(e.code, "invalid_request_error"), code)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import orjson
 from flask import Request
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from gateway.errors import InvalidRequest, PayloadTooLarge
+from gateway.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from gateway.proxy import params
 from gateway.services.api_request import ApiRequest
 
@@ -22,11 +23,11 @@ def secret(request: Request) -> str | None:
 
 def read(request: Request, request_id: str, endpoint: str, started: float, limit: int) -> ApiRequest:
     """The body as JSON and the request's tags; nothing validated yet."""
-    if (request.content_length or 0) > limit:
-        raise PayloadTooLarge(f"The request body is over the {limit} byte limit.")
-    raw = request.stream.read(limit + 1)
-    if len(raw) > limit:
-        raise PayloadTooLarge(f"The request body is over the {limit} byte limit.")
+    kind = request.mimetype        # lower case, parameters such as charset dropped
+    if kind and kind != "application/json" and not (kind.startswith("application/") and kind.endswith("+json")):
+        raise UnsupportedMediaType(f"The request body must be JSON (Content-Type: application/json), "
+                                   f"not {kind[:100]}.")
+    raw = _body(request, limit)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -34,6 +35,26 @@ def read(request: Request, request_id: str, endpoint: str, started: float, limit
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     return ApiRequest(request_id, endpoint, body, _tags(request, body), started=started)
+
+
+def _body(request: Request, limit: int) -> bytes:
+    """At most `limit` bytes of body, else 413. A chunked body has no Content-Length, and one
+    read of it may return a single chunk, so read until the end or past the limit."""
+    if (request.content_length or 0) > limit:
+        raise PayloadTooLarge(f"The request body is over the {limit} byte limit.")
+    parts, size = [], 0
+    try:
+        while size <= limit:
+            part = request.stream.read(min(65536, limit + 1 - size))
+            if not part:
+                break
+            parts.append(part)
+            size += len(part)
+    except RequestEntityTooLarge:       # werkzeug's own cap (MAX_CONTENT_LENGTH) on a chunked body
+        size = limit + 1
+    if size > limit:
+        raise PayloadTooLarge(f"The request body is over the {limit} byte limit.")
+    return b"".join(parts)
 
 
 def validated(request: Request, req: ApiRequest) -> ApiRequest:
