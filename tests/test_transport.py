@@ -1,5 +1,5 @@
-"""The connect-time check on a policy tightened later, SSE framing, pooled connections
-(the SSRF policy itself: test_ssrf.py)."""
+"""The connect-time check on a policy tightened later, pooled connections, in-process apps
+(the SSRF policy itself: test_ssrf.py; SSE framing: test_sse.py)."""
 from __future__ import annotations
 
 import orjson
@@ -19,11 +19,6 @@ def test_connect_time_check_blocks_private_upstream(tmp_path, mock):
                                json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 502 and r.json["error"]["code"] == "upstream_blocked"
     assert "127.0.0.1" in r.json["error"]["message"] or "private" in r.json["error"]["message"]
-
-
-def test_sse_framing_handles_split_chunks_and_crlf():
-    raw = [b"event: a\r\nda", b"ta: {\"x\":1}\r\n\r\n", b": comment\n\ndata: [DONE]\n", b"\n"]
-    assert list(transport.sse_events(iter(raw))) == [("a", b'{"x":1}'), (None, b"[DONE]")]
 
 
 def test_connections_are_reused(tmp_path, mock):

@@ -1,4 +1,5 @@
-"""Sending requests upstream: pooled urllib3 connections, SSRF guard, timeouts, SSE framing.
+"""Sending requests upstream: pooled urllib3 connections, the SSRF guard at connect time (the
+policy is ssrf.py), timeouts. SSE framing is sse.py.
 
 urllib3 directly rather than requests: no per-call environment merging or request
 preparation on the hot path (PERF-NOTES). It is cooperative under gevent's patching.
@@ -228,29 +229,3 @@ def _send_in_process(app: WSGIApp, req: UpstreamRequest) -> Response:
 
     return Response(started["status"], started["headers"], chunks(),
                     lambda finished=False: getattr(body, "close", lambda: None)())
-
-
-def sse_events(chunks: Iterator[bytes]) -> Iterator[tuple[str | None, bytes]]:
-    """Split a byte stream into Server-Sent Events: (event name or None, data)."""
-    buf = b""
-    event: str | None = None
-    data: list[bytes] = []
-    for chunk in chunks:
-        buf += chunk
-        while True:
-            nl = buf.find(b"\n")
-            if nl < 0:
-                break
-            line = buf[:nl].rstrip(b"\r")
-            buf = buf[nl + 1:]
-            if not line:
-                if data:
-                    yield event, b"\n".join(data)
-                event, data = None, []
-            elif line.startswith(b"data:"):
-                data.append(line[6:] if line[5:6] == b" " else line[5:])
-            elif line.startswith(b"event:"):
-                event = line[6:].strip().decode("utf-8", "replace")
-            # comments (":") and id/retry fields carry nothing we need
-    if data:
-        yield event, b"\n".join(data)

@@ -11,7 +11,7 @@ from typing import Iterator
 from flask import Flask
 
 from gateway.errors import UpstreamError, UpstreamTimeout
-from gateway.providers import transport
+from gateway.providers import sse, transport
 from gateway.providers.base import Reply, StreamError
 from gateway.providers.registry import ADAPTERS
 from gateway.services.routing.catalog import Route
@@ -86,7 +86,7 @@ def attempt(app: Flask, route: Route, body: dict, mode: str, stream: bool,
     answer = Answer(route, resp, route.price(), t0)
     try:
         if stream:
-            _peek(answer, adapter.ChatStream(route.target, body))
+            _peek(answer, adapter.ChatStream(route.target, body), int(app.config["UPSTREAM_MAX_EVENT_BYTES"]))
         else:
             parse = adapter.embeddings_response if mode == "embedding" else adapter.chat_response
             answer.reply = parse(resp.read(), route.target)
@@ -102,11 +102,11 @@ def attempt(app: Flask, route: Route, body: dict, mode: str, stream: bool,
     return answer
 
 
-def _peek(answer: Answer, parser) -> None:
+def _peek(answer: Answer, parser, max_event_bytes: int) -> None:
     """Read the stream until its first chunk for the client (or its end), so that a stream
     failing before that can still go to another deployment."""
     answer.parser = parser
-    answer.events = transport.sse_events(answer.response.chunks())
+    answer.events = sse.sse_events(answer.response.chunks(), max_event_bytes)
     for event, data in answer.events:
         out = parser.feed(event, data)
         if out or parser.done:
