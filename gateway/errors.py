@@ -76,6 +76,16 @@ class UpstreamTimeout(UpstreamError):
     status, type, code = 504, "timeout", "upstream_timeout"
 
 
+class ClientGone(GatewayError):
+    """The client closed the connection before its answer was ready (recorded as 499)."""
+    status, type, code = 499, "client_disconnected", "client_disconnected"
+
+    def __init__(self, message: str = "The client closed the connection.", **kw):
+        super().__init__(message, **kw)
+        self.attempts: list = []        # as on UpstreamError: the attempts until the client left
+        self.route = None
+
+
 def api_error(status: int, message: str, type_: str = "invalid_request_error",
               code: str | None = None, param: str | None = None):
     body = {"message": message, "type": type_, "param": param, "code": code}

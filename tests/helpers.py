@@ -1,9 +1,15 @@
-"""What tests build with: an app on a given database, a live server, providers, keys, records."""
+"""What tests build with: an app on a given database, a live server or gunicorn, providers, keys,
+records, and listeners that are no HTTP server."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
+import requests
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
@@ -103,3 +109,37 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class Gunicorn:
+    """The app served by gunicorn with gevent workers, as a subprocess."""
+
+    def __init__(self, app, db_url: str, workers: int, tmp: Path, **env):
+        self.port = closed_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(tmp / f"gunicorn-{self.port}.log", "w")
+        environ = dict(os.environ, DATABASE_URL=db_url, GATEWAY_ALLOW_PRIVATE_UPSTREAMS="1", GATEWAY_DEMO="0",
+                       GATEWAY_SKIP_BOOTSTRAP="1", GATEWAY_ENCRYPTION_KEY=app.config["ENCRYPTION_KEY"],
+                       GATEWAY_SECRET_KEY="test", GATEWAY_KEY_CACHE_SECONDS="0", **env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "python:gateway.gunicorn_conf", "-b",
+             f"127.0.0.1:{self.port}", "-w", str(workers), "app:app"],
+            cwd=ROOT, env=environ, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.url + "/v1/models", timeout=5).status_code == 401:
+                    return
+            except requests.RequestException:     # not listening yet, or still loading the app
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("gunicorn did not start; see " + self.log.name)
+
+    def stop(self) -> None:
+        self.proc.terminate()       # SIGTERM: workers flush their usage queues
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()

@@ -7,13 +7,9 @@ workers; Redis counters shared by two gunicorn processes. Bounded: 200 requests,
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
@@ -21,9 +17,8 @@ from sqlalchemy import func, select
 
 from gateway.extensions import db
 from gateway.models import QuotaCounter, Reservation, UsageRecord
-from tests.helpers import LiveServer, add_provider, make_app, make_key, usage_records
+from tests.helpers import Gunicorn, LiveServer, add_provider, make_app, make_key, usage_records
 
-ROOT = Path(__file__).resolve().parent.parent
 N, PARALLEL, QUOTA = 200, 32, 1500
 BODY = {"model": "echo", "max_tokens": 20, "messages": [{"role": "user", "content": "hello there friend"}]}
 
@@ -76,46 +71,6 @@ def test_sqlite_under_concurrency(sqlite_app, mock):
                                      .where(Reservation.settled_at.is_(None)))
     check(results, usage_records(sqlite_app), used, reserved)
     assert inflight == 0 and open_res == 0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Gunicorn:
-    """The app served by gunicorn with gevent workers, as a subprocess."""
-
-    def __init__(self, app, db_url: str, workers: int, tmp: Path, **env):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(tmp / f"gunicorn-{self.port}.log", "w")
-        environ = dict(os.environ, DATABASE_URL=db_url, GATEWAY_ALLOW_PRIVATE_UPSTREAMS="1", GATEWAY_DEMO="0",
-                       GATEWAY_SKIP_BOOTSTRAP="1", GATEWAY_ENCRYPTION_KEY=app.config["ENCRYPTION_KEY"],
-                       GATEWAY_SECRET_KEY="test", GATEWAY_KEY_CACHE_SECONDS="0", **env)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:gateway.gunicorn_conf", "-b",
-             f"127.0.0.1:{self.port}", "-w", str(workers), "app:app"],
-            cwd=ROOT, env=environ, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(self.url + "/v1/models", timeout=5).status_code == 401:
-                    return
-            except requests.RequestException:     # not listening yet, or still loading the app
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("gunicorn did not start; see " + self.log.name)
-
-    def stop(self) -> None:
-        self.proc.terminate()       # SIGTERM: workers flush their usage queues
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 def _records_when_written(app, n: int) -> list:
