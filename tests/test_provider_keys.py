@@ -38,6 +38,7 @@ def test_test_connection_does_not_send_the_stored_key_to_a_new_url(sqlite_app, s
     r = c.post("/providers/test", {"provider_id": str(pid), "kind": "openai", "base_url": elsewhere.url + "/v1",
                                    "api_key": "", "models": "echo"}, htmx=True)
     assert r.status_code == 200 and "enter the provider&#39;s API key again" in r.text
+    assert '<span id="api-key-test-error" hx-swap-oob="true" class="field-error"' in r.text   # next to the field
     assert elsewhere.accepted == 0
     with sqlite_app.app_context():
         [row] = db.session.scalars(select(AuditLog).where(AuditLog.action == "provider.test")).all()

@@ -199,8 +199,9 @@ def provider_test():
             options={"api_version": form["api_version"]} if form["api_version"] else None,
             actor=current_user._get_current_object(), ip=client_ip())
     except InvalidRequest as e:
-        return render_template("console/_provider_test.html", result=None, error=e.message)
-    return render_template("console/_provider_test.html", result=result, error=None)
+        return render_template("console/_provider_test.html", result=None, error=e.message,
+                               field=(e.param or "").replace("_", "-"))
+    return render_template("console/_provider_test.html", result=result, error=None, field=None)
 
 
 @bp.post("/deployments/<int:deployment_id>/toggle")

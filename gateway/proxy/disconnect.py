@@ -12,6 +12,10 @@ import socket
 from contextlib import contextmanager
 from typing import Iterator
 
+import gevent
+from gevent import monkey
+from gevent.socket import wait_read
+
 from gateway.services.routing.cancel import Cancel
 
 
@@ -25,11 +29,9 @@ def watch(environ: dict) -> Iterator[Cancel]:
     """A Cancel that fires when the client disconnects, for the duration of the block."""
     cancel = Cancel()
     sock = client_socket(environ)
-    from gevent import monkey
     if sock is None or not monkey.is_module_patched("socket"):
         yield cancel
         return
-    import gevent
     watcher = gevent.spawn(_wait_gone, sock, cancel)
     try:
         yield cancel
@@ -38,7 +40,6 @@ def watch(environ: dict) -> Iterator[Cancel]:
 
 
 def _wait_gone(sock, cancel: Cancel) -> None:
-    from gevent.socket import wait_read
     try:
         wait_read(sock.fileno())
         gone = not sock.recv(1, socket.MSG_PEEK)

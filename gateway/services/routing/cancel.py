@@ -1,7 +1,7 @@
 """Stopping a request's upstream call when its client leaves.
 
 The edge watches the client's connection and calls `trigger()`; the relay `armed()`s the cancel
-only while it waits on a provider (the call itself, a backoff sleep). Under gevent, trigger
+only while it waits on a provider (sending and reading, a backoff sleep). Under gevent, trigger
 throws ClientGone into the request's greenlet if it is in such a wait, so the provider's
 connection is closed at once; otherwise the next wait refuses to start. The interruption never
 lands in bookkeeping: usage records, quota settling, health."""
@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import greenlet
+from gevent import get_hub
 
 from gateway.errors import ClientGone
 
@@ -35,7 +36,6 @@ class Cancel:
 
     def trigger(self) -> None:
         """The client left (called from another greenlet of the same thread)."""
-        from gevent import get_hub
         self.gone = True
         # A hub callback runs while every other greenlet waits, so the armed check and the
         # throw cannot straddle the request leaving its armed section.

@@ -115,8 +115,7 @@ def start(app: Flask, ex: Exchange) -> Answer:
             continue
         t0 = time.perf_counter()
         try:
-            with ex.cancel.armed():
-                answer = attempt(app, route, req.body, req.mode, req.stream)
+            answer = attempt(app, route, req.body, req.mode, req.stream, cancel=ex.cancel)
         except ClientGone as e:     # the provider's connection is closed; the deployment did no wrong
             h.release(route)
             attempts.append(_attempt(route, t0, e.status, e.type, None))
