@@ -22,7 +22,11 @@ class Defaults:
     UPSTREAM_FIRST_BYTE_TIMEOUT = 120.0  # slow models think for a long time before answering
     UPSTREAM_IDLE_TIMEOUT = 60.0         # longest silence between two stream chunks
     UPSTREAM_POOL_SIZE = 128             # connections kept per provider and worker
+    UPSTREAM_MAX_EVENT_BYTES = 8 * 1024 * 1024   # one SSE event from a provider; past it the stream fails
     ALLOW_PRIVATE_UPSTREAMS = False      # loopback/private provider URLs (Ollama, vLLM, tests)
+    PROBE_TIMEOUT_SECONDS = 10.0         # Test connection: every "could not reach" answers after this
+    PROBE_LIMIT_PER_USER = 10            # Test connections per minute and console user
+    PROBE_LIMIT_PER_IP = 20              # ... and per client address
     KEY_CACHE_SECONDS = 5.0              # how long a key lookup is trusted without the database
     CATALOG_CACHE_SECONDS = 5.0
     USAGE_BATCH_SIZE = 200

@@ -46,6 +46,10 @@ class PayloadTooLarge(GatewayError):
     status, type, code = 413, "invalid_request_error", "request_too_large"
 
 
+class UnsupportedMediaType(GatewayError):
+    status, type, code = 415, "invalid_request_error", "unsupported_media_type"
+
+
 class QuotaExceeded(GatewayError):
     status, type, code = 429, "insufficient_quota", "insufficient_quota"
 
@@ -72,6 +76,16 @@ class UpstreamTimeout(UpstreamError):
     status, type, code = 504, "timeout", "upstream_timeout"
 
 
+class ClientGone(GatewayError):
+    """The client closed the connection before its answer was ready (recorded as 499)."""
+    status, type, code = 499, "client_disconnected", "client_disconnected"
+
+    def __init__(self, message: str = "The client closed the connection.", **kw):
+        super().__init__(message, **kw)
+        self.attempts: list = []        # as on UpstreamError: the attempts until the client left
+        self.route = None
+
+
 def api_error(status: int, message: str, type_: str = "invalid_request_error",
               code: str | None = None, param: str | None = None):
     body = {"message": message, "type": type_, "param": param, "code": code}
@@ -79,7 +93,8 @@ def api_error(status: int, message: str, type_: str = "invalid_request_error",
 
 
 HTTP_TYPES = {401: "invalid_request_error", 403: "permission_error", 404: "invalid_request_error",
-              405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_exceeded"}
+              405: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error",
+              429: "rate_limit_exceeded"}
 
 
 def init_app(app: Flask) -> None:
@@ -93,7 +108,8 @@ def init_app(app: Flask) -> None:
     def http_error(e: HTTPException):
         if not request.path.startswith("/v1/"):
             return e
-        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(e.code)
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
+                415: "unsupported_media_type"}.get(e.code)
         return api_error(e.code or 500, e.description or e.name,
                          HTTP_TYPES.get(e.code, "invalid_request_error"), code)
 

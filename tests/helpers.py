@@ -1,4 +1,5 @@
-"""What tests build with: an app on a given database, a live server, providers, keys, records."""
+"""What tests build with: an app on a given database, a live server or gunicorn, providers, keys,
+records, and listeners that are no HTTP server."""
 from __future__ import annotations
 
 import os
@@ -222,3 +223,35 @@ def records_when_written(app, n: int) -> list:
         rows = db.session.scalars(select(UsageRecord)).all()
         db.session.expunge_all()
         return rows
+
+
+class Listener:
+    """A TCP listener on 127.0.0.1 that is no HTTP server: it stays `silent` after accepting, or
+    sends a `banner` (like SSH) and closes. `accepted` counts who connected."""
+
+    def __init__(self, banner: bytes | None = None):
+        self.banner = banner
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.accepted = 0
+        self.held: list = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            if self.banner is None:
+                self.held.append(conn)      # never answers
+            else:
+                conn.sendall(self.banner)
+                conn.close()
+
+    def close(self):
+        self.sock.close()
+        for conn in self.held:
+            conn.close()

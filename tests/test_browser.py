@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import LiveServer, make_app
+from tests.helpers import LiveServer, add_provider, make_app
 from console_client import PASSWORD, make_user
 from gateway.extensions import db
 from gateway.models import UsageRecord
@@ -188,3 +188,27 @@ def test_console_flow_in_a_real_browser(browser_page, console_server, mock, tmp_
         shot(page, name)
     assert not [m for t, m in page.dialogs if t == "alert"], "user text ran as script"
     assert page.js_errors == []
+
+
+def test_test_connection_to_a_new_url_asks_for_the_key_next_to_its_field(browser_page, console_server, mock):
+    page, app = browser_page, console_server.app
+    add_provider(app, "byok", "openai", mock + "/v1", ["echo"], api_key="sk-stored-browser-key-4242")
+    page.goto("/login")
+    page.fill("input[name=email]", "admin@example.com")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/$"))
+    page.goto("/providers")
+    page.click("a:text-is(\"Edit\")")
+    page.wait_for_url(re.compile(r"/providers/\d+/edit"))
+    page.fill("input[name=base_url]", "http://127.0.0.1:9/v1")
+    page.click("#test-connection")
+    page.wait_for_selector("#api-key-test-error.field-error")
+    assert "API key again" in page.inner_text("#api-key-test-error")
+    assert "Not tested" in page.inner_text("#provider-test")
+    page.fill("input[name=base_url]", mock + "/v1")     # back to the stored URL: the stored key is used
+    page.click("#test-connection")
+    page.wait_for_selector("#provider-test .test-result.ok")
+    assert page.inner_text("#api-key-test-error") == ""
+    shot(page, "03b-provider-test-key-required")
+    assert not page.js_errors, page.js_errors

@@ -245,14 +245,15 @@ def test_failed_provider_form_does_not_echo_the_key(sqlite_app):
 
 def test_test_connection_against_the_mock_upstream(sqlite_app, mock):
     make_user(sqlite_app, "admin@example.com", "admin")
+    sqlite_app.config["PROBE_TIMEOUT_SECONDS"] = 0.2
     c = Console(sqlite_app, "admin@example.com")
     form = {"name": "up", "kind": "openai", "base_url": mock + "/v1", "api_key": "sk-test-abcdef123456", "models": "echo"}
     ok = c.post("/providers/test", form, htmx=True)
     assert ok.status_code == 200 and "Connected" in ok.text and " ms" in ok.text
     bad = c.post("/providers/test", dict(form, test_model="echo+fail=500"), htmx=True)
-    assert "Failed" in bad.text and "500" in bad.text
+    assert "Failed" in bad.text and "answered with an error" in bad.text
     down = c.post("/providers/test", dict(form, base_url="http://127.0.0.1:9/v1"), htmx=True)
-    assert "Failed" in down.text
+    assert "Failed" in down.text and "Could not reach" in down.text
     with sqlite_app.app_context():
         assert [a.details["ok"] for a in db.session.scalars(select(AuditLog).where(AuditLog.action == "provider.test"))] \
             == [True, False, False]

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from flask import abort, render_template, request, url_for
+from flask_login import current_user
 
 from gateway.auth.rbac import ADMIN, READ, SEE_ALL, require_role
+from gateway.auth.security import client_ip
 from gateway.console import bp
 from gateway.console.scope import base_url, done, log_action
 from gateway.errors import InvalidRequest
@@ -152,7 +154,7 @@ def provider_update(provider_id: int):
     p = db.get_or_404(Provider, provider_id)
     form = _form()
     form["name"] = p.name           # the name is the provider's identity; not renamed here
-    key_changed = bool(form["api_key"])
+    key_changed, old_url = bool(form["api_key"]), p.base_url
     saved, errors = _save(form, p)
     if errors:
         form.pop("api_key", None)
@@ -161,6 +163,7 @@ def provider_update(provider_id: int):
     catalog_admin.expose(saved, _ids("listed"), _ids("expose"))
     return done("provider.update", saved.name, url_for("console.providers_index"), kind=saved.kind,
                 base_url=saved.base_url, region=saved.region, key_changed=key_changed,
+                **({"previous_base_url": old_url} if old_url != saved.base_url else {}),
                 exposed=sorted(d.model for d in saved.deployments if d.enabled))
 
 
@@ -184,20 +187,21 @@ def provider_delete(provider_id: int):
 @bp.post("/providers/test")
 @require_role(*ADMIN)
 def provider_test():
-    """Probe the provider as the form describes it; an empty key on edit uses the stored one."""
+    """Probe the provider as the form describes it; an empty key on edit uses the stored one,
+    for the stored base URL only. The service audits the attempt and rate-limits it."""
     form = _form()
     pid = request.form.get("provider_id", "")
     stored = db.get_or_404(Provider, int(pid)) if pid.isdigit() else None
     try:
         result = catalog_admin.check_connection(
             form["kind"], form["base_url"], form["api_key"], _split_models(form["models"]),
-            model=request.form.get("test_model", "").strip(), stored=stored,
-            options={"api_version": form["api_version"]} if form["api_version"] else None)
+            model=request.form.get("test_model", "").strip(), stored=stored, name=form["name"],
+            options={"api_version": form["api_version"]} if form["api_version"] else None,
+            actor=current_user._get_current_object(), ip=client_ip())
     except InvalidRequest as e:
-        return render_template("console/_provider_test.html", result=None, error=e.message)
-    log_action("provider.test", form["name"] or (stored.name if stored else ""), model=result.model, ok=result.ok,
-               latency_ms=round(result.latency_ms, 1))
-    return render_template("console/_provider_test.html", result=result, error=None)
+        return render_template("console/_provider_test.html", result=None, error=e.message,
+                               field=(e.param or "").replace("_", "-"))
+    return render_template("console/_provider_test.html", result=result, error=None, field=None)
 
 
 @bp.post("/deployments/<int:deployment_id>/toggle")

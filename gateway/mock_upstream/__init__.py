@@ -42,6 +42,8 @@ Directives:
                       no terminal event; a non-streaming body is cut in half
     malformed         send `data: {not json` after the first content chunk; a
                       non-streaming body is `{not json`
+    big_event=N       after the first content chunk of a stream, one more event carrying
+                      N characters of text (an SSE event of about N bytes)
 
 In-process there is no socket: `reset` and `cut` raise ConnectionResetError from the
 response iterator instead. For `reset`, start_response is never called.

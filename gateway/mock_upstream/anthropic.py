@@ -26,8 +26,14 @@ def authorized(environ: dict, query: dict) -> bool:
     return bool(environ.get("HTTP_X_API_KEY")) or openai.authorized(environ, query)
 
 
+def text_frame(text: str) -> bytes:
+    """One content_block_delta event carrying `text`."""
+    return _event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                          "delta": {"type": "text_delta", "text": text}})
+
+
 VENDOR = Vendor(error, authorized, 401, "x-api-key header is required",
-                b"event: content_block_delta\ndata: {not json\n\n")
+                b"event: content_block_delta\ndata: {not json\n\n", text_frame)
 
 
 def _tool(body: dict, last_has_text: bool) -> str | None:

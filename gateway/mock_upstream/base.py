@@ -40,6 +40,7 @@ class Vendor:
     auth_status: int
     auth_message: str
     bad_frame: bytes            # what `malformed` sends mid-stream
+    text_frame: Callable[[str], bytes]      # one stream event carrying `text` (for big_event)
 
 
 def json_result(obj, status: int = 200) -> Result:

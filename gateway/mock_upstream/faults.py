@@ -23,12 +23,14 @@ class Faults:
     reset: bool = False
     cut: int | None = None
     malformed: bool = False
+    big_event: int | None = None
 
 
 _FAIL_SHORT = re.compile(r"fail-(\d{3})")
 _FLAGS = {"hang", "reset", "malformed"}
 _VALUES = {"latency": ("latency_ms", float), "chunk_delay": ("chunk_delay_ms", float),
-           "fail": ("fail", int), "retry_after": ("retry_after", str), "cut": ("cut", int)}
+           "fail": ("fail", int), "retry_after": ("retry_after", str), "cut": ("cut", int),
+           "big_event": ("big_event", int)}
 
 
 def apply_directives(faults: Faults, spec: str) -> None:
@@ -133,9 +135,9 @@ def _cut_body(body: bytes, environ: dict) -> Iterator[bytes]:
     _abort(environ)
 
 
-def paced(frames: Iterable[tuple[bytes, bool]], faults: Faults, bad_frame: bytes,
+def paced(frames: Iterable[tuple[bytes, bool]], faults: Faults, vendor: Vendor,
           environ: dict) -> Iterator[bytes]:
-    """Yield stream frames, applying chunk_delay, malformed and cut.
+    """Yield stream frames, applying chunk_delay, malformed, big_event and cut.
 
     Framing frames ride along with the next content frame, to save writes."""
     pending: list[bytes] = []
@@ -152,7 +154,9 @@ def paced(frames: Iterable[tuple[bytes, bool]], faults: Faults, bad_frame: bytes
         pending.append(frame)
         sent += 1
         if sent == 1 and faults.malformed:
-            pending.append(bad_frame)
+            pending.append(vendor.bad_frame)
+        if sent == 1 and faults.big_event:
+            pending.append(vendor.text_frame("x" * faults.big_event))
         yield b"".join(pending)
         pending.clear()
     if faults.cut is not None:

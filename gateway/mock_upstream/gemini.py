@@ -26,11 +26,17 @@ def authorized(environ: dict, query: dict) -> bool:
     return bool(environ.get("HTTP_X_GOOG_API_KEY") or query.get("key"))
 
 
+def text_frame(text: str) -> bytes:
+    """One streamed GenerateContentResponse carrying `text`."""
+    response = {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}]}
+    return b"data: " + orjson.dumps(response) + b"\r\n\r\n"
+
+
 VENDOR = Vendor(error, authorized, 403,
                 "Method doesn't allow unregistered callers (callers without established "
                 "identity). Please use API Key or other form of API consumer identity "
                 "to call this API.",
-                b"data: {not json\r\n\r\n")
+                b"data: {not json\r\n\r\n", text_frame)
 
 
 def _tool(body: dict, last_has_text: bool) -> str | None:

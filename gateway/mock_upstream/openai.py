@@ -34,8 +34,15 @@ def authorized(environ: dict, query: dict) -> bool:
         environ.get("HTTP_API_KEY"))
 
 
+def text_frame(text: str) -> bytes:
+    """One chat.completion.chunk carrying `text`."""
+    chunk = {"id": "chatcmpl-big", "object": "chat.completion.chunk", "created": 0, "model": "mock",
+             "choices": [{"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}]}
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
 VENDOR = Vendor(error, authorized, 401, "Incorrect API key provided: missing bearer token.",
-                b"data: {not json\n\n")
+                b"data: {not json\n\n", text_frame)
 
 
 def _tool(body: dict) -> str | None:

@@ -74,7 +74,7 @@ class MockUpstream:
             return json_result(vendor.error(400, f"mock could not read the request: {exc!r}"),
                                400)
         if isinstance(result, Result) and result.frames is not None:
-            result.chunks = paced(result.frames, faults or NO_FAULTS, vendor.bad_frame, environ)
+            result.chunks = paced(result.frames, faults or NO_FAULTS, vendor, environ)
         return result
 
     def _take_queued(self, path: str) -> str | None:

@@ -1,4 +1,5 @@
-"""Sending requests upstream: pooled urllib3 connections, SSRF guard, timeouts, SSE framing.
+"""Sending requests upstream: pooled urllib3 connections, the SSRF guard at connect time (the
+policy is ssrf.py), timeouts. SSE framing is sse.py.
 
 urllib3 directly rather than requests: no per-call environment merging or request
 preparation on the hot path (PERF-NOTES). It is cooperative under gevent's patching.
@@ -8,7 +9,6 @@ URL schemes given to Transport(in_process=...) are answered by a WSGI app in thi
 from __future__ import annotations
 
 import io
-import ipaddress
 import logging
 import select
 import socket
@@ -24,6 +24,7 @@ from urllib3.exceptions import (ConnectTimeoutError, HTTPError, NewConnectionErr
 
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.providers.base import UpstreamRequest
+from gateway.providers.ssrf import BlockedAddress, check_address
 
 log = logging.getLogger("gateway.transport")
 try:        # the unpatched poll: a zero timeout never blocks, so gevent's hub need not see it
@@ -31,44 +32,7 @@ try:        # the unpatched poll: a zero timeout never blocks, so gevent's hub n
     _poll = get_original("select", "poll")
 except ImportError:     # pragma: no cover - gevent is a dependency
     _poll = select.poll
-METADATA_HOSTS = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
-
-
-class BlockedAddress(OSError):
-    """The provider URL resolves to an address the SSRF policy forbids."""
-
-
-def check_address(ip: str, allow_private: bool) -> None:
-    """Raise BlockedAddress unless `ip` may be called: never link-local or cloud metadata,
-    loopback and private ranges only when the admin allowed them."""
-    addr = ipaddress.ip_address(ip.split("%")[0])
-    if getattr(addr, "ipv4_mapped", None):
-        addr = addr.ipv4_mapped
-    if addr in METADATA_HOSTS or addr.is_link_local or addr.is_multicast or addr.is_unspecified:
-        raise BlockedAddress(f"address {addr} is never allowed as an upstream")
-    if not allow_private and not addr.is_global:        # loopback, private, reserved ranges
-        raise BlockedAddress(f"address {addr} is private; set GATEWAY_ALLOW_PRIVATE_UPSTREAMS=1 to allow it")
-
-
-def check_url(url: str, allow_private: bool) -> None:
-    """Validate an admin-supplied base URL now (the connect-time check stays authoritative)."""
-    parts = urlsplit(url)
-    if parts.scheme == "mock":
-        return
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("the base URL must be an http:// or https:// URL with a host")
-    if parts.username or parts.password:
-        raise ValueError("put credentials in the API key field, not in the URL")
-    try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        return      # may resolve later (DNS not ready); checked again at connect time
-    for info in infos:
-        try:
-            check_address(info[4][0], allow_private)
-        except BlockedAddress as e:
-            raise ValueError(str(e)) from None
 
 
 def _guarded(base: type[HTTPConnection], allow_private: bool) -> type[HTTPConnection]:
@@ -159,11 +123,12 @@ class Transport:
             "https": type("GuardedSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
         }
 
-    def send(self, req: UpstreamRequest) -> Response:
-        """Send a request and return once the status line and headers arrived."""
+    def send(self, req: UpstreamRequest, timeouts: Timeouts | None = None) -> Response:
+        """Send a request and return once the status line and headers arrived; `timeouts`
+        replace the worker's for this call (Test connection waits less)."""
         if self.in_process and (app := self.in_process.get(req.url.partition(":")[0])):
             return _send_in_process(app, req)
-        t = self.timeouts
+        t = timeouts or self.timeouts
         try:
             resp = self.pools.urlopen(req.method, req.url, body=req.body, headers=req.headers,
                                       preload_content=False, redirect=False, retries=False,
@@ -264,29 +229,3 @@ def _send_in_process(app: WSGIApp, req: UpstreamRequest) -> Response:
 
     return Response(started["status"], started["headers"], chunks(),
                     lambda finished=False: getattr(body, "close", lambda: None)())
-
-
-def sse_events(chunks: Iterator[bytes]) -> Iterator[tuple[str | None, bytes]]:
-    """Split a byte stream into Server-Sent Events: (event name or None, data)."""
-    buf = b""
-    event: str | None = None
-    data: list[bytes] = []
-    for chunk in chunks:
-        buf += chunk
-        while True:
-            nl = buf.find(b"\n")
-            if nl < 0:
-                break
-            line = buf[:nl].rstrip(b"\r")
-            buf = buf[nl + 1:]
-            if not line:
-                if data:
-                    yield event, b"\n".join(data)
-                event, data = None, []
-            elif line.startswith(b"data:"):
-                data.append(line[6:] if line[5:6] == b" " else line[5:])
-            elif line.startswith(b"event:"):
-                event = line[6:].strip().decode("utf-8", "replace")
-            # comments (":") and id/retry fields carry nothing we need
-    if data:
-        yield event, b"\n".join(data)

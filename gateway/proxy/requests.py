@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import orjson
 from flask import Request
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from gateway.errors import InvalidRequest, PayloadTooLarge
+from gateway.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from gateway.proxy import params
 from gateway.services.api_request import ApiRequest
 
 GATEWAY_FIELDS = ("metadata", "models")      # ours; never forwarded upstream
@@ -21,11 +23,11 @@ def secret(request: Request) -> str | None:
 
 def read(request: Request, request_id: str, endpoint: str, started: float, limit: int) -> ApiRequest:
     """The body as JSON and the request's tags; nothing validated yet."""
-    if (request.content_length or 0) > limit:
-        raise PayloadTooLarge(f"The request body is over the {limit} byte limit.")
-    raw = request.stream.read(limit + 1)
-    if len(raw) > limit:
-        raise PayloadTooLarge(f"The request body is over the {limit} byte limit.")
+    kind = request.mimetype        # lower case, parameters such as charset dropped
+    if kind and kind != "application/json" and not (kind.startswith("application/") and kind.endswith("+json")):
+        raise UnsupportedMediaType(f"The request body must be JSON (Content-Type: application/json), "
+                                   f"not {kind[:100]}.")
+    raw = _body(request, limit)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -35,9 +37,30 @@ def read(request: Request, request_id: str, endpoint: str, started: float, limit
     return ApiRequest(request_id, endpoint, body, _tags(request, body), started=started)
 
 
+def _body(request: Request, limit: int) -> bytes:
+    """At most `limit` bytes of body, else 413. A chunked body has no Content-Length, and one
+    read of it may return a single chunk, so read until the end or past the limit."""
+    if (request.content_length or 0) > limit:
+        raise PayloadTooLarge(f"The request body is over the {limit} byte limit.")
+    parts, size = [], 0
+    try:
+        while size <= limit:
+            part = request.stream.read(min(65536, limit + 1 - size))
+            if not part:
+                break
+            parts.append(part)
+            size += len(part)
+    except RequestEntityTooLarge:       # werkzeug's own cap (MAX_CONTENT_LENGTH) on a chunked body
+        size = limit + 1
+    if size > limit:
+        raise PayloadTooLarge(f"The request body is over the {limit} byte limit.")
+    return b"".join(parts)
+
+
 def validated(request: Request, req: ApiRequest) -> ApiRequest:
     """`req` checked for its endpoint, with the client's fallbacks and the gateway's own
     fields taken out of the body that goes upstream."""
+    params.refuse_steering(req.body)
     VALIDATORS[req.endpoint](req.body)
     fallbacks = _fallbacks(request, req.body)
     body = {k: v for k, v in req.body.items() if k not in GATEWAY_FIELDS}
@@ -71,20 +94,22 @@ def _validate_chat(body: dict) -> None:
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise InvalidRequest(f"messages[{i}] must be an object with a 'role'.", param=f"messages[{i}]")
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise InvalidRequest("'stream' must be a boolean.", param="stream")
-    n = body.get("n", 1)
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128):
-        raise InvalidRequest("'n' must be an integer from 1 to 128.", param="n")
+    params.check_chat(body)
 
 
 def _validate_embeddings(body: dict) -> None:
     _validate_model(body)
     inp = body.get("input")
-    ok = isinstance(inp, str) and inp != "" or (
-        isinstance(inp, list) and inp and all(isinstance(x, (str, int, list)) for x in inp))
-    if not ok:
-        raise InvalidRequest("'input' must be a non-empty string or array.", param="input")
+    if not (isinstance(inp, str) and inp or isinstance(inp, list) and inp and len(inp) <= 2048 and (
+            all(isinstance(x, str) and x for x in inp) or all(_token_ids(x) for x in inp) or _token_ids(inp))):
+        raise InvalidRequest("'input' must be a non-empty string, an array of up to 2048 strings, or token "
+                             "ids (an array of integers, or an array of such arrays).", param="input")
+    params.check(params.EMBEDDINGS, body)
+
+
+def _token_ids(x) -> bool:
+    return isinstance(x, list) and bool(x) and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0
+                                                   for t in x)
 
 
 VALIDATORS = {"chat": _validate_chat, "embeddings": _validate_embeddings}

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, g, request
 
 from gateway.auth.security import client_ip
 from gateway.errors import GatewayError, ModelNotFound
-from gateway.proxy import requests
+from gateway.proxy import disconnect, requests
 from gateway.services.accounting import keys, quota, usage
 from gateway.services.api_request import ApiRequest
 from gateway.services.routing import catalog, relay
@@ -63,14 +63,18 @@ def chat_completions():
         body, headers = open_stream(req, plan, admission)
         return Response(body, mimetype="text/event-stream",
                         headers={**SSE_HEADERS, **admission.rate_headers, **headers})
-    data, headers = relay.complete(req, plan, admission)
-    return _json(data, headers={**admission.rate_headers, **headers})
+    return _complete(req, plan, admission)
 
 
 @bp.post("/embeddings")
 def embeddings():
-    req, plan, admission = _admitted("embeddings")
-    data, headers = relay.complete(req, plan, admission)
+    return _complete(*_admitted("embeddings"))
+
+
+def _complete(req, plan, admission) -> Response:
+    """A whole answer; a client that leaves meanwhile stops the upstream call (recorded 499)."""
+    with disconnect.watch(request.environ) as cancel:
+        data, headers = relay.complete(req, plan, admission, cancel)
     return _json(data, headers={**admission.rate_headers, **headers})
 
 

@@ -180,7 +180,7 @@ def acknowledge(alert_id: int | None = None) -> int:
 def webhook_config(url: str | None, secret: str | None) -> tuple[str, str]:
     """Validate a webhook URL and encrypt its secret, for teams and tag budgets."""
     from gateway.errors import InvalidRequest
-    from gateway.providers.transport import check_url
+    from gateway.providers.ssrf import check_url
     from gateway import secrets
     url = (url or "").strip()
     if url:

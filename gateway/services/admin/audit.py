@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from sqlalchemy import func, select
 
@@ -34,6 +35,24 @@ def record(actor, action: str, target: str = "", details: dict | None = None, ip
     if commit:
         db.session.commit()
     return row
+
+
+def complete(row_id: int, **details) -> None:
+    """Add the outcome to a row written when an action started (Test connection audits the
+    attempt first, so concurrent attempts count against its rate limit)."""
+    row = db.session.get(AuditLog, row_id)
+    row.details = {**(row.details or {}), **scrub(details)}
+    db.session.commit()
+
+
+def recent(action: str, since: datetime, *, actor_id: int | None = None, ip: str | None = None) -> int:
+    """How many `action` rows were written since `since` by this actor, or from this address."""
+    q = select(func.count()).select_from(AuditLog).where(AuditLog.action == action, AuditLog.at >= since)
+    if actor_id is not None:
+        q = q.where(AuditLog.actor_id == actor_id)
+    if ip is not None:
+        q = q.where(AuditLog.ip == ip[:64])
+    return db.session.scalar(q) or 0
 
 
 def entries(*, action: str = "", actor: str = "", page: int = 1, per_page: int = 50):

@@ -3,16 +3,20 @@ aliases, policies and prices. Each write commits and drops the caches that hold 
 so no caller has to know which ones those are."""
 from __future__ import annotations
 
+from datetime import timedelta
+from urllib.parse import urlsplit
+
 from flask import current_app
 from sqlalchemy import select
 
 from gateway import secrets
 from gateway.errors import InvalidRequest
 from gateway.extensions import db
-from gateway.models import Alias, Deployment, ModelPrice, Policy, Provider
-from gateway.providers import registry, transport
+from gateway.models import Alias, Deployment, ModelPrice, Policy, Provider, utcnow
+from gateway.providers import registry, ssrf
 from gateway.services.accounting import pricing
 from gateway.services.accounting.redaction import check_mode
+from gateway.services.admin import audit
 from gateway.services.routing import probe
 from gateway.services.routing.policies import STRATEGIES
 from gateway.services.routing.catalog import catalog
@@ -50,9 +54,11 @@ def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key:
     except ValueError as e:
         raise InvalidRequest(str(e), param="base_url") from None
     try:
-        transport.check_url(base_url, current_app.config["ALLOW_PRIVATE_UPSTREAMS"])
+        ssrf.check_url(base_url, current_app.config["ALLOW_PRIVATE_UPSTREAMS"])
     except ValueError as e:
         raise InvalidRequest(f"base URL refused: {e}", param="base_url") from None
+    if api_key is None:
+        require_key_for(provider, base_url)
     if provider is None:
         provider = Provider(name=name, kind=kind, source=source)
         db.session.add(provider)
@@ -80,6 +86,28 @@ def _ensure_deployment(provider: Provider, model: str, upstream: str, mode: str)
     provider.deployments.append(Deployment(model=model, upstream_model=upstream, mode=mode))
 
 
+def _destination(url: str) -> tuple:
+    """Where a base URL sends a key: scheme, host, port and path, spelled one way."""
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    port = port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port, parts.path.rstrip("/"), parts.query
+
+
+def require_key_for(provider: Provider | None, base_url: str) -> None:
+    """A stored key only goes to the base URL it was saved with: sending it anywhere else
+    takes the key again, so whoever can edit a provider cannot send its key to their own host."""
+    if provider is None or not provider.api_key_enc:
+        return
+    if _destination(base_url) != _destination(provider.base_url):
+        raise InvalidRequest(f"The base URL changes from {ssrf.display_url(provider.base_url)} to "
+                             f"{ssrf.display_url(base_url)}: enter the provider's API key again to send it "
+                             "there.", param="api_key", code="api_key_required")
+
+
 def set_provider_enabled(provider: Provider, enabled: bool) -> Provider:
     """Serve (or stop serving) every deployment of the provider."""
     provider.enabled = enabled
@@ -94,19 +122,49 @@ def delete_provider(provider: Provider) -> None:
 
 
 def check_connection(kind: str, base_url: str, api_key: str, models: list[str], *, model: str = "",
-                     options: dict | None = None, stored: Provider | None = None) -> probe.ProbeResult:
-    """Probe a provider as a form describes it, with `model` or the first listed one; on an edit
-    (`stored`) an empty key means the stored key."""
+                     options: dict | None = None, stored: Provider | None = None, name: str = "",
+                     actor=None, ip: str = "") -> probe.ProbeResult:
+    """Probe a provider as a form describes it, with `model` or the first listed one. On an edit
+    (`stored`) an empty key means the stored key, for the stored base URL only. Every attempt is
+    audited with its URL (never the key) and counts against PROBE_LIMIT_PER_USER and _PER_IP."""
     options = dict(options or {})
     if stored is not None:
-        api_key = api_key or secrets.decrypt(stored.api_key_enc)
         options = {**(stored.options or {}), **options}
     model = model or (models[0].partition("=")[2] or models[0] if models else "")
     if not model and stored is not None and stored.deployments:
         model = stored.deployments[0].upstream_model
-    if not model:
-        raise InvalidRequest("List at least one model to test with.", param="test_model")
-    return probe.probe_provider(kind, base_url, api_key, model, options)
+    try:
+        url = registry.resolve_endpoint(kind.strip().lower(), base_url or None, options)[0]
+    except (KeyError, ValueError):
+        url = base_url
+    row = audit.record(actor, "provider.test", name or (stored.name if stored else ""),
+                       {"base_url": ssrf.display_url(url), "model": model}, ip=ip).id
+    try:
+        if _probes_over_limit(actor, ip):
+            result = probe.ProbeResult("rate_limited", model)
+        else:
+            if not model:
+                raise InvalidRequest("List at least one model to test with.", param="test_model")
+            if stored is not None and not api_key:
+                require_key_for(stored, url)
+                api_key = secrets.decrypt(stored.api_key_enc)
+            result = probe.probe_provider(kind, url, api_key, model, options)
+    except InvalidRequest as e:
+        audit.complete(row, outcome="invalid", error=e.message)
+        raise
+    audit.complete(row, outcome=result.outcome, ok=result.ok, latency_ms=round(result.latency_ms, 1))
+    return result
+
+
+def _probes_over_limit(actor, ip: str) -> bool:
+    """More Test connections in the last minute than this user, or this address, may make
+    (counting the attempt just audited, so concurrent ones cannot all slip through)."""
+    since = utcnow() - timedelta(minutes=1)
+    config = current_app.config
+    actor_id = getattr(actor, "id", None)
+    if actor_id is not None and audit.recent("provider.test", since, actor_id=actor_id) > config["PROBE_LIMIT_PER_USER"]:
+        return True
+    return bool(ip) and audit.recent("provider.test", since, ip=ip) > config["PROBE_LIMIT_PER_IP"]
 
 
 def save_deployment(model: str, provider: str, upstream_model: str | None = None, *,

@@ -101,9 +101,12 @@ def apply(doc: dict, out=print) -> dict:
             if env not in os.environ:
                 raise ConfigError(f"{where}: environment variable {env} is not set")
             api_key = os.environ[env]
-        p = catalog_admin.save_provider(name, spec["kind"], base_url=_expand(spec.get("base_url"), where),
-                                        api_key=api_key, region=_expand(spec.get("region") or "", where),
-                                        options=_expand(spec.get("options"), where), source=SOURCE)
+        try:    # a changed base_url needs its key in the file too: a stored key stays where it was
+            p = catalog_admin.save_provider(name, spec["kind"], base_url=_expand(spec.get("base_url"), where),
+                                            api_key=api_key, region=_expand(spec.get("region") or "", where),
+                                            options=_expand(spec.get("options"), where), source=SOURCE)
+        except GatewayError as e:
+            raise ConfigError(f"{where}: {e.message}") from None
         p.source, p.enabled = SOURCE, bool(spec.get("enabled", True))
         db.session.commit()
 

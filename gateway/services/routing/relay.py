@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from flask import Flask, current_app
 
-from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.errors import ClientGone, GatewayError, UpstreamError, UpstreamTimeout
 from gateway.providers.base import Usage
 from gateway.services.accounting import pricing, prompt_log, redaction, usage
 from gateway.services.api_request import ApiRequest
 from gateway.services.routing import shadow
+from gateway.services.routing.cancel import Cancel
 from gateway.services.routing.catalog import Route
 from gateway.services.routing.health import health
 from gateway.services.routing.plan import Plan
@@ -29,6 +30,7 @@ class Exchange:
     admission: object           # quota.Admission
     capture: int = 0            # characters of prompt and completion to log; 0: storage is off
     redactor: redaction.Redactor | None = None
+    cancel: Cancel = field(default_factory=Cancel)      # the client left: stop waiting upstream
 
     def record(self, app: Flask, status: int, **fields) -> None:
         entry = usage.entry_for(self.req, self.admission.key, status, variant=self.plan.variant, **fields)
@@ -102,7 +104,12 @@ def start(app: Flask, ex: Exchange) -> Answer:
             if wait > wait_cap or time.perf_counter() + wait >= deadline:
                 done.add(rid)
                 continue
-            time.sleep(wait)
+            try:
+                with ex.cancel.armed():
+                    time.sleep(wait)
+            except ClientGone as e:
+                e.attempts, e.route = attempts, last_route
+                raise
         if time.perf_counter() >= deadline:
             break
         if not h.begin(route, plan.need.tokens):
@@ -110,7 +117,12 @@ def start(app: Flask, ex: Exchange) -> Answer:
             continue
         t0 = time.perf_counter()
         try:
-            answer = attempt(app, route, req.body, req.mode, req.stream)
+            answer = attempt(app, route, req.body, req.mode, req.stream, cancel=ex.cancel)
+        except ClientGone as e:     # the provider's connection is closed; the deployment did no wrong
+            h.release(route)
+            attempts.append(_attempt(route, t0, e.status, e.type, None))
+            e.attempts, e.route = attempts, route
+            raise
         except UpstreamError as e:
             ms = (time.perf_counter() - t0) * 1000
             fault = _fault(e)
@@ -165,7 +177,7 @@ def start_recorded(app: Flask, ex: Exchange) -> Answer:
     """start(), recording the request when no deployment answered."""
     try:
         return start(app, ex)
-    except UpstreamError as e:
+    except (UpstreamError, ClientGone) as e:
         fields = {"provider_id": e.route.provider_id, "provider": e.route.provider,
                   "upstream_model": e.route.target.model} if e.route else {}
         ex.record(app, e.status, error_type=e.type, error_message=e.message[:500],
@@ -180,7 +192,7 @@ def start_recorded(app: Flask, ex: Exchange) -> Answer:
         raise
 
 
-def exchange(app: Flask, req: ApiRequest, plan: Plan, admission) -> Exchange:
+def exchange(app: Flask, req: ApiRequest, plan: Plan, admission, cancel: Cancel | None = None) -> Exchange:
     """Bundle the stages for the relay, with the prompt-log and redaction settings read once.
     In upstream mode the request carries its redacted body from here on: every attempt,
     fallback and shadow sends it, and the prompt log keeps it."""
@@ -188,14 +200,14 @@ def exchange(app: Flask, req: ApiRequest, plan: Plan, admission) -> Exchange:
     mode, redactor = prompt_log.redactor_for(app, key.redact if key is not None else None, plan.redact)
     if mode == redaction.UPSTREAM:
         req = replace(req, body=redactor.body(req.body))
-    return Exchange(req, plan, admission, prompt_log.limit(app), redactor)
+    return Exchange(req, plan, admission, prompt_log.limit(app), redactor, cancel or Cancel())
 
 
-def complete(req: ApiRequest, plan: Plan, admission) -> tuple[bytes, dict]:
+def complete(req: ApiRequest, plan: Plan, admission, cancel: Cancel | None = None) -> tuple[bytes, dict]:
     """A whole (non-streaming) answer in OpenAI's shape and its x-gateway-* headers; records
-    usage either way."""
+    usage either way. `cancel` stops the upstream call when the client leaves (recorded 499)."""
     app = current_app._get_current_object()
-    ex = exchange(app, req, plan, admission)
+    ex = exchange(app, req, plan, admission, cancel)
     answer = start_recorded(app, ex)
     reply = answer.reply
     used = reply.usage or Usage(prompt_tokens=plan.need.prompt_tokens, estimated=True)

@@ -9,7 +9,7 @@ from typing import Iterator
 import orjson
 from flask import Flask, current_app
 
-from gateway.errors import GatewayError, UpstreamError
+from gateway.errors import ClientGone, GatewayError, UpstreamError
 from gateway.providers.base import StreamError, Usage
 from gateway.services.accounting import prompt_log, tokens
 from gateway.services.api_request import ApiRequest
@@ -17,8 +17,6 @@ from gateway.services.routing.health import health
 from gateway.services.routing.plan import Plan
 from gateway.services.routing.relay import Exchange, exchange, gateway_headers, served_fields, start_recorded
 from gateway.services.routing.upstream import Answer, sanitize
-
-CLIENT_GONE = "The client closed the connection."
 
 
 def open_stream(req: ApiRequest, plan: Plan, admission) -> tuple[Iterator[bytes], dict]:
@@ -88,7 +86,7 @@ class _Starter:
         answer = self.take()
         if answer is not None:
             _finish(self.app, self.ex, answer, 499, None,
-                    GatewayError(CLIENT_GONE, type="client_disconnected"))
+                    ClientGone())
 
 
 def _keepalive(app: Flask, ex: Exchange, starter: _Starter, wait: float) -> Iterator[bytes]:
@@ -145,7 +143,7 @@ def _relay(app: Flask, ex: Exchange, answer: Answer) -> Iterator[bytes]:
         yield b"data: " + orjson.dumps(error.body()) + b"\n\n"
     finally:
         if not recorded:        # the client went away (GeneratorExit) or something unexpected
-            finish(499, GatewayError(CLIENT_GONE, type="client_disconnected"))
+            finish(499, ClientGone())
 
 
 def _finish(app: Flask, ex: Exchange, answer: Answer, status: int, ttft: float | None,

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Iterator
 
 from flask import Flask
 
 from gateway.errors import UpstreamError, UpstreamTimeout
-from gateway.providers import transport
+from gateway.providers import sse, transport
 from gateway.providers.base import Reply, StreamError
 from gateway.providers.registry import ADAPTERS
+from gateway.services.routing.cancel import Cancel
 from gateway.services.routing.catalog import Route
 
 _SECRETISH = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|key=[^&\s\"']+|Bearer\s+\S+|https?://[^\s\"']+)")
@@ -71,21 +73,31 @@ class Answer:
     attempts: list = field(default_factory=list)    # every attempt of the request, this one last
 
 
-def attempt(app: Flask, route: Route, body: dict, mode: str, stream: bool) -> Answer:
-    """Send `body` to `route` once and read far enough to know it is good; raises UpstreamError."""
+def attempt(app: Flask, route: Route, body: dict, mode: str, stream: bool,
+            timeouts: transport.Timeouts | None = None, cancel: Cancel | None = None) -> Answer:
+    """Send `body` to `route` once and read far enough to know it is good; raises UpstreamError.
+    `cancel` may interrupt the wait on the provider (ClientGone), and only that."""
     adapter = ADAPTERS[route.kind]
     if mode == "embedding":
         req = adapter.embeddings_request(route.target, body)
     else:
         req = adapter.chat_request(route.target, body, stream)
+    price = route.price()       # may read the database: before the wait a cancel can cut short
+    with cancel.armed() if cancel is not None else nullcontext():
+        return _call(app, route, req, body, mode, stream, price, timeouts)
+
+
+def _call(app: Flask, route: Route, req, body: dict, mode: str, stream: bool, price,
+          timeouts: transport.Timeouts | None) -> Answer:
+    adapter = ADAPTERS[route.kind]
     t0 = time.perf_counter()
-    resp = app.extensions["transport"].send(req)
+    resp = app.extensions["transport"].send(req, timeouts)
     if resp.status >= 400:
         raise upstream_failure(route, resp.status, _read_capped(resp), resp.headers)
-    answer = Answer(route, resp, route.price(), t0)
+    answer = Answer(route, resp, price, t0)
     try:
         if stream:
-            _peek(answer, adapter.ChatStream(route.target, body))
+            _peek(answer, adapter.ChatStream(route.target, body), int(app.config["UPSTREAM_MAX_EVENT_BYTES"]))
         else:
             parse = adapter.embeddings_response if mode == "embedding" else adapter.chat_response
             answer.reply = parse(resp.read(), route.target)
@@ -101,11 +113,11 @@ def attempt(app: Flask, route: Route, body: dict, mode: str, stream: bool) -> An
     return answer
 
 
-def _peek(answer: Answer, parser) -> None:
+def _peek(answer: Answer, parser, max_event_bytes: int) -> None:
     """Read the stream until its first chunk for the client (or its end), so that a stream
     failing before that can still go to another deployment."""
     answer.parser = parser
-    answer.events = transport.sse_events(answer.response.chunks())
+    answer.events = sse.sse_events(answer.response.chunks(), max_event_bytes)
     for event, data in answer.events:
         out = parser.feed(event, data)
         if out or parser.done:
