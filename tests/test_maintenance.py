@@ -75,7 +75,7 @@ def test_doctor_reports_unreachable_redis_and_failing_providers(tmp_path, mock):
     assert r.exit_code == 1
     assert "FAIL  redis: REDIS_URL does not answer" in r.output
     assert "FAIL  provider 'refused': m: " in r.output
-    assert "FAIL  provider 'badkey': echo+fail=401: HTTP 401" in r.output
+    assert "FAIL  provider 'badkey': echo+fail=401: The provider rejected the API key." in r.output
     assert "3 problems found." in r.output and UPSTREAM_KEY not in r.output
     assert "several instances need the same value: set GATEWAY_ENCRYPTION_KEY" in r.output      # REDIS_URL: many
     assert run(app, "doctor", "--skip-providers").output.count("FAIL") == 1
