@@ -436,3 +436,13 @@ def test_excel_and_csv_exports_hold_the_totals(app, seeded):
     assert wb["Detail"].cell(2, 1).number_format == "yyyy-mm-dd hh:mm:ss"
     rows = list(csvmod.reader(io.StringIO(c.get("/export.csv?status=error").data.decode("utf-8-sig"))))
     assert len(rows) == 2 and rows[1][2] == "502"
+
+
+def test_creating_a_key_with_an_expiry_is_audited(sqlite_app):
+    make_user(sqlite_app, "admin@example.com", "admin")
+    c = Console(sqlite_app, "admin@example.com")
+    r = c.post("/keys", {"name": "dated", "expires_at": "2031-01-31"})
+    assert r.status_code == 200 and 'id="new-secret"' in r.text
+    with sqlite_app.app_context():
+        entry = db.session.scalar(select(AuditLog).where(AuditLog.action == "key.create"))
+        assert entry is not None and entry.details["expires_at"] == "2031-01-31T00:00:00"
