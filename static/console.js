@@ -112,8 +112,16 @@
     var messages = {400: "The request was refused: reload the page and try again.",
       403: "Your role does not allow this action.", 404: "Not found: it may have been deleted.",
       429: "Too many requests: wait a moment."};
-    toast(messages[status] || "The server answered " + status + ". Try again.");
+    toast(serverMessage(ev.detail.xhr) || messages[status] || "The server answered " + status + ". Try again.");
   });
+
+  // The server's own words when it sent a flash partial (a stale CSRF token, a foreign origin).
+  function serverMessage(xhr) {
+    if ((xhr.getResponseHeader("content-type") || "").indexOf("text/html") !== 0) return "";
+    var doc = new DOMParser().parseFromString(xhr.responseText || "", "text/html");
+    var flash = doc.querySelector("p.flash[role=alert]");
+    return flash && !doc.querySelector("main") ? flash.textContent.trim() : "";
+  }
   document.addEventListener("htmx:sendError", function () { toast("The gateway can't be reached."); });
 
   // Playground: POST the form as JSON, read the SSE stream and append text as it arrives.

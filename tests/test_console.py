@@ -120,12 +120,12 @@ def test_each_role_is_allowed_and_forbidden_on_every_route(sqlite_app, role):
 def test_csrf_rejected_on_console_writes(sqlite_app):
     make_user(sqlite_app, "admin@example.com", "admin")
     c = Console(sqlite_app, "admin@example.com")
-    assert c.post("/keys", {"name": "x"}, csrf=False).status_code == 400
-    assert c.client.post("/keys", data={"name": "x", "csrf_token": "forged"}).status_code == 400
+    assert c.post("/keys", {"name": "x"}, csrf=False).status_code == 403
+    assert c.client.post("/keys", data={"name": "x", "csrf_token": "forged"}).status_code == 403
     r = c.client.post("/keys", data={"name": "x"}, headers={"HX-Request": "true", "X-CSRFToken": "forged"})
-    assert r.status_code == 400
+    assert r.status_code == 403
     r = c.client.post("/playground/stream", json={"model": "m", "prompt": "hi"})
-    assert r.status_code == 400
+    assert r.status_code == 403
     with sqlite_app.app_context():
         assert db.session.scalar(select(ApiKey)) is None
     assert c.client.post("/keys", data={"name": "x"}, headers={"X-CSRFToken": c.token}).status_code == 200

@@ -6,6 +6,7 @@ import os
 
 import click
 
+from gateway.auth import throttle
 from gateway.cli import PERIODS, command, echo_row, given, list_command, split_csv
 from gateway.models import Team
 from gateway.services.accounting import teams
@@ -21,9 +22,19 @@ COMMANDS = (users_cli, teams_cli)
 @click.option("--password", required=True)
 @click.option("--role", type=click.Choice(["admin", "member", "viewer"]), default="member")
 def users_create(email, password, role):
-    """Create a user, or update the password and role of an existing one."""
+    """Create a user, or reset the password and role of an existing one: its sessions end and
+    its login lock-outs are lifted, so this is the way back in for a locked-out admin."""
     user = users.create_user(email, password, role)
+    throttle.forget(user.email)
     click.echo(f"user {user.email} ({user.role})")
+
+
+@command(users_cli, "unlock")
+@click.option("--email", required=True)
+def users_unlock(email):
+    """Lift the login lock-outs of an account, from every address."""
+    throttle.forget(email.strip().lower())
+    click.echo(f"login failures of {email.strip().lower()} cleared")
 
 
 @list_command(teams_cli, Team, Team.name)

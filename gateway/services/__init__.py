@@ -15,6 +15,7 @@ from flask import Flask
 def init_app(app: Flask) -> None:
     """Build the services' state for `app`; nothing connects or starts a thread here."""
     from gateway import pubsub
+    from gateway.auth import throttle
     from gateway.services.accounting import alerts, keys, limits, pricing, usage
     from gateway.services.accounting.counters import DbCounters, RedisCounters
     from gateway.services.admin import settings
@@ -38,6 +39,7 @@ def init_app(app: Flask) -> None:
         "alerts_fired": alerts.Fired(),
         "shadow_slots": threading.BoundedSemaphore(int(c["SHADOW_MAX_CONCURRENCY"])),
         "usage": recorder,
+        "login_failures": throttle.build(app),
     })
     if bus.url:     # another process changed a key or a setting: drop our copy
         bus.subscribe(keys.INVALIDATE_CHANNEL, key_cache.on_message, key_cache.drop_all)
