@@ -185,12 +185,15 @@ def test_batch_actions_skip_keys_outside_the_members_scope(app, seeded):
 
 
 def test_members_cannot_raise_their_own_limits(app, seeded):
+    with app.app_context():
+        keys.update_key(db.session.get(ApiKey, seeded["mine"]), budget_usd=50.0, rpm=10)
     c = Console(app, "member@example.com")
     r = c.post(f"/keys/{seeded['mine']}", {"name": "renamed", "budget_usd": "999", "rpm": "5"})
-    assert r.status_code == 303
+    assert r.status_code == 422 and "At most $50.00" in r.text
+    assert c.post(f"/keys/{seeded['mine']}", {"name": "renamed", "budget_usd": "20", "rpm": "5"}).status_code == 303
     with app.app_context():
         k = db.session.get(ApiKey, seeded["mine"])
-        assert k.name == "renamed" and k.budget_usd is None and k.rpm is None
+        assert k.name == "renamed" and k.budget_usd == 20 and k.rpm == 5
 
 
 def _all_pages(c: Console, ids: dict) -> dict[str, str]:

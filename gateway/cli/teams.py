@@ -41,7 +41,9 @@ def users_unlock(email):
 def _team_row(t) -> tuple:
     budget = f"${t.budget_usd:g}/{t.budget_period} ({t.timezone})" if t.budget_usd is not None else "no budget"
     alerts = ",".join(f"{x}%" for x in (t.alert_thresholds or [])) or "none"
-    return t.id, t.name, budget, f"alerts {alerts}", f"webhook {'set' if t.webhook_url else 'none'}"
+    plan = teams.team_plan(t.id)
+    return (t.id, t.name, budget, f"alerts {alerts}", f"webhook {'set' if t.webhook_url else 'none'}",
+            f"plan {plan.name if plan else 'none'}")
 
 
 @command(teams_cli, "create")
@@ -52,10 +54,12 @@ def _team_row(t) -> tuple:
 @click.option("--alerts", help="alert thresholds in percent, e.g. 50,80,100")
 @click.option("--webhook-url")
 @click.option("--webhook-secret", help="HMAC secret; read from $WEBHOOK_SECRET when omitted")
-def teams_create(name, budget, period, timezone, alerts, webhook_url, webhook_secret):
+@click.option("--plan", help="plan of the keys its members make: their defaults and ceiling ('none' clears)")
+def teams_create(name, budget, period, timezone, alerts, webhook_url, webhook_secret, plan):
     """Create a team, or update the one with this name."""
     secret = webhook_secret if webhook_secret is not None else os.environ.get("WEBHOOK_SECRET")
-    t = teams.save_team(name, webhook_url=webhook_url, webhook_secret=secret,
+    plan_id = None if plan is None else {"plan_id": None if plan.lower() == "none" else teams.find_plan(plan).id}
+    t = teams.save_team(name, webhook_url=webhook_url, webhook_secret=secret, **(plan_id or {}),
                         **given(budget_usd=budget, budget_period=period, timezone=timezone,
                                 alert_thresholds=alerts))
     echo_row(_team_row(t))
