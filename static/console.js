@@ -68,6 +68,12 @@
     }
   });
 
+  // Rows that open on click open on Enter too (htmx trigger filters would need eval).
+  document.addEventListener("keyup", function (ev) {
+    var row = ev.key === "Enter" && ev.target.closest("[data-enter-clicks]");
+    if (row) row.click();
+  });
+
   document.addEventListener("submit", function (ev) {
     var form = ev.target;
     var message = form.getAttribute("data-confirm");
@@ -95,6 +101,21 @@
     document.querySelectorAll(".custom-range").forEach(function (el) { el.hidden = sel.value !== "custom"; });
   }
   document.addEventListener("DOMContentLoaded", showCustomRange);
+
+  // Usage charts: each figure comes as JSON in a <script type="application/json"> next to the
+  // element it is drawn in, so the page needs no inline script. Also for panels htmx swaps in.
+  function drawCharts(root) {
+    if (!window.Plotly || !root.querySelectorAll) return;
+    root.querySelectorAll("[data-figure]").forEach(function (el) {
+      var source = document.getElementById(el.getAttribute("data-figure"));
+      if (!source || el.getAttribute("data-drawn")) return;
+      el.setAttribute("data-drawn", "1");
+      var fig = JSON.parse(source.textContent);
+      window.Plotly.newPlot(el, fig.data, fig.layout, fig.config);
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { drawCharts(document); });
+  document.addEventListener("htmx:load", function (ev) { drawCharts(ev.detail.elt); });
 
   // Charts drawn while the page was still being laid out may have the wrong width.
   function resizeCharts() {

@@ -209,6 +209,20 @@ def _all_pages(c: Console, ids: dict) -> dict[str, str]:
     return out
 
 
+def test_every_page_carries_a_csp_and_needs_no_inline_script(app, seeded):
+    """test_browser proves the pages work under the policy; this, that no page has inline
+    script, inline style or handler attributes, and that /v1 is left alone."""
+    c = Console(app, "admin@example.com")
+    for url, body in _all_pages(c, seeded).items():
+        policy = c.get(url).headers.get("Content-Security-Policy", "")
+        assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy and "unsafe-eval" not in policy, url
+        assert "frame-ancestors 'none'" in policy and "object-src 'none'" in policy
+        for tag in re.findall(r"<script\b[^>]*>", body):
+            assert "src=" in tag or 'type="application/json"' in tag, (url, tag)
+        assert not re.search(r"\sstyle=|\son[a-z]+=", body), url
+    assert "Content-Security-Policy" not in c.get("/v1/models").headers
+
+
 def test_provider_key_never_appears_after_saving(app, seeded, mock):
     c = Console(app, "admin@example.com")
     r = c.post("/providers", {"name": "byok", "kind": "openai", "base_url": mock + "/v1",

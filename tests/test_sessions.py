@@ -175,3 +175,4 @@ def test_v1_is_not_origin_checked(sqlite_app):
     r = sqlite_app.test_client().post("/v1/chat/completions", headers={"Origin": "https://evil.example"},
                                       json={"model": "m", "messages": []})
     assert r.status_code == 401 and r.json["error"]["code"] == "invalid_api_key"
+

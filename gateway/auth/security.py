@@ -14,6 +14,13 @@ from gateway.extensions import login_manager
 
 log = logging.getLogger("gateway.auth")
 
+# No inline script or style anywhere, no eval: the console's behaviour is static/console.js,
+# charts are JSON data it draws, htmx runs with allowEval and its indicator styles off.
+CONTENT_SECURITY_POLICY = "; ".join((
+    "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:",
+    "font-src 'self'", "connect-src 'self'", "object-src 'none'", "base-uri 'none'",
+    "form-action 'self'", "frame-ancestors 'none'"))
+
 
 class ForeignOrigin(CSRFError):
     description = "The request came from another site."
@@ -92,6 +99,7 @@ def init_app(app: Flask) -> None:
             response.headers.setdefault("X-Content-Type-Options", "nosniff")
             response.headers.setdefault("X-Frame-Options", "DENY")
             response.headers.setdefault("Referrer-Policy", "same-origin")
+            response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         return response
 
     @app.errorhandler(CSRFError)
