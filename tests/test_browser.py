@@ -233,7 +233,7 @@ def test_every_page_under_the_content_security_policy(browser_page, console_serv
     page.wait_for_url(re.compile(r"/$"))
     for url in ("/", "/models", "/models/echo", "/providers", "/providers/new", "/providers/1/edit", "/keys",
                 "/keys/new", f"/keys/{key_id}", f"/keys/{key_id}/edit", "/usage", "/usage?range=7d&group=key",
-                "/logs", f"/logs/{record_id}", "/playground?model=echo", "/users", "/audit", "/settings",
+                "/logs", f"/logs/{record_id}", "/playground?model=echo", "/users", "/audit", "/settings", "/account",
                 "/keys/999999", "/no-such-page"):
         visit(url)
 

@@ -32,6 +32,7 @@ ALLOWED = {
     "console.users_index": {A}, "console.user_create": {A}, "console.user_update": {A},
     "console.audit_index": {A}, "console.settings_page": {A},
     "console.playground": {A, M}, "console.playground_stream": {A, M},
+    "console.account": {A, M, V},
 }
 SECRET = "sk-live-SUPERSECRET-provider-9z8y"
 
@@ -200,7 +201,7 @@ def _all_pages(c: Console, ids: dict) -> dict[str, str]:
     urls = ["/", "/models", "/models/demo-chat", "/providers", "/providers/1/edit", "/providers/new", "/keys",
             f"/keys/{ids['mine']}", f"/keys/{ids['mine']}/edit", "/usage", "/usage?range=30d&group=provider",
             "/logs", "/logs/1", "/logs/2", "/audit", "/settings", "/users", "/playground", "/export.csv",
-            "/keys/new"]
+            "/keys/new", "/account"]
     out = {}
     for u in urls:
         r = c.get(u)

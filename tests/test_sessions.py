@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from console_client import PASSWORD, Console, csrf_from, make_user
 from gateway.extensions import db
-from gateway.models import ApiKey, User
+from gateway.models import ApiKey, AuditLog, User
 from gateway.services.admin import users
 from tests.helpers import make_app
 
@@ -55,6 +55,33 @@ def test_a_new_password_ends_every_session(sqlite_app):
     assert out.exit_code == 0, out.output
     assert logged_out(c.client)
     Console(sqlite_app, ADMIN, password="another-password")      # the new one works
+
+
+def test_changing_ones_own_password_ends_the_other_sessions_only(sqlite_app):
+    make_user(sqlite_app, MEMBER, "member")
+    here, elsewhere = Console(sqlite_app, MEMBER), Console(sqlite_app, MEMBER)
+    r = here.post("/account", {"current_password": PASSWORD, "password": "brand-new-pass", "confirm": "brand-new-pass"})
+    assert r.status_code == 200 and "Password changed" in r.text
+    assert logged_out(elsewhere.client)
+    assert not logged_out(here.client)
+    Console(sqlite_app, MEMBER, password="brand-new-pass")
+    with sqlite_app.app_context():
+        assert db.session.scalar(select(AuditLog.action).where(AuditLog.action == "user.password"))
+
+
+def test_the_password_form_shows_errors_next_to_fields_and_throttles_guesses(sqlite_app):
+    make_user(sqlite_app, MEMBER, "member")
+    c = Console(sqlite_app, MEMBER)
+    r = c.post("/account", {"current_password": "wrong-one", "password": "brand-new-pass", "confirm": "brand-new-pass"})
+    assert r.status_code == 422 and 'id="current_password-error"' in r.text
+    r = c.post("/account", {"current_password": PASSWORD, "password": "short", "confirm": "short"})
+    assert r.status_code == 422 and 'id="password-error"' in r.text
+    r = c.post("/account", {"current_password": PASSWORD, "password": "brand-new-pass", "confirm": "other-new-pass"})
+    assert r.status_code == 422 and 'id="confirm-error"' in r.text
+    for _ in range(4):
+        c.post("/account", {"current_password": "wrong-one", "password": "brand-new-pass", "confirm": "brand-new-pass"})
+    r = c.post("/account", {"current_password": PASSWORD, "password": "brand-new-pass", "confirm": "brand-new-pass"})
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
 
 
 def test_role_change_and_deactivation_end_the_users_sessions(sqlite_app):

@@ -47,7 +47,7 @@ def login():
             user = users.check_login(email, request.form.get("password", ""))
             if user:
                 throttle.succeeded(email, ip)
-                _start_session(user)
+                start_session(user)
                 audit.record(user, "auth.login", user.email, ip=ip)
                 return redirect(_safe_next(request.args.get("next")))
             throttle.failed(email, ip)
@@ -57,7 +57,7 @@ def login():
     return render_template("auth/login.html", error=error, email=email), status, headers
 
 
-def _start_session(user) -> None:
+def start_session(user) -> None:
     """Log in on a new session: nothing from before the login, the CSRF token included, is kept."""
     session.clear()
     g.pop("csrf_token", None)       # flask-wtf's per-request copy of the old token

@@ -24,8 +24,7 @@ def create_user(email: str, password: str, role: str = "member", *, team_id: int
         raise InvalidRequest("enter a valid email address", param="email")
     if role not in ROLES:
         raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", param="role")
-    if len(password) < 8:
-        raise InvalidRequest("the password needs at least 8 characters", param="password")
+    _check_password(password)
     if user is None:
         user = User(email=email)
         db.session.add(user)
@@ -36,6 +35,23 @@ def create_user(email: str, password: str, role: str = "member", *, team_id: int
     user.active = True
     if team_id is not None:
         user.team_id = team_id
+    db.session.commit()
+    return user
+
+
+def _check_password(password: str) -> None:
+    if len(password) < 8:
+        raise InvalidRequest("the password needs at least 8 characters", param="password")
+
+
+def change_password(user: User, current: str, new: str) -> User:
+    """A user's own password change: the current one must be right. Every session of the user
+    ends; the caller logs the one making the change in again."""
+    if not check_password_hash(user.password_hash, current):
+        raise InvalidRequest("That is not your current password.", param="current_password")
+    _check_password(new)
+    user.password_hash = generate_password_hash(new)
+    _bump(user)
     db.session.commit()
     return user
 
