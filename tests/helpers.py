@@ -15,6 +15,7 @@ from gateway.services.accounting.usage import recorder
 from gateway.services.admin import catalog_admin
 
 ROOT = Path(__file__).resolve().parents[1]
+REDIS_URL = "redis://127.0.0.1:6379/0"     # tests give their keys a prefix of their own
 
 
 def make_app(db_url: str, instance_path: str | None = None, **overrides):
@@ -62,3 +63,13 @@ def usage_records(app) -> list[UsageRecord]:
         rows = db.session.scalars(select(UsageRecord).order_by(UsageRecord.id)).all()
         db.session.expunge_all()
         return rows
+
+
+def redis_or_skip() -> None:
+    """Skip the test when the Redis server (or the client library) is missing."""
+    import pytest
+    redis = pytest.importorskip("redis")
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        pytest.skip("Redis not reachable")

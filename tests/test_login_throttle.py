@@ -13,10 +13,9 @@ from gateway.auth import throttle
 from gateway.extensions import db
 from gateway.models import utcnow
 from gateway.services.admin import users
-from tests.helpers import make_app
+from tests.helpers import REDIS_URL, make_app, redis_or_skip
 
 ADMIN = "admin@example.com"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def login(app, email: str, password: str, ip: str = "198.51.100.7"):
@@ -26,14 +25,6 @@ def login(app, email: str, password: str, ip: str = "198.51.100.7"):
     token = csrf_from(client.get("/login", environ_base=env).text)
     return client.post("/login", data={"email": email, "password": password, "csrf_token": token},
                        environ_base=env)
-
-
-def redis_or_skip():
-    redis = pytest.importorskip("redis")
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        pytest.skip("Redis not reachable")
 
 
 @pytest.fixture(params=["database", "redis"])
