@@ -28,7 +28,8 @@ def account():
             errors["confirm"] = "The two new passwords differ."
         else:
             try:
-                user = users.change_password(current_user._get_current_object(), f.get("current_password", ""), f.get("password", ""))
+                user = users.change_password(current_user._get_current_object(),     # the User, not the proxy
+                                             f.get("current_password", ""), f.get("password", ""))
             except InvalidRequest as e:
                 if e.param == "current_password":
                     throttle.failed(email, ip)
