@@ -67,8 +67,8 @@ def check_origin() -> None:
     allowed |= {_origin(o.strip()) for o in current_app.config.get("TRUSTED_ORIGINS", "").split(",") if o.strip()}
     if _origin(source) in allowed - {None}:
         return
-    log.warning("refused a console write from %r: this site is %s (behind a TLS proxy, set "
-                "GATEWAY_TRUST_PROXY=1 or GATEWAY_TRUSTED_ORIGINS)", source[:200], request.host_url)
+    log.warning("refused a console write from %r: this site is %s (if that is this site behind a "
+                "proxy: GATEWAY_TRUST_PROXY=1, or list it in GATEWAY_TRUSTED_ORIGINS)", source[:200], request.host_url)
     raise ForeignOrigin()
 
 
