@@ -62,6 +62,8 @@ class Defaults:
     QUOTA_RESERVATION_TTL = 3600         # seconds before a reservation of a dead process is freed
     QUOTA_REDIS_PREFIX = "gw:q:"
     # Console
+    LOGIN_THROTTLE_REDIS_PREFIX = "gw:login:"
+    TRUSTED_ORIGINS = ""                 # more origins allowed to post to the console, comma-separated
     SETTINGS_CACHE_SECONDS = 5.0
     PROMPT_LOG_MAX_CHARS = 32 * 1024     # per stored prompt or answer, when storage is on
     RETENTION_INTERVAL_SECONDS = 3600    # how often old usage and prompts are purged; 0: only by CLI

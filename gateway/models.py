@@ -25,10 +25,17 @@ class User(UserMixin, db.Model):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"), nullable=True)
+    # Part of every login session's id: raising it (logout, new password, role change,
+    # deactivation) ends all of this user's sessions, in every process.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     @property
     def is_active(self) -> bool:
         return self.active
+
+    def get_id(self) -> str:
+        """What flask-login keeps in the session cookie: the id and the session version."""
+        return f"{self.id}:{self.session_version or 0}"
 
 
 class Provider(db.Model):
@@ -112,6 +119,9 @@ class ApiKey(db.Model):
     policy: Mapped[str | None] = mapped_column(String(100), nullable=True)  # bound routing policy
     ip_allow: Mapped[list | None] = mapped_column(JSON, nullable=True)      # CIDRs; None: anywhere
     redact: Mapped[str | None] = mapped_column(String(8), nullable=True)    # off, store, upstream; None: default
+    # The ceiling a member edits within (key_ceiling.py): these settings as an admin last set
+    # them. None on keys from before it existed: their current settings are the ceiling.
+    admin_limits: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     # Rotation: the previous secret keeps working until prev_valid_until.
     prev_key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     prev_valid_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
@@ -204,6 +214,8 @@ class Team(db.Model):
     webhook_url: Mapped[str] = mapped_column(String(500), default="")
     webhook_secret_enc: Mapped[str] = mapped_column(Text, default="")     # secrets.encrypt()
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # The plan keys made by the team's members are on: their defaults and ceiling.
+    plan_id: Mapped[int | None] = mapped_column(ForeignKey("plans.id", ondelete="SET NULL"), nullable=True)
 
 
 class Plan(db.Model):

@@ -68,6 +68,12 @@
     }
   });
 
+  // Rows that open on click open on Enter too (htmx trigger filters would need eval).
+  document.addEventListener("keyup", function (ev) {
+    var row = ev.key === "Enter" && ev.target.closest("[data-enter-clicks]");
+    if (row) row.click();
+  });
+
   document.addEventListener("submit", function (ev) {
     var form = ev.target;
     var message = form.getAttribute("data-confirm");
@@ -96,6 +102,21 @@
   }
   document.addEventListener("DOMContentLoaded", showCustomRange);
 
+  // Usage charts: each figure comes as JSON in a <script type="application/json"> next to the
+  // element it is drawn in, so the page needs no inline script. Also for panels htmx swaps in.
+  function drawCharts(root) {
+    if (!window.Plotly || !root.querySelectorAll) return;
+    root.querySelectorAll("[data-figure]").forEach(function (el) {
+      var source = document.getElementById(el.getAttribute("data-figure"));
+      if (!source || el.getAttribute("data-drawn")) return;
+      el.setAttribute("data-drawn", "1");
+      var fig = JSON.parse(source.textContent);
+      window.Plotly.newPlot(el, fig.data, fig.layout, fig.config);
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { drawCharts(document); });
+  document.addEventListener("htmx:load", function (ev) { drawCharts(ev.detail.elt); });
+
   // Charts drawn while the page was still being laid out may have the wrong width.
   function resizeCharts() {
     if (!window.Plotly) return;
@@ -112,8 +133,16 @@
     var messages = {400: "The request was refused: reload the page and try again.",
       403: "Your role does not allow this action.", 404: "Not found: it may have been deleted.",
       429: "Too many requests: wait a moment."};
-    toast(messages[status] || "The server answered " + status + ". Try again.");
+    toast(serverMessage(ev.detail.xhr) || messages[status] || "The server answered " + status + ". Try again.");
   });
+
+  // The server's own words when it sent a flash partial (a stale CSRF token, a foreign origin).
+  function serverMessage(xhr) {
+    if ((xhr.getResponseHeader("content-type") || "").indexOf("text/html") !== 0) return "";
+    var doc = new DOMParser().parseFromString(xhr.responseText || "", "text/html");
+    var flash = doc.querySelector("p.flash[role=alert]");
+    return flash && !doc.querySelector("main") ? flash.textContent.trim() : "";
+  }
   document.addEventListener("htmx:sendError", function () { toast("The gateway can't be reached."); });
 
   // Playground: POST the form as JSON, read the SSE stream and append text as it arrives.

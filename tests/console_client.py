@@ -34,6 +34,7 @@ class Console:
         if email:
             r = self.client.post("/login", data={"email": email, "password": password, "csrf_token": self.token})
             assert r.status_code == 302, r.text[:500]
+            self.token = csrf_from(self.client.get("/").text)     # a login starts a new CSRF token
 
     def get(self, url: str, **kw):
         return self.client.get(url, **kw)

@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 
+try:
+    from playwright.sync_api import expect
+except ImportError:     # the browser tests skip without Playwright
+    expect = None
+
 from tests.helpers import LiveServer, add_provider, make_app
 from console_client import PASSWORD, make_user
 from gateway.extensions import db
@@ -127,7 +132,7 @@ def test_console_flow_in_a_real_browser(browser_page, console_server, mock, tmp_
     page.goto("/playground?model=echo")
     page.fill("#pg-prompt", "hello from the browser")
     page.click("#pg-send")
-    page.wait_for_function("document.getElementById('pg-status').textContent.includes('Done')")
+    expect(page.locator("#pg-status")).to_contain_text("Done")      # no wait_for_function: the CSP forbids eval
     assert page.inner_text("#pg-output") == "Echo: hello from the browser"
     shot(page, "09-playground")
 
@@ -212,3 +217,75 @@ def test_test_connection_to_a_new_url_asks_for_the_key_next_to_its_field(browser
     assert page.inner_text("#api-key-test-error") == ""
     shot(page, "03b-provider-test-key-required")
     assert not page.js_errors, page.js_errors
+
+
+def test_every_page_under_the_content_security_policy(browser_page, console_server, mock):
+    """The CSP forbids inline script and style and eval: every page, htmx swap and chart works
+    under it, and the browser reports no violation."""
+    page, app = browser_page, console_server.app
+    from gateway.services.accounting import keys
+    from tests.helpers import add_provider
+    add_provider(app, "upstream", "openai", mock + "/v1", ["echo"])
+    make_user(app, "member@example.com", "member")
+    with app.app_context():
+        key, secret = keys.create_key("browser key", rpm=60)
+        key_id = key.id
+    import requests
+    r = requests.post(console_server.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {secret}"},
+                      json={"model": "echo", "messages": [{"role": "user", "content": "hi"}]}, timeout=10)
+    assert r.status_code == 200
+    with app.app_context():
+        assert recorder(app).drain()
+        record_id = db.session.query(UsageRecord.id).scalar()
+
+    violations, policies = [], {}
+    page.on("console", lambda m: "Content Security Policy" in m.text and violations.append(m.text))
+    page.add_init_script("document.addEventListener('securitypolicyviolation', e => "
+                         "(window.__csp = window.__csp || []).push(e.violatedDirective + ' ' + e.blockedURI))")
+    page.on("response", lambda resp: resp.request.resource_type == "document" and policies.update(
+        {resp.url: resp.headers.get("content-security-policy", "")}))
+
+    def visit(url: str) -> None:
+        page.goto(url)
+        page.wait_for_load_state("load")
+        assert not page.evaluate("window.__csp || []"), (url, page.evaluate("window.__csp"))
+
+    visit("/login")
+    page.fill("input[name=email]", "admin@example.com")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/$"))
+    for url in ("/", "/models", "/models/echo", "/providers", "/providers/new", "/providers/1/edit", "/keys",
+                "/keys/new", f"/keys/{key_id}", f"/keys/{key_id}/edit", "/usage", "/usage?range=7d&group=key",
+                "/logs", f"/logs/{record_id}", "/playground?model=echo", "/users", "/audit", "/settings", "/account",
+                "/keys/999999", "/no-such-page"):
+        visit(url)
+
+    # htmx swaps and the scripts behind them, still without a violation
+    visit("/usage?range=24h")
+    page.wait_for_selector("#chart-requests .main-svg")
+    page.select_option("select[name=group]", "model")
+    page.wait_for_selector("#usage-panel th:has-text('Model')")
+    page.wait_for_selector("#chart-cost .main-svg")          # charts drawn again after the swap
+    visit("/logs")
+    page.focus("tr.log-row")
+    page.keyboard.press("Enter")                             # opens like a click, without an eval'd filter
+    page.wait_for_selector("#log-detail.open h2")
+    visit("/keys")
+    page.fill("input[type=search]", "browser")
+    expect(page.locator("#key-rows tbody tr")).to_have_count(1)
+    visit("/models")
+    page.fill("input[type=search]", "echo")
+    page.wait_for_selector("#model-cards a.model-card")
+    visit("/providers/1/edit")
+    page.click("#test-connection")
+    page.wait_for_selector("#provider-test .test-result")
+    visit("/playground?model=echo")
+    page.fill("#pg-prompt", "under the policy")
+    page.click("#pg-send")
+    expect(page.locator("#pg-status")).to_contain_text("Done")      # no wait_for_function: the CSP forbids eval
+    assert not page.evaluate("window.__csp || []"), page.evaluate("window.__csp")
+
+    assert violations == []
+    assert page.js_errors == [] or all("404" in e or "Not Found" in e for e in page.js_errors), page.js_errors
+    assert policies and all("script-src 'self'" in p and "unsafe-inline" not in p for p in policies.values()), policies

@@ -32,6 +32,7 @@ ALLOWED = {
     "console.users_index": {A}, "console.user_create": {A}, "console.user_update": {A},
     "console.audit_index": {A}, "console.settings_page": {A},
     "console.playground": {A, M}, "console.playground_stream": {A, M},
+    "console.account": {A, M, V},
 }
 SECRET = "sk-live-SUPERSECRET-provider-9z8y"
 
@@ -120,12 +121,12 @@ def test_each_role_is_allowed_and_forbidden_on_every_route(sqlite_app, role):
 def test_csrf_rejected_on_console_writes(sqlite_app):
     make_user(sqlite_app, "admin@example.com", "admin")
     c = Console(sqlite_app, "admin@example.com")
-    assert c.post("/keys", {"name": "x"}, csrf=False).status_code == 400
-    assert c.client.post("/keys", data={"name": "x", "csrf_token": "forged"}).status_code == 400
+    assert c.post("/keys", {"name": "x"}, csrf=False).status_code == 403
+    assert c.client.post("/keys", data={"name": "x", "csrf_token": "forged"}).status_code == 403
     r = c.client.post("/keys", data={"name": "x"}, headers={"HX-Request": "true", "X-CSRFToken": "forged"})
-    assert r.status_code == 400
+    assert r.status_code == 403
     r = c.client.post("/playground/stream", json={"model": "m", "prompt": "hi"})
-    assert r.status_code == 400
+    assert r.status_code == 403
     with sqlite_app.app_context():
         assert db.session.scalar(select(ApiKey)) is None
     assert c.client.post("/keys", data={"name": "x"}, headers={"X-CSRFToken": c.token}).status_code == 200
@@ -185,25 +186,42 @@ def test_batch_actions_skip_keys_outside_the_members_scope(app, seeded):
 
 
 def test_members_cannot_raise_their_own_limits(app, seeded):
+    with app.app_context():
+        keys.update_key(db.session.get(ApiKey, seeded["mine"]), budget_usd=50.0, rpm=10)
     c = Console(app, "member@example.com")
     r = c.post(f"/keys/{seeded['mine']}", {"name": "renamed", "budget_usd": "999", "rpm": "5"})
-    assert r.status_code == 303
+    assert r.status_code == 422 and "At most $50.00" in r.text
+    assert c.post(f"/keys/{seeded['mine']}", {"name": "renamed", "budget_usd": "20", "rpm": "5"}).status_code == 303
     with app.app_context():
         k = db.session.get(ApiKey, seeded["mine"])
-        assert k.name == "renamed" and k.budget_usd is None and k.rpm is None
+        assert k.name == "renamed" and k.budget_usd == 20 and k.rpm == 5
 
 
 def _all_pages(c: Console, ids: dict) -> dict[str, str]:
     urls = ["/", "/models", "/models/demo-chat", "/providers", "/providers/1/edit", "/providers/new", "/keys",
             f"/keys/{ids['mine']}", f"/keys/{ids['mine']}/edit", "/usage", "/usage?range=30d&group=provider",
             "/logs", "/logs/1", "/logs/2", "/audit", "/settings", "/users", "/playground", "/export.csv",
-            "/keys/new"]
+            "/keys/new", "/account"]
     out = {}
     for u in urls:
         r = c.get(u)
         assert r.status_code == 200, (u, r.status_code)
         out[u] = r.data.decode("utf-8", "replace")
     return out
+
+
+def test_every_page_carries_a_csp_and_needs_no_inline_script(app, seeded):
+    """test_browser proves the pages work under the policy; this, that no page has inline
+    script, inline style or handler attributes, and that /v1 is left alone."""
+    c = Console(app, "admin@example.com")
+    for url, body in _all_pages(c, seeded).items():
+        policy = c.get(url).headers.get("Content-Security-Policy", "")
+        assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy and "unsafe-eval" not in policy, url
+        assert "frame-ancestors 'none'" in policy and "object-src 'none'" in policy
+        for tag in re.findall(r"<script\b[^>]*>", body):
+            assert "src=" in tag or 'type="application/json"' in tag, (url, tag)
+        assert not re.search(r"\sstyle=|\son[a-z]+=", body), url
+    assert "Content-Security-Policy" not in c.get("/v1/models").headers
 
 
 def test_provider_key_never_appears_after_saving(app, seeded, mock):
@@ -437,3 +455,13 @@ def test_excel_and_csv_exports_hold_the_totals(app, seeded):
     assert wb["Detail"].cell(2, 1).number_format == "yyyy-mm-dd hh:mm:ss"
     rows = list(csvmod.reader(io.StringIO(c.get("/export.csv?status=error").data.decode("utf-8-sig"))))
     assert len(rows) == 2 and rows[1][2] == "502"
+
+
+def test_creating_a_key_with_an_expiry_is_audited(sqlite_app):
+    make_user(sqlite_app, "admin@example.com", "admin")
+    c = Console(sqlite_app, "admin@example.com")
+    r = c.post("/keys", {"name": "dated", "expires_at": "2031-01-31"})
+    assert r.status_code == 200 and 'id="new-secret"' in r.text
+    with sqlite_app.app_context():
+        entry = db.session.scalar(select(AuditLog).where(AuditLog.action == "key.create"))
+        assert entry is not None and entry.details["expires_at"] == "2031-01-31T00:00:00"

@@ -6,6 +6,7 @@ import os
 
 import click
 
+from gateway.auth import throttle
 from gateway.cli import PERIODS, command, echo_row, given, list_command, split_csv
 from gateway.models import Team
 from gateway.services.accounting import teams
@@ -21,16 +22,28 @@ COMMANDS = (users_cli, teams_cli)
 @click.option("--password", required=True)
 @click.option("--role", type=click.Choice(["admin", "member", "viewer"]), default="member")
 def users_create(email, password, role):
-    """Create a user, or update the password and role of an existing one."""
+    """Create a user, or reset the password and role of an existing one: its sessions end and
+    its login lock-outs are lifted, so this is the way back in for a locked-out admin."""
     user = users.create_user(email, password, role)
+    throttle.forget(user.email)
     click.echo(f"user {user.email} ({user.role})")
+
+
+@command(users_cli, "unlock")
+@click.option("--email", required=True)
+def users_unlock(email):
+    """Lift the login lock-outs of an account, from every address."""
+    throttle.forget(email.strip().lower())
+    click.echo(f"login failures of {email.strip().lower()} cleared")
 
 
 @list_command(teams_cli, Team, Team.name)
 def _team_row(t) -> tuple:
     budget = f"${t.budget_usd:g}/{t.budget_period} ({t.timezone})" if t.budget_usd is not None else "no budget"
     alerts = ",".join(f"{x}%" for x in (t.alert_thresholds or [])) or "none"
-    return t.id, t.name, budget, f"alerts {alerts}", f"webhook {'set' if t.webhook_url else 'none'}"
+    plan = teams.team_plan(t.id)
+    return (t.id, t.name, budget, f"alerts {alerts}", f"webhook {'set' if t.webhook_url else 'none'}",
+            f"plan {plan.name if plan else 'none'}")
 
 
 @command(teams_cli, "create")
@@ -41,10 +54,12 @@ def _team_row(t) -> tuple:
 @click.option("--alerts", help="alert thresholds in percent, e.g. 50,80,100")
 @click.option("--webhook-url")
 @click.option("--webhook-secret", help="HMAC secret; read from $WEBHOOK_SECRET when omitted")
-def teams_create(name, budget, period, timezone, alerts, webhook_url, webhook_secret):
+@click.option("--plan", help="plan of the keys its members make: their defaults and ceiling ('none' clears)")
+def teams_create(name, budget, period, timezone, alerts, webhook_url, webhook_secret, plan):
     """Create a team, or update the one with this name."""
     secret = webhook_secret if webhook_secret is not None else os.environ.get("WEBHOOK_SECRET")
-    t = teams.save_team(name, webhook_url=webhook_url, webhook_secret=secret,
+    plan_id = None if plan is None else {"plan_id": None if plan.lower() == "none" else teams.find_plan(plan).id}
+    t = teams.save_team(name, webhook_url=webhook_url, webhook_secret=secret, **(plan_id or {}),
                         **given(budget_usd=budget, budget_period=period, timezone=timezone,
                                 alert_thresholds=alerts))
     echo_row(_team_row(t))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import abort, render_template, request, url_for
+from flask import abort, flash, render_template, request, url_for
 from flask_login import current_user
 
 from gateway.auth.rbac import READ, WRITE, require_role
@@ -11,13 +11,14 @@ from gateway.console import bp
 from gateway.console.scope import done, log_action, owner
 from gateway.htmx import navigate, render
 from gateway.models import ApiKey, utcnow
-from gateway.services.accounting import key_scope, keys, redaction, teams
+from gateway.errors import InvalidRequest
+from gateway.services.accounting import key_ceiling, key_scope, keys, redaction, teams
 from gateway.services.admin import catalog_admin, users
 from gateway.services.reporting import charts, filters
 from gateway.services.routing import catalog
 
 PER_PAGE = 50
-LIMIT_FIELDS = ("token_quota", "budget_usd", "rpm", "tpm", "max_parallel")   # admins only
+LIMIT_FIELDS = key_ceiling.NUMBERS      # members set them too, within the key's ceiling
 
 
 def _key_or_404(key_id: int) -> ApiKey:
@@ -47,11 +48,22 @@ def key_state(key: ApiKey) -> str:
     return "active"
 
 
-def _choices() -> dict:
+def _ceiling(key: ApiKey | None) -> key_ceiling.Ceiling | None:
+    """What bounds the current user's edit of `key` (None: a new one): nothing for an admin;
+    for a member, what an admin set on the key, or their team's plan for a new key."""
+    if current_user.role == "admin":
+        return None
+    return key_ceiling.for_key(key) if key is not None else key_ceiling.for_new(teams.team_plan(current_user.team_id))
+
+
+def _choices(ceiling: key_ceiling.Ceiling | None) -> dict:
     admin = current_user.role == "admin"
-    return {"model_names": catalog.model_names(), "periods": keys.PERIODS,
+    models = catalog.model_names()
+    allowed = ceiling.bound("models") if ceiling is not None else None
+    return {"model_names": [m for m in models if allowed is None or m in allowed], "periods": keys.PERIODS,
             "users": users.all_users() if admin else [], "teams": teams.all_teams() if admin else [],
-            "policies": catalog_admin.policy_names() if admin else [], "redact_modes": redaction.MODES}
+            "policies": catalog_admin.policy_names() if admin else [], "redact_modes": redaction.MODES,
+            "ceiling": ceiling}
 
 
 @bp.get("/keys")
@@ -68,7 +80,10 @@ def keys_index():
 @bp.get("/keys/new")
 @require_role(*WRITE)
 def key_new():
-    return render_template("console/key_form.html", key=None, form={"quota_period": "total"}, errors={}, **_choices())
+    ceiling = _ceiling(None)
+    period = (ceiling.period if ceiling else None) or "total"
+    return render_template("console/key_form.html", key=None, form={"quota_period": period}, errors={},
+                           **_choices(ceiling))
 
 
 def _number(raw: str, cast, name: str, errors: dict):
@@ -81,9 +96,10 @@ def _number(raw: str, cast, name: str, errors: dict):
         return None
 
 
-def _parse_form(existing: ApiKey | None) -> tuple[dict, dict, dict]:
+def _parse_form(existing: ApiKey | None, ceiling: key_ceiling.Ceiling | None) -> tuple[dict, dict, dict]:
     """(settings for the keys service, form values to re-show, errors by field). The form turns
-    text into values; keys.check() says what is wrong with them, every field at once."""
+    text into values; keys.check() says what is wrong with them, every field at once, a
+    member's settings against the key's ceiling included."""
     f = request.form
     form = {k: f.get(k, "") for k in ("name", "expires_at", "quota_period", "ip_allow", "policy",
                                        "team_id", "user_id", "redact", *LIMIT_FIELDS)}
@@ -101,27 +117,29 @@ def _parse_form(existing: ApiKey | None) -> tuple[dict, dict, dict]:
             errors["expires_at"] = "Use a date like 2030-12-31."
     if existing is not None:
         s["enabled"] = form["enabled"]
-    if current_user.role == "admin":
-        for name in LIMIT_FIELDS:
-            s[name] = _number(form[name], float if name == "budget_usd" else int, name, errors)
-        s["quota_period"] = form["quota_period"] or "total"
+    for name in LIMIT_FIELDS:
+        s[name] = _number(form[name], float if name == "budget_usd" else int, name, errors)
+    s["quota_period"] = form["quota_period"] or "total"
+    if ceiling is None:
         s["policy"] = form["policy"].strip()[:100] or None
         s["redact"] = form["redact"] or None        # empty: the policy's or the default mode
         s["team_id"] = int(form["team_id"]) if form["team_id"].isdigit() else None
         s["user_id"] = int(form["user_id"]) if form["user_id"].isdigit() else None
-    elif existing is None:
-        s["user_id"], s["team_id"] = current_user.id, current_user.team_id
-    s, problems = keys.check(s)
+    elif existing is None:      # a member's key is theirs, their team's, on their team's plan
+        plan = teams.team_plan(current_user.team_id)
+        s.update(user_id=current_user.id, team_id=current_user.team_id, plan_id=plan.id if plan else None)
+    s, problems = keys.check({k: v for k, v in s.items() if k not in errors}, ceiling)
     return s, form, {**problems, **errors}
 
 
 @bp.post("/keys")
 @require_role(*WRITE)
 def key_create():
-    settings, form, errors = _parse_form(None)
+    ceiling = _ceiling(None)
+    settings, form, errors = _parse_form(None, ceiling)
     if errors:
-        return render_template("console/key_form.html", key=None, form=form, errors=errors, **_choices()), 422
-    key, secret = keys.create_key(settings.pop("name"), **settings)
+        return render_template("console/key_form.html", key=None, form=form, errors=errors, **_choices(ceiling)), 422
+    key, secret = keys.create_key(settings.pop("name"), ceiling=ceiling, **settings)
     log_action("key.create", _label(key), key_id=key.id, models=key.models,
                **{k: v for k, v in settings.items() if k not in ("models",)})
     return render_template("console/key_created.html", key=key, secret=secret, rotated=False)
@@ -132,8 +150,10 @@ def key_create():
 def key_detail(key_id: int):
     key = _key_or_404(key_id)
     f, _ = filters.parse_filter({"range": request.args.get("range", "30d"), "key_id": str(key.id)})
+    ceiling = _ceiling(key) if current_user.role != "viewer" else None
     return render_template("console/key_detail.html", key=key, state=key_state(key), totals=charts.totals(f),
-                           breakdown=charts.breakdown(f, limit=20), filter=f)
+                           breakdown=charts.breakdown(f, limit=20), filter=f,
+                           may_enable=ceiling is None or ceiling.may_enable)
 
 
 @bp.get("/keys/<int:key_id>/edit")
@@ -148,17 +168,18 @@ def key_edit(key_id: int):
     for name in LIMIT_FIELDS:
         v = getattr(key, name)
         form[name] = "" if v is None else str(v)
-    return render_template("console/key_form.html", key=key, form=form, errors={}, **_choices())
+    return render_template("console/key_form.html", key=key, form=form, errors={}, **_choices(_ceiling(key)))
 
 
 @bp.post("/keys/<int:key_id>")
 @require_role(*WRITE)
 def key_update(key_id: int):
     key = _key_or_404(key_id)
-    settings, form, errors = _parse_form(key)
+    ceiling = _ceiling(key)
+    settings, form, errors = _parse_form(key, ceiling)
     if errors:
-        return render_template("console/key_form.html", key=key, form=form, errors=errors, **_choices()), 422
-    keys.update_key(key, **settings)
+        return render_template("console/key_form.html", key=key, form=form, errors=errors, **_choices(ceiling)), 422
+    keys.update_key(key, ceiling=ceiling, **settings)
     return _changed("key.update", key, **settings)
 
 
@@ -166,7 +187,7 @@ def key_update(key_id: int):
 @require_role(*WRITE)
 def key_disable(key_id: int):
     key = _key_or_404(key_id)
-    keys.update_key(key, enabled=False)
+    keys.update_key(key, ceiling=_ceiling(key), enabled=False)
     return _changed("key.disable", key)
 
 
@@ -176,7 +197,11 @@ def key_enable(key_id: int):
     key = _key_or_404(key_id)
     if key.revoked_at is not None:      # revoked is final
         return navigate(url_for("console.key_detail", key_id=key.id))
-    keys.update_key(key, enabled=True)
+    try:
+        keys.update_key(key, ceiling=_ceiling(key), enabled=True)
+    except InvalidRequest as e:         # an admin disabled it: a member can't undo that
+        flash(e.message)
+        return navigate(url_for("console.key_detail", key_id=key.id))
     return _changed("key.enable", key)
 
 
@@ -221,5 +246,5 @@ def keys_batch():
     labels = []
     for key in key_scope.visible(owner(), ids=ids):      # keys outside a member's scope are skipped
         labels.append(_label(key))
-        keys.update_key(key, enabled=False) if action == "disable" else keys.delete_key(key)
+        keys.update_key(key, ceiling=_ceiling(key), enabled=False) if action == "disable" else keys.delete_key(key)
     return done(f"key.batch_{action}", f"{len(labels)} keys", url_for("console.keys_index"), keys=labels)

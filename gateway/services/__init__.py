@@ -16,6 +16,7 @@ from flask import Flask
 def init_app(app: Flask) -> None:
     """Build the services' state for `app`; nothing connects or starts a thread here."""
     from gateway import metrics, pubsub
+    from gateway.auth import throttle
     from gateway.services import gauges
     from gateway.services.accounting import alerts, keys, limits, pricing, retention, usage
     from gateway.services.accounting.counters import DbCounters, RedisCounters
@@ -43,6 +44,7 @@ def init_app(app: Flask) -> None:
         "metrics": metrics.Metrics(functools.partial(gauges.known_model, app),
                                    functools.partial(gauges.read, app)),
         "retention": retention.RetentionJob(app),
+        "login_failures": throttle.build(app),
     })
     if bus.url:     # another process changed a key or a setting: drop our copy
         bus.subscribe(keys.INVALIDATE_CHANNEL, key_cache.on_message, key_cache.drop_all)

@@ -1,7 +1,7 @@
 """redaction modes on keys and policies
 
 Revision ID: 0002b
-Revises: 0001
+Revises: 0002a
 Create Date: 2026-11-24 10:00:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0002b'
-down_revision = '0001'
+down_revision = '0002a'
 branch_labels = None
 depends_on = None
 

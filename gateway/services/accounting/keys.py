@@ -16,6 +16,7 @@ from gateway import pubsub
 from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from gateway.extensions import db
 from gateway.models import ApiKey, Plan, Team, utcnow
+from gateway.services.accounting import key_ceiling
 from gateway.services.accounting.periods import zone
 from gateway.services.accounting.redaction import check_mode
 
@@ -137,8 +138,9 @@ SETTINGS = ("name", "models", "expires_at", "user_id", "team_id", "plan_id", "en
             "redact")
 
 
-def check(settings: dict) -> tuple[dict, dict[str, str]]:
-    """The settings as stored, and field -> message for every invalid one (a form shows them all)."""
+def check(settings: dict, ceiling: key_ceiling.Ceiling | None = None) -> tuple[dict, dict[str, str]]:
+    """The settings as stored, and field -> message for every invalid one (a form shows them all).
+    With a ceiling (the editor is a member) nothing may widen the key past it."""
     unknown = set(settings) - set(SETTINGS)
     if unknown:
         raise InvalidRequest(f"Unknown key setting(s): {', '.join(sorted(unknown))}.")
@@ -167,11 +169,15 @@ def check(settings: dict) -> tuple[dict, dict[str, str]]:
         errors["redact"] = problem
     if "name" in s and not (s["name"] or "").strip():
         errors["name"] = "A key needs a name."
+    if ceiling is not None:     # only fields that are valid so far can be compared
+        narrowed, wider = key_ceiling.narrow({k: v for k, v in s.items() if k not in errors}, ceiling)
+        s.update(narrowed)
+        errors = {**wider, **errors}
     return s, errors
 
 
-def _validate(settings: dict) -> dict:
-    s, errors = check(settings)
+def _validate(settings: dict, ceiling: key_ceiling.Ceiling | None) -> dict:
+    s, errors = check(settings, ceiling)
     if errors:
         name, message = next(iter(errors.items()))
         raise InvalidRequest(message, param=name)
@@ -179,21 +185,27 @@ def _validate(settings: dict) -> dict:
 
 
 def create_key(name: str, *, models: list[str] | None = None, expires_at: datetime | None = None,
-               user_id: int | None = None, **settings) -> tuple[ApiKey, str]:
-    """Make a key; the secret is returned once and never stored."""
-    s = _validate(dict(settings, name=name, models=models))
+               user_id: int | None = None, ceiling: key_ceiling.Ceiling | None = None,
+               **settings) -> tuple[ApiKey, str]:
+    """Make a key; the secret is returned once and never stored. Without a ceiling an admin
+    makes it and its limits become its admin-set ones; a member passes theirs (key_ceiling)."""
+    s = _validate(dict(settings, name=name, models=models, expires_at=expires_at, user_id=user_id), ceiling)
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(prefix=secret[:PREFIX_LEN], key_hash=hash_secret(secret), expires_at=expires_at,
-                 user_id=user_id, **s)
+    key = ApiKey(prefix=secret[:PREFIX_LEN], key_hash=hash_secret(secret), **s,
+                 admin_limits={} if ceiling is not None else key_ceiling.admin_set(s))
     db.session.add(key)
     db.session.commit()
     return key, secret
 
 
-def update_key(key: ApiKey, **settings) -> ApiKey:
-    """Edit a key's settings in place; the secret stays the same."""
-    for name, value in _validate(settings).items():
+def update_key(key: ApiKey, *, ceiling: key_ceiling.Ceiling | None = None, **settings) -> ApiKey:
+    """Edit a key's settings in place; the secret stays the same. A member passes the key's
+    ceiling; an admin's edit (no ceiling) moves the ceiling with it."""
+    s = _validate(settings, ceiling)
+    admin_limits = key.admin_limits if key.admin_limits is not None else key_ceiling.snapshot(key)
+    for name, value in s.items():
         setattr(key, name, value)
+    key.admin_limits = admin_limits if ceiling is not None else {**admin_limits, **key_ceiling.admin_set(s)}
     db.session.commit()
     _forget(key)
     return key

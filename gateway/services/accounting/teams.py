@@ -8,7 +8,7 @@ from gateway.extensions import db
 from gateway.models import Plan, TagBudget, Team
 from gateway.services.accounting import alerts, keys, periods
 
-TEAM_FIELDS = ("name", "budget_usd", "budget_period", "timezone", "alert_thresholds")
+TEAM_FIELDS = ("name", "budget_usd", "budget_period", "timezone", "alert_thresholds", "plan_id")
 PLAN_FIELDS = ("name", "token_quota", "quota_period", "budget_usd", "rpm", "tpm", "max_parallel", "models")
 
 
@@ -82,6 +82,12 @@ def save_plan(name: str, **fields) -> Plan:
     db.session.commit()
     keys.cache().clear()
     return plan
+
+
+def team_plan(team_id: int | None) -> Plan | None:
+    """The plan a team's members make their keys on (None: no team, or no plan)."""
+    team = db.session.get(Team, team_id) if team_id is not None else None
+    return db.session.get(Plan, team.plan_id) if team is not None and team.plan_id is not None else None
 
 
 def find_plan(name: str) -> Plan:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 
 from sqlalchemy import func, select
 
@@ -15,15 +16,20 @@ _ALLOWED = {"key_last4", "key_prefix", "prefix", "key_id", "keys", "key_ids"}   
 
 
 def scrub(value):
-    """A copy of `value` with secret-looking fields and values replaced."""
+    """A JSON-safe copy of `value` with secret-looking fields and values replaced."""
     if isinstance(value, dict):
-        return {k: ("[redacted]" if _SECRET_FIELDS.search(str(k)) and k not in _ALLOWED else scrub(v))
+        return {str(k): ("[redacted]" if _SECRET_FIELDS.search(str(k)) and k not in _ALLOWED else scrub(v))
                 for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [scrub(v) for v in value]
-    if isinstance(value, str):
-        return _SECRET_VALUES.sub("[redacted]", value)[:1000]
-    return value
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
+        return [scrub(v) for v in items]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, Decimal):
+        return float(value)
+    # A datetime (a key's expiry) or anything else the JSON column can't hold: its text.
+    text = value.isoformat() if isinstance(value, (datetime, date)) else str(value)
+    return _SECRET_VALUES.sub("[redacted]", text)[:1000]
 
 
 def record(actor, action: str, target: str = "", details: dict | None = None, ip: str = "",

@@ -1,5 +1,8 @@
-"""Console users: create, authenticate, change roles."""
+"""Console users: create, authenticate, change roles, end sessions."""
 from __future__ import annotations
+
+import functools
+import secrets
 
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -21,11 +24,12 @@ def create_user(email: str, password: str, role: str = "member", *, team_id: int
         raise InvalidRequest("enter a valid email address", param="email")
     if role not in ROLES:
         raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", param="role")
-    if len(password) < 8:
-        raise InvalidRequest("the password needs at least 8 characters", param="password")
+    _check_password(password)
     if user is None:
         user = User(email=email)
         db.session.add(user)
+    else:       # a new password or role: sessions opened under the old ones end
+        _bump(user)
     user.password_hash = generate_password_hash(password)
     user.role = role
     user.active = True
@@ -35,15 +39,61 @@ def create_user(email: str, password: str, role: str = "member", *, team_id: int
     return user
 
 
+def _check_password(password: str) -> None:
+    if len(password) < 8:
+        raise InvalidRequest("the password needs at least 8 characters", param="password")
+
+
+def change_password(user: User, current: str, new: str) -> User:
+    """A user's own password change: the current one must be right. Every session of the user
+    ends; the caller logs the one making the change in again."""
+    if not check_password_hash(user.password_hash, current):
+        raise InvalidRequest("That is not your current password.", param="current_password")
+    _check_password(new)
+    user.password_hash = generate_password_hash(new)
+    _bump(user)
+    db.session.commit()
+    return user
+
+
 def all_users() -> list[User]:
     return db.session.scalars(select(User).order_by(User.email)).all()
 
 
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of the default kind, checked for unknown emails so that they take as long."""
+    return generate_password_hash(secrets.token_urlsafe(16))
+
+
 def check_login(email: str, password: str) -> User | None:
+    """The active user with this email and password, else None. The same hash work is done for
+    an unknown email or a disabled user, so the answer's timing tells nothing about either."""
     user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
-    if user and user.active and check_password_hash(user.password_hash, password):
-        return user
-    return None
+    ok = check_password_hash(user.password_hash if user else _dummy_hash(), password)
+    return user if ok and user is not None and user.active else None
+
+
+def session_user(user_id: str) -> User | None:
+    """The user a login session names ("id:version"), while that session is still valid."""
+    uid, _, version = user_id.partition(":")
+    if not uid.isdigit() or not version.isdigit():
+        return None         # a session from before versions, or forged: log in again
+    user = db.session.get(User, int(uid))
+    if user is None or not user.active or (user.session_version or 0) != int(version):
+        return None
+    return user
+
+
+def end_sessions(user: User) -> User:
+    """End every login session of `user`, in every browser and process."""
+    _bump(user)
+    db.session.commit()
+    return user
+
+
+def _bump(user: User) -> None:
+    user.session_version = (user.session_version or 0) + 1
 
 
 def _admins_left(excluding: User) -> int:
@@ -58,6 +108,8 @@ def set_role(user: User, role: str) -> User:
         raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", param="role")
     if user.role == "admin" and role != "admin" and user.active and not _admins_left(user):
         raise InvalidRequest("the last admin can't lose the admin role", param="role")
+    if role != user.role:
+        _bump(user)
     user.role = role
     db.session.commit()
     return user
@@ -67,6 +119,8 @@ def set_active(user: User, active: bool) -> User:
     """Revoke or restore a user's console access; the last active admin stays."""
     if not active and user.role == "admin" and user.active and not _admins_left(user):
         raise InvalidRequest("the last admin can't be deactivated", param="active")
+    if not active:
+        _bump(user)
     user.active = active
     db.session.commit()
     return user

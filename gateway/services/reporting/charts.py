@@ -287,11 +287,10 @@ def budget_line(f: UsageFilter) -> float | None:
     return float(value) if value else None
 
 
-def figures(f: UsageFilter, budget: float | None = None) -> dict[str, str]:
-    """The four usage charts as HTML fragments (plotly.js is loaded once by the page).
-    Figures are plain dicts rendered without validation: graph_objects costs ~40 ms a chart."""
-    import plotly.io as pio
-
+def figures(f: UsageFilter, budget: float | None = None) -> dict[str, dict]:
+    """The four usage charts as Plotly figures ({"data", "layout", "config"}, plain JSON).
+    The page embeds them as JSON and static/console.js draws them: no inline script, so the
+    Content-Security-Policy can forbid those. Plain dicts: graph_objects costs ~40 ms a chart."""
     data = series(f)
     times = _timeline(f, data["unit"])
     xs = [t.isoformat() for t in times]
@@ -323,14 +322,12 @@ def figures(f: UsageFilter, budget: float | None = None) -> dict[str, str]:
     figs["latency"] = {"data": [{"type": "scatter", "mode": "lines+markers", "name": "p50", "x": lx, "y": [x[1] for x in lat]},
                                 {"type": "scatter", "mode": "lines+markers", "name": "p95", "x": lx, "y": [x[2] for x in lat]}],
                        "layout": {"title": {"text": "Latency (ms)"}}}
-    html = {}
-    for name, fig in figs.items():
+    for fig in figs.values():
         layout = fig["layout"]
         layout.update(height=300, margin={"l": 50, "r": 20, "t": 40, "b": 40}, legend={"orientation": "h", "y": -0.2},
                       font={"family": "system-ui, sans-serif", "size": 12}, template={})
         layout["xaxis"] = {"range": [f.start.isoformat(), f.end.isoformat()], "type": "date"}
         layout.setdefault("yaxis", {"rangemode": "tozero"})
         layout["autosize"] = True
-        html[name] = pio.to_html(fig, validate=False, full_html=False, include_plotlyjs=False, div_id=f"chart-{name}",
-                                 config={"displaylogo": False, "responsive": True})
-    return html
+        fig["config"] = {"displaylogo": False, "responsive": True}
+    return figs
