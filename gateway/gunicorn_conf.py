@@ -62,4 +62,4 @@ def worker_exit(server, worker):
     app = getattr(worker, "wsgi", None)
     usage = getattr(app, "extensions", {}).get("usage") if app else None
     if usage is not None:
-        usage.flush()
+        usage.drain()       # also the batch the writer holds, not only what is queued

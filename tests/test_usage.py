@@ -9,10 +9,13 @@ import sys
 import threading
 import time
 from dataclasses import asdict
+from types import SimpleNamespace
 
 import requests
 from sqlalchemy import create_engine, text
 
+from gateway import gunicorn_conf
+from gateway.extensions import db
 from gateway.services.accounting.usage import UsageEntry, new_request_id, recorder
 from tests.helpers import ROOT, free_port, usage_records
 
@@ -112,3 +115,22 @@ def test_graceful_shutdown_keeps_in_flight_stream_records(tmp_path, mock):
     with create_engine(url).connect() as conn:
         rows = conn.execute(text("select status, stream, completion_tokens from usage_records")).all()
     assert rows == [(200, True, 9)]
+
+
+def test_a_worker_exiting_waits_for_the_batch_the_writer_holds(sqlite_app, monkeypatch):
+    """gunicorn's worker_exit: records already taken by the writer, mid-write, are not lost
+    when the process ends (flushing the queue alone missed them under load)."""
+    rec = recorder(sqlite_app)
+    taken, real = threading.Event(), rec._insert
+
+    def slow_insert(rows):
+        taken.set()
+        threading.Event().wait(1.0)     # the database is slow today
+        real(rows)
+
+    monkeypatch.setattr(rec, "_insert", slow_insert)
+    rec.record(UsageEntry(request_id=new_request_id(), endpoint="chat", status=200))
+    assert taken.wait(5)                 # the writer holds it; the queue is empty
+    gunicorn_conf.worker_exit(None, SimpleNamespace(wsgi=sqlite_app))
+    with sqlite_app.app_context():
+        assert db.session.execute(text("SELECT count(*) FROM usage_records")).scalar() == 1
