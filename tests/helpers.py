@@ -1,6 +1,9 @@
 """What tests build with: an app on a given database, a live server, providers, keys, records."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -62,3 +65,14 @@ def usage_records(app) -> list[UsageRecord]:
         rows = db.session.scalars(select(UsageRecord).order_by(UsageRecord.id)).all()
         db.session.expunge_all()
         return rows
+
+
+def run_gateway(db_url: str, *args: str, env: dict | None = None, after: str = ""):
+    """Run the `gateway` console script (gateway.cli:main) from this checkout in a subprocess;
+    `after` is Python run once the command is done (to report what it imported, say)."""
+    script = ("import sys\nfrom gateway.cli import main\nsys.argv[0] = 'gateway'\n"
+              "try:\n    main()\nexcept SystemExit as e:\n    status = e.code or 0\n"
+              f"{after}\nsys.exit(status)\n")
+    env = {**os.environ, "DATABASE_URL": db_url, "GATEWAY_DEMO": "0", "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
