@@ -4,7 +4,9 @@ named by DATABASE_URL."""
 from __future__ import annotations
 
 import functools
+import getpass
 import logging
+import os
 
 import click
 from flask import Flask, current_app
@@ -16,6 +18,7 @@ from gateway.database import schema_is_current, upgrade_schema
 from gateway.errors import GatewayError
 from gateway.extensions import db
 from gateway.services.accounting import pricing
+from gateway.services.admin import audit
 
 PERIODS = click.Choice(["total", "day", "week", "month"])    # of quotas and budgets
 
@@ -38,6 +41,29 @@ def command(group: click.Group, name: str, **attrs):
                 raise click.ClickException(e.message) from e
         return group.command(name, **attrs)(with_appcontext(run))
     return decorate
+
+
+def os_user() -> str:
+    """Who runs this command, as the operating system knows them."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):         # a uid with no passwd entry, e.g. in a container
+        return f"uid {os.getuid()}"
+
+
+def audited(action: str, target: str = "", /, **details) -> None:
+    """Audit a change made from the shell, as the console audits its own: by `cli:<OS user>`,
+    source cli; the audit module scrubs secrets from the details."""
+    audit.record(f"cli:{os_user()}", action, target, details, source="cli")
+
+
+def confirm(yes: bool, question: str) -> None:
+    """Ask before a destructive change unless --yes was given; no answer, no change."""
+    if not yes:
+        click.confirm(question, abort=True)
+
+
+yes_option = click.option("--yes", "-y", is_flag=True, help="don't ask for confirmation")
 
 
 def options(*decorators):

@@ -41,7 +41,7 @@ def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key:
                              param="kind")
     if not name.strip():
         raise InvalidRequest("a provider needs a name", param="name")
-    provider = db.session.scalar(select(Provider).where(Provider.name == name))
+    provider = provider_named(name)
     if provider is not None and not exists_ok:
         raise InvalidRequest("A provider with this name exists already.", param="name")
     try:
@@ -77,6 +77,19 @@ def _ensure_deployment(provider: Provider, model: str, upstream: str, mode: str)
             d.upstream_model, d.mode = upstream, mode
             return
     provider.deployments.append(Deployment(model=model, upstream_model=upstream, mode=mode))
+
+
+def provider_named(name: str) -> Provider | None:
+    """The provider called `name`, if there is one."""
+    return db.session.scalar(select(Provider).where(Provider.name == name))
+
+
+def find_provider(name: str) -> Provider:
+    """The provider called `name`, or InvalidRequest."""
+    provider = provider_named(name)
+    if provider is None:
+        raise InvalidRequest(f"no provider named '{name}'", param="provider")
+    return provider
 
 
 def set_provider_enabled(provider: Provider, enabled: bool) -> Provider:
@@ -115,9 +128,7 @@ def save_deployment(model: str, provider: str, upstream_model: str | None = None
     unknown = set(fields) - set(DEPLOYMENT_FIELDS)
     if unknown:
         raise InvalidRequest(f"unknown deployment field(s): {', '.join(sorted(unknown))}")
-    p = db.session.scalar(select(Provider).where(Provider.name == provider))
-    if p is None:
-        raise InvalidRequest(f"no provider named '{provider}'", param="provider")
+    p = find_provider(provider)
     upstream = (upstream_model or model).strip()
     d = db.session.scalar(select(Deployment).where(
         Deployment.provider_id == p.id, Deployment.model == model, Deployment.upstream_model == upstream))
