@@ -271,3 +271,22 @@ def test_scrub_hides_credentials_in_urls_and_keeps_what_is_harmless():
         "base_url": "https://[redacted]@llm.example.com/v1?key=[redacted]&region=eu",
         "api_key": "[redacted]", "webhook_secret": "[redacted]", "token_quota": 5, "key_changed": True,
         "keys": ["svc (sk-gw-AbCdEfGh…)"], "note": "[redacted] and [redacted]"}
+
+
+def test_console_and_cli_audit_a_provider_delete_alike(sqlite_app):
+    app = sqlite_app
+    make_user(app, "boss@example.com", "admin")
+    add_provider(app, "one", "mock", None, ["m"])
+    add_provider(app, "two", "mock", None, ["m"])
+    with app.app_context():
+        one = db.session.scalar(select(Provider.id).where(Provider.name == "one"))
+    c = Console(app, "boss@example.com")
+    assert c.post(f"/providers/{one}/toggle").status_code == 303
+    assert c.post(f"/providers/{one}/delete").status_code == 303
+    assert app.test_cli_runner().invoke(args=["providers", "delete", "two", "--yes"]).exit_code == 0
+    rows = [r for r in audit_rows(app) if r.action.startswith("provider.")]
+    assert [(r.action, r.source) for r in rows] == [
+        ("provider.disable", "console"), ("provider.delete", "console"), ("provider.delete", "cli")]
+    assert rows[0].details == {"base_url": "mock://local/v1"}
+    assert rows[1].details == {"kind": "mock", "base_url": "mock://local/v1", "models": ["m"]}
+    assert rows[2].details == rows[1].details

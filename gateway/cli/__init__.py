@@ -86,7 +86,7 @@ def list_command(group: click.Group, model, *order, help: str | None = None):
         def run():
             for row in db.session.scalars(select(model).order_by(*order)):
                 echo_row(fields(row))
-        command(group, "list", help=help)(run)
+        command(group, "list", help=help or f"List the {group.name}, one per line.")(run)
         return fields
     return decorate
 
