@@ -6,7 +6,8 @@ from datetime import datetime
 import click
 from flask import current_app
 
-from gateway.cli import PERIODS, audited, command, confirm, echo_row, list_command, options, split_csv, yes_option
+from gateway.cli import (PERIODS, audited, command, confirm, echo_row, given, list_command, options, split_csv,
+                         yes_option)
 from gateway.models import ApiKey
 from gateway.services.accounting import keys, quota, teams
 from gateway.services.admin import users
@@ -100,7 +101,7 @@ def keys_create(name, user_email, **limits):
     if user is not None and "team_id" not in settings and user.team_id:
         settings["team_id"] = user.team_id
     key, secret = keys.create_key(name, user_id=user.id if user else None, **settings)
-    audited("key.create", keys.label(key), key_id=key.id, user=user_email, **settings)
+    audited("key.create", keys.label(key), key_id=key.id, **given(user=user_email), **settings)
     click.echo(f"key {key.name} ({key.prefix}…) created")
     click.echo(secret)
 

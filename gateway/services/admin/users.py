@@ -26,6 +26,8 @@ def create_user(email: str, password: str, role: str = "member", *, team_id: int
         raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", param="role")
     if len(password) < 8:
         raise InvalidRequest("the password needs at least 8 characters", param="password")
+    if user is not None and role != "admin" and _is_last_admin(user):
+        raise InvalidRequest("the last admin can't lose the admin role", param="role")
     if user is None:
         user = User(email=email)
         db.session.add(user)
@@ -67,6 +69,10 @@ def _admins_left(excluding: User) -> int:
         User.role == "admin", User.active, User.id != excluding.id))
 
 
+def _is_last_admin(user: User) -> bool:
+    return user.role == "admin" and user.active and not _admins_left(user)
+
+
 def set_role(user: User, role: str) -> User:
     """Change a user's role; the last active admin keeps theirs."""
     if role not in ROLES:
@@ -103,7 +109,7 @@ def live_keys(user: User) -> list[ApiKey]:
 def check_delete(user: User, their_keys: str | None = None) -> list[ApiKey]:
     """Raise InvalidRequest unless delete_user(user, their_keys) may go ahead; the user's keys
     not revoked. The last active admin stays, and keys that still work need a decision."""
-    if user.role == "admin" and user.active and not _admins_left(user):
+    if _is_last_admin(user):
         raise InvalidRequest("the last admin can't be deleted", param="email")
     live = live_keys(user)
     if live and their_keys not in (KEEP, REVOKE):
