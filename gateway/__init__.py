@@ -21,7 +21,7 @@ def create_app(overrides: dict | None = None, instance_path: str | None = None) 
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BYTES"]
 
     from gateway import database, errors, mock_upstream, secrets, services
-    from gateway.extensions import db, login_manager, migrate
+    from gateway.extensions import db, login_manager
     from gateway.providers.transport import Timeouts, Transport
 
     try:
@@ -32,7 +32,6 @@ def create_app(overrides: dict | None = None, instance_path: str | None = None) 
     secrets.init_app(app)
     db.init_app(app)
     database.init_app(app)
-    migrate.init_app(app, db, directory=database.MIGRATIONS, render_as_batch=True)
     login_manager.init_app(app)
     services.init_app(app)
     c = app.config

@@ -170,7 +170,8 @@ class UsageRecord(db.Model):
 
 
 class AuditLog(db.Model):
-    """Who did what in the console. Append-only: no route edits or deletes these rows."""
+    """Who changed what, in the console, the CLI or gateway.yaml. Append-only: no route edits
+    or deletes these rows."""
     __tablename__ = "audit_log"
     __table_args__ = (Index("ix_audit_at", "at"),)
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -181,6 +182,7 @@ class AuditLog(db.Model):
     target: Mapped[str] = mapped_column(String(255), default="")
     details: Mapped[dict] = mapped_column(JSON, default=dict)          # never secrets
     ip: Mapped[str] = mapped_column(String(64), default="")
+    source: Mapped[str] = mapped_column(String(16), default="console", server_default="console")  # cli, config
 
 
 class Setting(db.Model):

@@ -255,3 +255,14 @@ class Listener:
         self.sock.close()
         for conn in self.held:
             conn.close()
+
+
+def run_gateway(db_url: str, *args: str, env: dict | None = None, after: str = ""):
+    """Run the `gateway` console script (gateway.cli:main) from this checkout in a subprocess;
+    `after` is Python run once the command is done (to report what it imported, say)."""
+    script = ("import sys\nfrom gateway.cli import main\nsys.argv[0] = 'gateway'\n"
+              "try:\n    main()\nexcept SystemExit as e:\n    status = e.code or 0\n"
+              f"{after}\nsys.exit(status)\n")
+    env = {**os.environ, "DATABASE_URL": db_url, "GATEWAY_DEMO": "0", "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)

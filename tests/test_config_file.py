@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import func, select
 
 from gateway.extensions import db
-from gateway.models import Alias, Deployment, Policy, Provider
+from gateway.models import Alias, AuditLog, Deployment, Policy, Provider
 from gateway import secrets
 from gateway.services.admin import declarative
 from gateway.services.admin import catalog_admin
@@ -96,6 +96,42 @@ def test_is_idempotent_and_prunes_what_the_file_dropped(app, cfg):
         assert summary["removed"] == 2
         names = set(db.session.scalars(select(Provider.name)))
         assert names == {"openai-eu", "manual"}     # rows not from the file are left alone
+
+
+def config_audit() -> list[tuple[str, str, dict]]:
+    rows = db.session.scalars(select(AuditLog).order_by(AuditLog.id)).all()
+    assert all((r.actor, r.source) == ("config", "config") for r in rows)
+    return [(r.action, r.target, r.details) for r in rows]
+
+
+def test_changes_are_audited_and_a_no_op_apply_is_not(app, cfg, monkeypatch):
+    with app.app_context():
+        declarative.apply_file(cfg, out=lambda s: None)
+        first = config_audit()
+        assert [(a, t) for a, t, _ in first] == [
+            ("provider.create", "openai-eu"), ("provider.create", "local"),
+            ("deployment.create", "openai-eu/gpt-4o-mini"), ("deployment.create", "local/gpt-4o-mini"),
+            ("alias.create", "chat-default"), ("policy.create", "eu-cheap")]
+        created = first[0][2]
+        assert created["base_url"] == "https://api.openai.com/v1" and created["key_changed"] is True
+        assert created["region"] == "eu-west-1" and created["source"] == "config"
+        assert first[2][2]["weight"] == 2 and first[2][2]["capabilities"] == ["json", "tools", "vision"]
+
+        declarative.apply_file(cfg, out=lambda s: None)
+        assert config_audit() == first                   # nothing changed, nothing said
+
+        monkeypatch.setenv("TEST_OPENAI_EU_KEY", "sk-rotated-key-654321")
+        cfg.write_text(CONFIG.replace("weight: 2", "weight: 5").replace(
+            "aliases:\n  chat-default: policy:eu-cheap\n", ""))
+        declarative.apply_file(cfg, out=lambda s: None)
+        later = config_audit()[len(first):]
+        assert later == [
+            ("provider.update", "openai-eu", {"key_changed": True, "base_url": "https://api.openai.com/v1"}),
+            ("deployment.update", "openai-eu/gpt-4o-mini", {"weight": [2, 5], "deployment_id": later[1][2]["deployment_id"]}),
+            ("alias.delete", "chat-default", {})]
+        dump = repr(config_audit())
+        assert "sk-from-env-abcdef123456" not in dump and "sk-rotated-key-654321" not in dump
+        assert "mock-key-123456" not in dump
 
 
 def test_missing_env_key_fails_loudly(app, cfg, monkeypatch):

@@ -1,19 +1,24 @@
-"""Command line: `gateway ...` or `flask --app app ...`. Every command applies migrations
-first, so it works on a fresh, empty database named by DATABASE_URL."""
+"""Command line: `gateway ...` (and `flask --app app ...`, which adds Flask's development
+commands). Every command applies migrations first, so it works on a fresh, empty database
+named by DATABASE_URL."""
 from __future__ import annotations
 
 import functools
+import getpass
+import logging
+import os
 
 import click
 from flask import Flask, current_app
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import ScriptInfo, with_appcontext
 from sqlalchemy import select
 
 from gateway import create_app
-from gateway.database import schema_lock, upgrade_schema
+from gateway.database import schema_is_current, schema_lock, upgrade_schema
 from gateway.errors import GatewayError
 from gateway.extensions import db
 from gateway.services.accounting import pricing
+from gateway.services.admin import audit
 
 PERIODS = click.Choice(["total", "day", "week", "month"])    # of quotas and budgets
 
@@ -28,7 +33,8 @@ def command(group: click.Group, name: str, **attrs):
         def run(*args, **kwargs):
             if not current_app.testing:
                 with schema_lock():         # instances may be starting and seeding right now
-                    upgrade_schema()
+                    if not schema_is_current():
+                        upgrade_schema()
                     pricing.seed_prices()
             try:
                 return f(*args, **kwargs)
@@ -36,6 +42,29 @@ def command(group: click.Group, name: str, **attrs):
                 raise click.ClickException(e.message) from e
         return group.command(name, **attrs)(with_appcontext(run))
     return decorate
+
+
+def os_user() -> str:
+    """Who runs this command, as the operating system knows them."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):         # a uid with no passwd entry, e.g. in a container
+        return f"uid {os.getuid()}"
+
+
+def audited(action: str, target: str = "", /, **details) -> None:
+    """Audit a change made from the shell, as the console audits its own: by `cli:<OS user>`,
+    source cli; the audit module scrubs secrets from the details."""
+    audit.record(f"cli:{os_user()}", action, target, details, source="cli")
+
+
+def confirm(yes: bool, question: str) -> None:
+    """Ask before a destructive change unless --yes was given; no answer, no change."""
+    if not yes:
+        click.confirm(question, abort=True)
+
+
+yes_option = click.option("--yes", "-y", is_flag=True, help="don't ask for confirmation")
 
 
 def options(*decorators):
@@ -58,7 +87,7 @@ def list_command(group: click.Group, model, *order, help: str | None = None):
         def run():
             for row in db.session.scalars(select(model).order_by(*order)):
                 echo_row(fields(row))
-        command(group, "list", help=help)(run)
+        command(group, "list", help=help or f"List the {group.name}, one per line.")(run)
         return fields
     return decorate
 
@@ -73,16 +102,41 @@ def given(**fields) -> dict:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def register(app: Flask) -> None:
-    """Add every command group to `app.cli`."""
+def commands() -> list[click.Command]:
+    """Every command and command group, in the order of their modules."""
     # Imported here: each command module imports `command` from this package.
     from gateway.cli import catalog, keys, maintenance, ops, teams
-    for module in (catalog, keys, ops, teams, maintenance):
-        for cli in module.COMMANDS:
-            app.cli.add_command(cli)
+    return [cli for module in (catalog, keys, ops, teams, maintenance) for cli in module.COMMANDS]
+
+
+def register(app: Flask) -> None:
+    """Add every command group to `app.cli` (for `flask --app app ...`)."""
+    for cli in commands():
+        app.cli.add_command(cli)
+
+
+class Gateway(click.Group):
+    """The `gateway` command: the gateway's own commands only (Flask's development `run`,
+    `shell` and `routes` stay under `flask --app app`); the app is built only when a command
+    runs, so `--help` and `--version` don't pay for it."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        extra.setdefault("obj", ScriptInfo(create_app=create_app, set_debug_flag=False))
+        return super().make_context(info_name, args, parent=parent, **extra)
+
+
+def _configure_logging(ctx: click.Context, _param, verbose: bool) -> None:
+    # Before any command migrates: Alembic's progress is INFO, shown only with -v.
+    if not ctx.resilient_parsing:
+        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                            format="%(levelname)-5.5s [%(name)s] %(message)s")
 
 
 def main() -> None:
     """The `gateway` console script."""
-    FlaskGroup(create_app=create_app, add_default_commands=True,
-               help="Self-hosted AI gateway.")(prog_name="gateway")
+    cli = Gateway("gateway", help="Self-hosted AI gateway.", commands=commands(), params=[
+        click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, is_eager=True,
+                     callback=_configure_logging, help="Show what happens, migrations included."),
+    ])
+    cli = click.version_option(package_name="gateway", prog_name="gateway", message="%(prog)s %(version)s")(cli)
+    cli(prog_name="gateway")

@@ -5,7 +5,7 @@ import os
 
 import click
 
-from gateway.cli import command, given, list_command, options, split_csv
+from gateway.cli import audited, command, confirm, given, list_command, options, split_csv, yes_option
 from gateway.extensions import db
 from gateway.models import Alias, Deployment, Policy, Provider
 from gateway.services.accounting import keys, redaction
@@ -32,11 +32,29 @@ COMMANDS = (providers_cli, deployments_cli, aliases_cli, policies_cli)
 def providers_add(name, kind, base_url, api_key, models, embedding_models, region, api_version):
     """Add a provider, or update the one with this name (idempotent)."""
     api_key = api_key if api_key is not None else os.environ.get("PROVIDER_API_KEY")
+    existed = catalog_admin.provider_named(name) is not None
     p = catalog_admin.save_provider(name, kind, base_url=base_url, api_key=api_key, models=split_csv(models),
                               embedding_models=split_csv(embedding_models), region=region,
                               options={"api_version": api_version} if api_version else None)
-    served = ", ".join(sorted(d.model for d in p.deployments)) or "none"
-    click.echo(f"provider {p.name} ({p.kind}) {p.base_url} models: {served}")
+    served = sorted(d.model for d in p.deployments)
+    audited("provider.update" if existed else "provider.create", p.name, kind=p.kind, base_url=p.base_url,
+            region=p.region, models=served, key_changed=api_key is not None)
+    click.echo(f"provider {p.name} ({p.kind}) {p.base_url} models: {', '.join(served) or 'none'}")
+
+
+@command(providers_cli, "delete")
+@click.argument("name")
+@yes_option
+def providers_delete(name, yes):
+    """Remove the provider NAME and its deployments."""
+    p = catalog_admin.find_provider(name)
+    served = sorted(d.model for d in p.deployments)
+    confirm(yes, f"Delete provider {p.name} ({p.base_url}) and its {len(served)} deployment(s)?")
+    kind, base_url, declared = p.kind, p.base_url, p.source == "config"
+    catalog_admin.delete_provider(p)
+    audited("provider.delete", name, kind=kind, base_url=base_url, models=served)
+    click.echo(f"deleted provider {name}"
+               + ("; gateway.yaml declares it, so the next apply brings it back" if declared else ""))
 
 
 @list_command(providers_cli, Provider, Provider.name)
@@ -60,12 +78,13 @@ _deployment_options = options(
 )
 
 
-def _save_deployment(model, provider, upstream, **o):
-    d = catalog_admin.save_deployment(model, provider, upstream, **given(
-        weight=o["weight"], region=o["region"], input_per_1k=o["input_price"],
-        output_per_1k=o["output_price"], context_window=o["context_window"],
-        capabilities=split_csv(o["capabilities"]), rpm_limit=o["rpm"], tpm_limit=o["tpm"],
-        enabled=o["enabled"], mode=o["mode"]))
+def _save_deployment(action, model, provider, upstream, **o):
+    fields = given(weight=o["weight"], region=o["region"], input_per_1k=o["input_price"],
+                   output_per_1k=o["output_price"], context_window=o["context_window"],
+                   capabilities=split_csv(o["capabilities"]), rpm_limit=o["rpm"], tpm_limit=o["tpm"],
+                   enabled=o["enabled"], mode=o["mode"])
+    d = catalog_admin.save_deployment(model, provider, upstream, **fields)
+    audited(action, f"{provider}/{d.model}", deployment_id=d.id, upstream_model=d.upstream_model, **fields)
     click.echo(f"deployment {d.id}: {d.model} -> {provider}/{d.upstream_model}")
 
 
@@ -75,7 +94,7 @@ def _save_deployment(model, provider, upstream, **o):
 @_deployment_options
 def deployments_add(model, provider, upstream, **o):
     """Serve MODEL from PROVIDER (created or updated)."""
-    _save_deployment(model, provider, upstream, **o)
+    _save_deployment("deployment.save", model, provider, upstream, **o)
 
 
 @command(deployments_cli, "update")
@@ -90,7 +109,7 @@ def deployments_update(deployment_id, upstream, **o):
         # save_deployment finds a deployment by its upstream model, so it can't rename one
         d.upstream_model = upstream
         db.session.commit()
-    _save_deployment(d.model, d.provider.name, d.upstream_model, **o)
+    _save_deployment("deployment.update", d.model, d.provider.name, d.upstream_model, **o)
 
 
 @list_command(deployments_cli, Deployment, Deployment.model, Deployment.id,
@@ -110,6 +129,7 @@ def _deployment_row(d) -> tuple:
 def aliases_set(name, target):
     """Point NAME at TARGET (a model or policy:NAME); clients keep asking for NAME."""
     catalog_admin.set_alias(name, target)
+    audited("alias.set", name, target=target)
     click.echo(f"alias {name} -> {target}")
 
 
@@ -121,8 +141,10 @@ def _alias_row(a) -> tuple:
 @command(aliases_cli, "delete")
 @click.argument("name")
 def aliases_delete(name):
+    """Remove the alias NAME; clients asking for it get model_not_found."""
     if not catalog_admin.delete_alias(name):
         raise click.ClickException(f"no alias {name}")
+    audited("alias.delete", name)
     click.echo(f"deleted alias {name}")
 
 
@@ -150,10 +172,12 @@ def _experiment(value: str | None) -> dict | None:
 def policies_set(name, strategy, candidates, regions, capabilities, sticky, ab, shadow, redact):
     """Create or update a policy; options not given keep their value."""
     fields = given(strategy=strategy, candidates=split_csv(candidates), regions=split_csv(regions),
-                   capabilities=split_csv(capabilities), sticky=sticky, ab=_experiment(ab), shadow=_experiment(shadow))
+                   capabilities=split_csv(capabilities), sticky=sticky, ab=_experiment(ab),
+                   shadow=_experiment(shadow))
     if redact is not None:
         fields["redact"] = None if redact == "default" else redact
     p = catalog_admin.save_policy(name, **fields)
+    audited("policy.save", p.name, **fields)
     click.echo(f"policy {p.name}: {p.strategy}; use model \"policy:{p.name}\"")
 
 
@@ -170,4 +194,5 @@ def _policy_row(p) -> tuple:
 def policies_bind(key_prefix, policy):
     """Route every request of the key KEY_PREFIX by POLICY (omit POLICY to unbind)."""
     key = keys.update_key(keys.find_by_prefix(key_prefix), policy=policy)
+    audited("key.update", keys.label(key), key_id=key.id, policy=policy)
     click.echo(f"key {key.prefix}… " + (f"routes by {policy}" if policy else "unbound"))

@@ -5,12 +5,12 @@ from datetime import datetime
 
 import click
 from flask import current_app
-from sqlalchemy import select
 
-from gateway.cli import PERIODS, command, echo_row, list_command, options, split_csv
-from gateway.extensions import db
-from gateway.models import ApiKey, User
+from gateway.cli import (PERIODS, audited, command, confirm, echo_row, given, list_command, options, split_csv,
+                         yes_option)
+from gateway.models import ApiKey
 from gateway.services.accounting import keys, quota, redaction, teams
+from gateway.services.admin import users
 
 keys_cli = click.Group("keys", help="Virtual API keys.")
 COMMANDS = (keys_cli,)
@@ -103,15 +103,12 @@ def _key_row(k) -> tuple:
 @_limit_options
 def keys_create(name, user_email, **limits):
     """Create a key; the secret is printed alone on the last line, once."""
-    user = None
-    if user_email:
-        user = db.session.scalar(select(User).where(User.email == user_email.strip().lower()))
-        if user is None:
-            raise click.ClickException(f"no user {user_email}")
+    user = users.find_user(user_email) if user_email else None
     settings = _settings(**limits)
     if user is not None and "team_id" not in settings and user.team_id:
         settings["team_id"] = user.team_id
     key, secret = keys.create_key(name, user_id=user.id if user else None, **settings)
+    audited("key.create", keys.label(key), key_id=key.id, **given(user=user_email), **settings)
     click.echo(f"key {key.name} ({key.prefix}…) created")
     click.echo(secret)
 
@@ -130,6 +127,7 @@ def keys_update(prefix, name, enabled, **limits):
     if enabled is not None:
         settings["enabled"] = enabled
     keys.update_key(key, **settings)
+    audited("key.update", keys.label(key), key_id=key.id, **settings)
     echo_row(_key_row(key))
 
 
@@ -143,7 +141,10 @@ def keys_rotate(prefix, grace):
         seconds = float(grace[:-1]) * units[grace[-1]] if grace[-1:] in units else float(grace)
     except ValueError:
         raise click.BadParameter("use e.g. 90s, 30m, 24h, 7d or 0", param_hint="--grace") from None
-    key, secret = keys.rotate_key(keys.find_by_prefix(prefix), grace_seconds=seconds)
+    key = keys.find_by_prefix(prefix)
+    old_prefix = key.prefix
+    key, secret = keys.rotate_key(key, grace_seconds=seconds)
+    audited("key.rotate", keys.label(key), key_id=key.id, old_prefix=old_prefix, grace_seconds=seconds)
     until = f"until {key.prev_valid_until:%Y-%m-%d %H:%M} UTC" if key.prev_valid_until else "no longer"
     click.echo(f"key {key.name} rotated to {key.prefix}…; the old secret works {until}")
     click.echo(secret)
@@ -155,11 +156,27 @@ def keys_revoke(prefix):
     """Revoke the key whose visible prefix is PREFIX."""
     key = keys.find_by_prefix(prefix)
     keys.revoke_key(key)
+    audited("key.revoke", keys.label(key), key_id=key.id)
     click.echo(f"revoked {key.prefix}…")
+
+
+@command(keys_cli, "delete")
+@click.argument("prefix")
+@yes_option
+def keys_delete(prefix, yes):
+    """Delete the key whose visible prefix is PREFIX: it stops working at once; its usage
+    records stay."""
+    key = keys.find_by_prefix(prefix)
+    label, key_id = keys.label(key), key.id         # the row is gone after the delete
+    confirm(yes, f"Delete the key {label}?")
+    keys.delete_key(key)
+    audited("key.delete", label, key_id=key_id)
+    click.echo(f"deleted {label}")
 
 
 @command(keys_cli, "reconcile")
 def keys_reconcile():
     """Release reservations never settled and rebuild shared (Redis) counters from the ledger."""
     n = quota.reconcile(current_app._get_current_object())
+    audited("quota.reconcile", "counters", counters=n)
     click.echo(f"reconciled {n} counters")

@@ -8,7 +8,7 @@ import click
 from flask.cli import with_appcontext
 
 from gateway import bootstrap
-from gateway.cli import command
+from gateway.cli import audited, command
 from gateway.extensions import db
 from gateway.services.accounting import retention, rollup
 
@@ -74,7 +74,8 @@ def mock_upstream_cmd(host, port):
 def config_apply(path):
     """Apply a gateway.yaml now (the same as at start; idempotent)."""
     from gateway.services.admin import declarative     # lazy: PyYAML would add ~20 ms to every create_app()
-    declarative.apply_file(path, click.echo)
+    summary = declarative.apply_file(path, click.echo)
+    audited("config.apply", os.path.abspath(path), **summary)
 
 
 @command(usage_cli, "rebuild-rollup")
@@ -82,6 +83,7 @@ def config_apply(path):
 def usage_rebuild_rollup(days_per_batch):
     """Recompute the usage rollup (charts) from the raw records, e.g. after an upgrade."""
     n = rollup.rebuild(days_per_batch, echo=click.echo)
+    audited("usage.rebuild_rollup", "usage_rollup", records=n)
     click.echo(f"rollup rebuilt from {n} usage records")
 
 

@@ -73,9 +73,11 @@ def user_update(user_id: int):
 def audit_index():
     page = max(1, request.args.get("page", 1, type=int))
     action, actor = request.args.get("action", "").strip()[:64], request.args.get("actor", "").strip()[:255]
-    rows, total = audit.entries(action=action, actor=actor, page=page)
+    source = request.args.get("source", "")
+    source = source if source in audit.SOURCES else ""
+    rows, total = audit.entries(action=action, actor=actor, source=source, page=page)
     return render("console/audit.html", "console/_audit_rows.html", rows=rows, total=total, page=page,
-                  more=page * 50 < total, action=action, actor=actor)
+                  more=page * 50 < total, action=action, actor=actor, source=source, sources=audit.SOURCES)
 
 
 @bp.route("/settings", methods=["GET", "POST"])

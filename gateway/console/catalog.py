@@ -172,16 +172,17 @@ def provider_update(provider_id: int):
 def provider_toggle(provider_id: int):
     p = db.get_or_404(Provider, provider_id)
     catalog_admin.set_provider_enabled(p, not p.enabled)
-    return done("provider.enable" if p.enabled else "provider.disable", p.name, url_for("console.providers_index"))
+    return done("provider.enable" if p.enabled else "provider.disable", p.name, url_for("console.providers_index"),
+                base_url=p.base_url)
 
 
 @bp.post("/providers/<int:provider_id>/delete")
 @require_role(*ADMIN)
 def provider_delete(provider_id: int):
     p = db.get_or_404(Provider, provider_id)
-    name = p.name
+    name, details = p.name, {"kind": p.kind, "base_url": p.base_url, "models": sorted(d.model for d in p.deployments)}
     catalog_admin.delete_provider(p)
-    return done("provider.delete", name, url_for("console.providers_index"))
+    return done("provider.delete", name, url_for("console.providers_index"), **details)
 
 
 @bp.post("/providers/test")

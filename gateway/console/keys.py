@@ -30,7 +30,7 @@ def _key_or_404(key_id: int) -> ApiKey:
 
 
 def _label(key: ApiKey) -> str:
-    return f"{key.name} ({key.prefix}…)"
+    return keys.label(key)
 
 
 def _changed(action: str, key: ApiKey, **details):

@@ -1,5 +1,4 @@
 import logging
-from logging.config import fileConfig
 
 from flask import current_app
 
@@ -9,13 +8,8 @@ from alembic import context
 # access to the values within the .ini file in use.
 config = context.config
 
-# Interpret the config file for Python logging.
-# This line sets up loggers basically.
-# Only where nothing configured logging yet (a bare CLI run): fileConfig replaces the root
-# handlers, and by default disables every logger that exists, so after an in-process migration
-# the gateway's own (usage writer, readiness) went silent.
-if not logging.getLogger().handlers:
-    fileConfig(config.config_file_name, disable_existing_loggers=False)
+# Logging is the host's to set up (the gateway CLI: quiet unless -v; `flask db`: INFO), so
+# alembic.ini configures none: fileConfig would also disable every logger made before it.
 logger = logging.getLogger('alembic.env')
 
 

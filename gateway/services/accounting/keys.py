@@ -29,6 +29,11 @@ ALL = "*"
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def label(key: ApiKey) -> str:
+    """How a key is named to people: its name and visible prefix, never more of the secret."""
+    return f"{key.name} ({key.prefix}…)"
+
+
 def hash_secret(secret: str) -> str:
     """SHA-256 is right here: the secret is 256 random bits, so no KDF is needed to slow guessing."""
     return hashlib.sha256(secret.encode()).hexdigest()

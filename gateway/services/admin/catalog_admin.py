@@ -46,7 +46,7 @@ def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key:
                              param="kind")
     if not name.strip():
         raise InvalidRequest("a provider needs a name", param="name")
-    provider = db.session.scalar(select(Provider).where(Provider.name == name))
+    provider = provider_named(name)
     if provider is not None and not exists_ok:
         raise InvalidRequest("A provider with this name exists already.", param="name")
     try:
@@ -106,6 +106,19 @@ def require_key_for(provider: Provider | None, base_url: str) -> None:
         raise InvalidRequest(f"The base URL changes from {ssrf.display_url(provider.base_url)} to "
                              f"{ssrf.display_url(base_url)}: enter the provider's API key again to send it "
                              "there.", param="api_key", code="api_key_required")
+
+
+def provider_named(name: str) -> Provider | None:
+    """The provider called `name`, if there is one."""
+    return db.session.scalar(select(Provider).where(Provider.name == name))
+
+
+def find_provider(name: str) -> Provider:
+    """The provider called `name`, or InvalidRequest."""
+    provider = provider_named(name)
+    if provider is None:
+        raise InvalidRequest(f"no provider named '{name}'", param="provider")
+    return provider
 
 
 def set_provider_enabled(provider: Provider, enabled: bool) -> Provider:
@@ -174,9 +187,7 @@ def save_deployment(model: str, provider: str, upstream_model: str | None = None
     unknown = set(fields) - set(DEPLOYMENT_FIELDS)
     if unknown:
         raise InvalidRequest(f"unknown deployment field(s): {', '.join(sorted(unknown))}")
-    p = db.session.scalar(select(Provider).where(Provider.name == provider))
-    if p is None:
-        raise InvalidRequest(f"no provider named '{provider}'", param="provider")
+    p = find_provider(provider)
     upstream = (upstream_model or model).strip()
     d = db.session.scalar(select(Deployment).where(
         Deployment.provider_id == p.id, Deployment.model == model, Deployment.upstream_model == upstream))

@@ -4,9 +4,12 @@ The file owns what it declares: providers, deployments, aliases and policies it 
 created or updated and marked source="config"; rows it created earlier but no longer names
 are removed. Rows made in the console or CLI under other names are left alone. Provider keys
 come from environment variables (`api_key_env: OPENAI_KEY`, or `${OPENAI_KEY}` in any string).
+Each row an apply creates, changes or removes is audited by actor "config"; an apply that
+changes nothing leaves no entry.
 """
 from __future__ import annotations
 
+import copy
 import os
 import re
 from pathlib import Path
@@ -15,10 +18,11 @@ import yaml
 from flask import current_app
 from sqlalchemy import select
 
+from gateway import secrets
 from gateway.errors import GatewayError
 from gateway.extensions import db
 from gateway.models import Alias, Deployment, Policy, Provider
-from gateway.services.admin import catalog_admin
+from gateway.services.admin import audit, catalog_admin
 from gateway.services.routing.catalog import catalog
 
 SOURCE = "config"
@@ -27,6 +31,10 @@ DEPLOYMENT_KEYS = {"provider", "upstream", "upstream_model", "mode", "weight", "
                    "input_per_1k", "output_per_1k", "context_window", "capabilities", "rpm", "tpm",
                    "rpm_limit", "tpm_limit"}
 PROVIDER_KEYS = {"kind", "base_url", "api_key", "api_key_env", "region", "options", "enabled"}
+# What the audit compares before and after an apply, per kind of row.
+AUDITED = {"provider": ("kind", "base_url", "region", "options", "enabled", "source"),
+           "deployment": (*catalog_admin.DEPLOYMENT_FIELDS, "source"),
+           "alias": ("target", "source"), "policy": (*catalog_admin.POLICY_FIELDS, "source")}
 
 
 class ConfigError(GatewayError):
@@ -101,6 +109,8 @@ def apply(doc: dict, out=print) -> dict:
             if env not in os.environ:
                 raise ConfigError(f"{where}: environment variable {env} is not set")
             api_key = os.environ[env]
+        existing = _named_row(Provider, name)
+        before, old_key = _state("provider", existing), _stored_key(existing)
         try:    # a changed base_url needs its key in the file too: a stored key stays where it was
             p = catalog_admin.save_provider(name, spec["kind"], base_url=_expand(spec.get("base_url"), where),
                                             api_key=api_key, region=_expand(spec.get("region") or "", where),
@@ -109,6 +119,8 @@ def apply(doc: dict, out=print) -> dict:
             raise ConfigError(f"{where}: {e.message}") from None
         p.source, p.enabled = SOURCE, bool(spec.get("enabled", True))
         db.session.commit()
+        _audit("provider", name, before, p, base_url=p.base_url,
+               **({"key_changed": True} if api_key is not None and api_key != old_key else {}))
 
     kept: set[tuple[str, str, str]] = set()
     for model, spec in models.items():
@@ -130,17 +142,23 @@ def apply(doc: dict, out=print) -> dict:
                       "output_per_1k": d.get("output_per_1k"), "context_window": d.get("context_window"),
                       "capabilities": d.get("capabilities"),
                       "rpm_limit": d.get("rpm", d.get("rpm_limit")), "tpm_limit": d.get("tpm", d.get("tpm_limit"))}
+            provider = _named_row(Provider, str(d["provider"]))
+            before = _state("deployment", next((x for x in provider.deployments if (x.model, x.upstream_model)
+                                                == (model, upstream)), None) if provider else None)
             try:
-                catalog_admin.save_deployment(model, str(d["provider"]), upstream, source=SOURCE, **fields)
+                row = catalog_admin.save_deployment(model, str(d["provider"]), upstream, source=SOURCE, **fields)
             except GatewayError as e:
                 raise ConfigError(f"{where}: {e.message}") from None
+            _audit("deployment", f"{d['provider']}/{model}", before, row, deployment_id=row.id)
             kept.add((model, str(d["provider"]), upstream))
 
     for name, spec in aliases.items():
         target = spec.get("target")
         if not isinstance(target, str) or not target:
             raise ConfigError(f"aliases.{name}: needs a target (a model or policy:NAME)")
+        before = _state("alias", _named_row(Alias, name))
         catalog_admin.set_alias(name, target, source=SOURCE)
+        _audit("alias", name, before, _named_row(Alias, name))
 
     for name, spec in policies.items():
         fields = {k: spec.get(k) for k in catalog_admin.POLICY_FIELDS if k != "enabled"}
@@ -149,10 +167,12 @@ def apply(doc: dict, out=print) -> dict:
         bad = set(spec) - set(catalog_admin.POLICY_FIELDS)
         if bad:
             raise ConfigError(f"policies.{name}: unknown key(s) {', '.join(sorted(bad))}")
+        before = _state("policy", _named_row(Policy, name))
         try:
-            catalog_admin.save_policy(name, source=SOURCE, **fields)
+            row = catalog_admin.save_policy(name, source=SOURCE, **fields)
         except GatewayError as e:
             raise ConfigError(f"policies.{name}: {e.message}") from None
+        _audit("policy", name, before, row)
 
     removed = _prune(set(providers), kept, set(aliases), set(policies))
     catalog().invalidate()
@@ -169,15 +189,50 @@ def _prune(providers: set, deployments: set, aliases: set, policies: set) -> int
     removed = 0
     for d in db.session.scalars(select(Deployment).where(Deployment.source == SOURCE)):
         if (d.model, d.provider.name, d.upstream_model) not in deployments:
+            _removed("deployment", f"{d.provider.name}/{d.model}", deployment_id=d.id, upstream_model=d.upstream_model)
             db.session.delete(d)
             removed += 1
-    for model, names in ((Alias, aliases), (Policy, policies), (Provider, providers)):
+    for kind, model, names in (("alias", Alias, aliases), ("policy", Policy, policies),
+                               ("provider", Provider, providers)):
         for row in db.session.scalars(select(model).where(model.source == SOURCE)):
             if row.name not in names:
+                _removed(kind, row.name, **({"base_url": row.base_url} if kind == "provider" else {}))
                 db.session.delete(row)
                 removed += 1
     db.session.commit()
     return removed
+
+
+def _named_row(model, name: str):
+    return db.session.scalar(select(model).where(model.name == name))
+
+
+def _state(kind: str, row) -> dict | None:
+    """A copy of what the audit compares of `row` (None: no row yet)."""
+    return None if row is None else {f: copy.deepcopy(getattr(row, f)) for f in AUDITED[kind]}
+
+
+def _stored_key(provider: Provider | None) -> str | None:
+    try:
+        return secrets.decrypt(provider.api_key_enc) if provider is not None else None
+    except RuntimeError:        # encrypted under another key: whatever the file gives is new
+        return None
+
+
+def _audit(kind: str, target: str, before: dict | None, row, **extra) -> None:
+    """Audit what the file created or changed: every field of a new row, [old, new] of a
+    changed one; nothing when it changed nothing (extra is said only alongside a change)."""
+    after = _state(kind, row)
+    changed = audit.changes(before, after)
+    if before is not None:
+        changed = {k: [before[k], v] for k, v in changed.items()}
+    if changed or "key_changed" in extra:
+        audit.record(SOURCE, f"{kind}.{'create' if before is None else 'update'}", target,
+                     {**changed, **extra}, source=SOURCE)
+
+
+def _removed(kind: str, target: str, **details) -> None:
+    audit.record(SOURCE, f"{kind}.delete", target, details, source=SOURCE, commit=False)
 
 
 def apply_file(path: str | Path, out=print) -> dict:

@@ -1,15 +1,18 @@
-"""Console users: create, authenticate, change roles, end sessions."""
+"""Console users: create, find, authenticate, change roles, end sessions, disable, delete."""
 from __future__ import annotations
 
 import functools
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from gateway.errors import InvalidRequest
 from gateway.extensions import db
-from gateway.models import ROLES, User
+from gateway.models import ROLES, ApiKey, User
+from gateway.services.accounting import keys
+
+KEEP, REVOKE = "keep", "revoke"         # what delete_user does with the user's keys
 
 
 def create_user(email: str, password: str, role: str = "member", *, team_id: int | None = None,
@@ -17,7 +20,7 @@ def create_user(email: str, password: str, role: str = "member", *, team_id: int
     """Create a user, or (exists_ok) update the one with this email; scrypt-hashed password.
     The console passes exists_ok=False so that it can't reset someone's password by accident."""
     email = email.strip().lower()
-    user = db.session.scalar(select(User).where(User.email == email))
+    user = user_named(email)
     if user is not None and not exists_ok:
         raise InvalidRequest("A user with this email exists already.", param="email")
     if "@" not in email:
@@ -66,6 +69,19 @@ def _dummy_hash() -> str:
     return generate_password_hash(secrets.token_urlsafe(16))
 
 
+def user_named(email: str) -> User | None:
+    """The user with this email (any case), if there is one."""
+    return db.session.scalar(select(User).where(User.email == email.strip().lower()))
+
+
+def find_user(email: str) -> User:
+    """The user with this email (any case), or InvalidRequest."""
+    user = user_named(email)
+    if user is None:
+        raise InvalidRequest(f"No user {email}.", param="email")
+    return user
+
+
 def check_login(email: str, password: str) -> User | None:
     """The active user with this email and password, else None. The same hash work is done for
     an unknown email or a disabled user, so the answer's timing tells nothing about either."""
@@ -97,9 +113,12 @@ def _bump(user: User) -> None:
 
 
 def _admins_left(excluding: User) -> int:
-    from sqlalchemy import func
     return db.session.scalar(select(func.count()).select_from(User).where(
         User.role == "admin", User.active, User.id != excluding.id))
+
+
+def _is_last_admin(user: User) -> bool:
+    return user.role == "admin" and user.active and not _admins_left(user)
 
 
 def set_role(user: User, role: str) -> User:
@@ -131,3 +150,34 @@ def set_team(user: User, team_id: int | None) -> User:
     user.team_id = team_id
     db.session.commit()
     return user
+
+
+def live_keys(user: User) -> list[ApiKey]:
+    """The user's keys not revoked (a disabled or expired key can be turned back on)."""
+    return db.session.scalars(select(ApiKey).where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
+                              .order_by(ApiKey.id)).all()
+
+
+def check_delete(user: User, their_keys: str | None = None) -> list[ApiKey]:
+    """Raise InvalidRequest unless delete_user(user, their_keys) may go ahead; the user's keys
+    not revoked. The last active admin stays, and keys that still work need a decision."""
+    if _is_last_admin(user):
+        raise InvalidRequest("the last admin can't be deleted", param="email")
+    live = live_keys(user)
+    if live and their_keys not in (KEEP, REVOKE):
+        raise InvalidRequest(f"{user.email} owns {len(live)} key(s) not revoked; say whether to "
+                             f"{REVOKE} them or {KEEP} them", param="keys")
+    return live
+
+
+def delete_user(user: User, their_keys: str | None = None) -> list[ApiKey]:
+    """Delete a user (see check_delete). Their keys not revoked are REVOKEd, or KEPT with their
+    team, owned by no one, so none keeps working unnoticed. Returns those keys."""
+    live = check_delete(user, their_keys)
+    for key in live if their_keys == REVOKE else ():
+        keys.revoke_key(key)
+    for key in live:
+        key.user_id = None
+    db.session.delete(user)
+    db.session.commit()
+    return live
