@@ -121,13 +121,13 @@ def _acquire() -> Iterator[None]:
     yield
 
 
-def upgrade_schema() -> None:
-    """Apply Alembic migrations (idempotent), under the schema lock."""
+def upgrade_schema(revision: str = "head") -> None:
+    """Apply Alembic migrations up to `revision` (idempotent), under the schema lock."""
     from flask_migrate import upgrade
 
     _bind_migrate(current_app._get_current_object())
     with schema_lock():
-        upgrade(directory=MIGRATIONS)
+        upgrade(directory=MIGRATIONS, revision=revision)
 
 
 def schema_revisions() -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -5,11 +5,10 @@ import sqlite3
 
 import requests
 from cryptography.fernet import Fernet
-from flask_migrate import upgrade
 from sqlalchemy import func, select
 
 from gateway import create_app
-from gateway.database import MIGRATIONS, schema_revisions
+from gateway.database import upgrade_schema, schema_revisions
 from gateway.extensions import db
 from gateway.models import ApiKey, Provider
 from tests.helpers import TEST_CONFIG, add_provider, make_key, migrated_app
@@ -137,7 +136,7 @@ def test_a_restored_backup_of_an_older_release_is_migrated(tmp_path):
     old = create_app(instance_path=str(tmp_path / "i"),
                      overrides={**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/old.db"})
     with old.app_context():
-        upgrade(directory=MIGRATIONS, revision="0001")     # the first release's schema
+        upgrade_schema(revision="0001")     # the first release's schema
         db.engine.dispose()
     fresh = create_app(instance_path=str(tmp_path / "i"),
                        overrides={**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/new.db"})

@@ -9,12 +9,11 @@ from datetime import datetime, timedelta
 
 import pytest
 from cryptography.fernet import Fernet
-from flask_migrate import upgrade
 from sqlalchemy import MetaData, Table, select
 from werkzeug.security import generate_password_hash
 
 from gateway import create_app, secrets
-from gateway.database import MIGRATIONS, schema_revisions, upgrade_schema
+from gateway.database import schema_revisions, upgrade_schema
 from gateway.extensions import db
 from gateway.models import ApiKey, Deployment, Provider, Team, UsageRecord, User
 from tests.console_client import Console
@@ -72,7 +71,7 @@ def test_an_upgrade_from_the_first_release_keeps_the_data_and_serves_it(empty_ur
     app = create_app(instance_path=str(tmp_path / "instance"),
                      overrides={**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": empty_url})
     with app.app_context():
-        upgrade(directory=MIGRATIONS, revision="0001")
+        upgrade_schema(revision="0001")
         assert schema_revisions()[0] == ("0001",)
         with db.engine.begin() as conn:
             expected = insert_first_release_data(conn, app.extensions["fernet"])
