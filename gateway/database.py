@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 
 from flask import Flask
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Engine
 
 
 MIGRATIONS = str(Path(__file__).parent / "migrations")
+BUSY_MS = 5000      # how long SQLite statements wait for a lock, unless bounded_wait says less
+# What a database that is locked, down or unreachable raises (as against a bug in a query).
+UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 
 
 @event.listens_for(Engine, "connect")
@@ -18,7 +23,7 @@ def _sqlite_pragmas(dbapi_conn, _record):
     if isinstance(dbapi_conn, sqlite3.Connection):
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=5000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_MS}")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
@@ -31,7 +36,32 @@ def init_app(app: Flask) -> None:
         opts = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
         opts.setdefault("pool_size", 10)
         opts.setdefault("max_overflow", 20)
+        if "connect_timeout" not in uri:    # an unreachable server fails in seconds, not minutes
+            opts["connect_args"] = {"connect_timeout": 3, **opts.get("connect_args", {})}
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = opts
+
+
+@contextmanager
+def bounded_wait(conn: Connection, seconds: float):
+    """Statements on `conn` wait at most about `seconds` for a lock, then raise (one of
+    UNAVAILABLE): a request must not hang for as long as someone holds the database."""
+    ms = max(1, int(seconds * 1000))
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f"PRAGMA busy_timeout={ms}")
+        try:
+            yield conn
+        finally:
+            try:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_MS}")
+            except Exception:       # noqa: BLE001 - never hand a shortened timeout to the pool
+                conn.invalidate()
+    elif conn.dialect.name == "postgresql":
+        # Local settings last until the transaction ends: the pooled connection is left as it was.
+        conn.exec_driver_sql(f"SELECT set_config('lock_timeout', '{ms}', true), "
+                             f"set_config('statement_timeout', '{ms * 3}', true)")
+        yield conn
+    else:
+        yield conn
 
 
 def upgrade_schema() -> None:

@@ -49,6 +49,14 @@ class Reservation:
     usd: float
     created_at: datetime = field(default_factory=utcnow)
     settled: bool = False
+    store: str = ""             # where it is held: "redis", or "db" (also while Redis is down)
+    refused_by: Limit | None = None     # the limit a refused reservation did not fit (Redis says)
+
+    @property
+    def capped(self) -> bool:
+        """Whether a quota or budget (not only a rate limit) applies: then the answer's length
+        is capped at what was reserved for it."""
+        return any(not x.rate and (x.tokens is not None or x.usd is not None) for x in self.limits)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,11 @@ class Exchange:
     admission: object           # quota.Admission
     capture: int = 0            # characters of prompt and completion to log; 0: storage is off
 
+    @property
+    def body(self) -> dict:
+        """What goes upstream: the request's body, or the one admission capped."""
+        return self.admission.body if self.admission.body is not None else self.req.body
+
     def record(self, app: Flask, status: int, **fields) -> None:
         entry = usage.entry_for(self.req, self.admission.key, status, variant=self.plan.variant, **fields)
         usage.record(app, self.req, self.admission, entry, self.capture)
@@ -108,7 +113,7 @@ def start(app: Flask, ex: Exchange) -> Answer:
             continue
         t0 = time.perf_counter()
         try:
-            answer = attempt(app, route, req.body, req.mode, req.stream)
+            answer = attempt(app, route, ex.body, req.mode, req.stream)
         except UpstreamError as e:
             ms = (time.perf_counter() - t0) * 1000
             fault = _fault(e)
