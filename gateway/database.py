@@ -9,6 +9,7 @@ from flask import Flask
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import Pool
 
 
 MIGRATIONS = str(Path(__file__).parent / "migrations")
@@ -29,6 +30,13 @@ def _sqlite_pragmas(dbapi_conn, _record):
         cur.close()
 
 
+@event.listens_for(Pool, "checkin")
+def _sqlite_reset(dbapi_conn, _record):
+    # bounded_wait shortens the busy timeout for one checkout only
+    if isinstance(dbapi_conn, sqlite3.Connection):
+        dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+
+
 def init_app(app: Flask) -> None:
     uri = app.config["SQLALCHEMY_DATABASE_URI"]
     if uri.startswith("postgresql"):
@@ -47,14 +55,8 @@ def bounded_wait(conn: Connection, seconds: float):
     UNAVAILABLE): a request must not hang for as long as someone holds the database."""
     ms = max(1, int(seconds * 1000))
     if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql(f"PRAGMA busy_timeout={ms}")
-        try:
-            yield conn
-        finally:
-            try:
-                conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_MS}")
-            except Exception:       # noqa: BLE001 - never hand a shortened timeout to the pool
-                conn.invalidate()
+        conn.exec_driver_sql(f"PRAGMA busy_timeout={ms}")   # until the connection goes back
+        yield conn
     elif conn.dialect.name == "postgresql":
         # Local settings last until the transaction ends: the pooled connection is left as it was.
         conn.exec_driver_sql(f"SELECT set_config('lock_timeout', '{ms}', true), "
@@ -62,6 +64,17 @@ def bounded_wait(conn: Connection, seconds: float):
         yield conn
     else:
         yield conn
+
+
+@contextmanager
+def bounded_session(seconds: float | None = None):
+    """bounded_wait on the session's connection (ADMISSION_DB_TIMEOUT unless told): for the
+    reads a request makes on its way upstream (key, catalog, prices, budgets, settings)."""
+    from flask import current_app
+    from gateway.extensions import db
+    wait = current_app.config["ADMISSION_DB_TIMEOUT"] if seconds is None else seconds
+    with bounded_wait(db.session.connection(), wait):
+        yield
 
 
 def upgrade_schema() -> None:

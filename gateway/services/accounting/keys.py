@@ -13,7 +13,7 @@ from flask import current_app
 from sqlalchemy import or_, select
 
 from gateway import pubsub
-from gateway.database import UNAVAILABLE, bounded_wait
+from gateway.database import UNAVAILABLE, bounded_session
 from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, ServiceUnavailable
 from gateway.extensions import db
 from gateway.models import ApiKey, Plan, Team, utcnow
@@ -277,7 +277,7 @@ class KeyCache:
             return usable[0]
         epoch = self.epoch
         try:
-            with bounded_wait(db.session.connection(), self.wait):
+            with bounded_session(self.wait):
                 row = db.session.scalar(select(ApiKey).where(
                     or_(ApiKey.key_hash == key_hash, ApiKey.prev_key_hash == key_hash)))
                 if row is None:

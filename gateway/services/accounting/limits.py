@@ -11,6 +11,7 @@ from datetime import datetime
 from flask import current_app
 from sqlalchemy import select
 
+from gateway.database import bounded_session
 from gateway.extensions import db
 from gateway.models import TagBudget, utcnow
 from gateway.services.accounting import periods
@@ -111,8 +112,9 @@ class TagBudgetCache:
     def get(self) -> dict[tuple[str, str], tuple[float, str, str]]:
         if time.monotonic() - self.loaded_at >= self.ttl:
             try:
-                self.budgets = {(b.tag, b.value): (b.budget_usd, b.budget_period, b.timezone)
-                                for b in db.session.scalars(select(TagBudget))}
+                with bounded_session():
+                    self.budgets = {(b.tag, b.value): (b.budget_usd, b.budget_period, b.timezone)
+                                    for b in db.session.scalars(select(TagBudget))}
             except Exception:
                 db.session.rollback()
                 log.warning("tag budget reload failed", exc_info=True)
