@@ -58,9 +58,10 @@ def bounded_wait(conn: Connection, seconds: float):
         conn.exec_driver_sql(f"PRAGMA busy_timeout={ms}")   # until the connection goes back
         yield conn
     elif conn.dialect.name == "postgresql":
-        # Local settings last until the transaction ends: the pooled connection is left as it was.
-        conn.exec_driver_sql(f"SELECT set_config('lock_timeout', '{ms}', true), "
-                             f"set_config('statement_timeout', '{ms * 3}', true)")
+        # Each wait for a lock, not the statement: requests queued on a busy counter row take
+        # turns (each wait is short), a lock held by a migration or a stuck session is not.
+        # Local: it lasts until the transaction ends, the pooled connection is left as it was.
+        conn.exec_driver_sql(f"SELECT set_config('lock_timeout', '{ms}', true)")
         yield conn
     else:
         yield conn

@@ -81,9 +81,9 @@ def test_a_locked_database_is_a_fast_503_and_unlimited_keys_carry_on(demo):
         assert (r.json["error"]["type"], r.json["error"]["code"]) == ("service_unavailable", "database_unavailable")
         assert r.headers["retry-after"] == "2"
         # One bounded wait, not four of SQLite's 5 s (or Postgres' forever): the reservation ran
-        # once, under a 1 s lock timeout.
+        # once, under a 2 s lock timeout.
         updates = [i for i, s in enumerate(sql) if s.startswith("UPDATE quota_counters")]
-        bound = [i for i, s in enumerate(sql) if "busy_timeout=1000" in s or "'lock_timeout', '1000'" in s]
+        bound = [i for i, s in enumerate(sql) if "busy_timeout=2000" in s or "'lock_timeout', '2000'" in s]
         assert len(updates) == 1 and bound and bound[-1] < updates[0]
         assert post(client, free).status_code == 200      # no limit to check: served
     statuses = sorted(u.status for u in usage_records(demo))

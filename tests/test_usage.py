@@ -119,3 +119,28 @@ def test_graceful_shutdown_keeps_in_flight_stream_records(tmp_path, mock):
     with create_engine(url).connect() as conn:
         rows = conn.execute(text("select status, stream, completion_tokens from usage_records")).all()
     assert rows == [(200, True, 9)]
+
+
+def test_worker_exit_waits_for_the_batch_the_writer_holds(sqlite_app, monkeypatch):
+    # Under gevent the writer is a greenlet: whatever batch it is writing when the worker exits
+    # dies with the process unless worker_exit waits for it.
+    from types import SimpleNamespace
+
+    from gateway import gunicorn_conf
+    from gateway.services.accounting.usage import UsageRecorder
+    taken, go = threading.Event(), threading.Event()
+    real = UsageRecorder._insert
+
+    def held(rows):
+        taken.set()
+        go.wait(10)
+        real(rows)
+    monkeypatch.setattr(UsageRecorder, "_insert", staticmethod(held))
+    rec = recorder(sqlite_app)
+    rec.record(entry(prompt_tokens=5))
+    assert taken.wait(10)       # the writer took the record; the queue is empty
+    threading.Thread(target=lambda: (time.sleep(0.2), go.set()), daemon=True).start()
+    gunicorn_conf.worker_exit(None, SimpleNamespace(wsgi=sqlite_app))
+    with sqlite_app.app_context():
+        from gateway.extensions import db
+        assert db.session.execute(text("SELECT count(*) FROM usage_records")).scalar() == 1

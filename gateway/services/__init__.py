@@ -54,5 +54,5 @@ def init_app(app: Flask) -> None:
         bus.subscribe(keys.INVALIDATE_CHANNEL, key_cache.on_message, key_cache.drop_all)
         bus.subscribe(settings.INVALIDATE_CHANNEL, lambda name: setting_values.pop(name, None),
                       setting_values.clear)
-    atexit.register(recorder.flush)
+    atexit.register(recorder.drain)      # also the batch the writer is in the middle of
     atexit.register(settle_retry.run_once)

@@ -38,17 +38,19 @@ class SettleRetry:
         self.thread.ensure()
 
     def run_once(self) -> int:
-        """Try every waiting settle once; returns how many still wait."""
+        """Try the waiting settles, oldest first, until one fails (the database is still out:
+        the others would each wait for it too); returns how many still wait."""
         for _ in range(len(self.items)):
             item = self.items.popleft()
             try:
                 with self.app.app_context():
                     self.settle(*item[:4])
-            except Exception:       # noqa: BLE001 - still down: keep it, unless it is too old
+            except Exception:       # noqa: BLE001 - keep it, unless it is too old
                 if time.monotonic() - item[4] > self.give_up_after:
                     log.error("gave up settling %s; release_stale frees its reservation", item[0].request_id)
-                else:
-                    self.items.append(item)
+                    continue
+                self.items.appendleft(item)
+                break
         return len(self.items)
 
     def _run(self) -> None:
