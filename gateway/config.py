@@ -28,7 +28,7 @@ class Defaults:
     ALLOW_PRIVATE_UPSTREAMS = False      # loopback/private provider URLs (Ollama, vLLM, tests)
     KEY_CACHE_SECONDS = 5.0              # how long a key lookup is trusted without the database
     KEY_CACHE_STALE_SECONDS = 300.0      # ... and how long while the database cannot be reached
-    ADMISSION_DB_TIMEOUT = 2.0           # longest wait for a database lock on the admission path
+    DB_LOCK_TIMEOUT = 2.0                # longest wait for a database lock while serving requests
     UNAVAILABLE_RETRY_AFTER = 2          # retry-after of a 503 when the database cannot answer
     CATALOG_CACHE_SECONDS = 5.0
     USAGE_BATCH_SIZE = 200

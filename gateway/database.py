@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,8 +15,14 @@ from sqlalchemy.pool import Pool
 
 MIGRATIONS = str(Path(__file__).parent / "migrations")
 BUSY_MS = 5000      # how long SQLite statements wait for a lock, unless bounded_wait says less
+
+
+class DatabaseBusy(Exception):
+    """Not asked: SQLite was locked a moment ago (see LockBreaker)."""
+
+
 # What a database that is locked, down or unreachable raises (as against a bug in a query).
-UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, DatabaseBusy)
 
 
 @event.listens_for(Engine, "connect")
@@ -67,14 +74,45 @@ def bounded_wait(conn: Connection, seconds: float):
         yield conn
 
 
+class LockBreaker:
+    """SQLite locks the whole database, and under gevent its busy wait holds the whole worker
+    (it sleeps in C): after one bounded wait ran out, the next ones fail at once (DatabaseBusy)
+    for `cooldown` seconds instead of each holding the worker again. One per process."""
+
+    def __init__(self, cooldown: float):
+        self.cooldown = cooldown
+        self.until = 0.0
+
+    @contextmanager
+    def wait(self, conn: Connection, seconds: float):
+        """bounded_wait(conn, seconds), or DatabaseBusy while SQLite is known to be locked."""
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite and time.monotonic() < self.until:
+            raise DatabaseBusy("the database was locked a moment ago")
+        try:
+            with bounded_wait(conn, seconds):
+                yield conn
+        except UNAVAILABLE:
+            if sqlite:
+                self.until = time.monotonic() + self.cooldown
+            raise
+
+
+def locks(app: Flask) -> LockBreaker:
+    """This process's LockBreaker (built by services.init_app)."""
+    return app.extensions["db_locks"]
+
+
 @contextmanager
 def bounded_session(seconds: float | None = None):
-    """bounded_wait on the session's connection (ADMISSION_DB_TIMEOUT unless told): for the
-    reads a request makes on its way upstream (key, catalog, prices, budgets, settings)."""
+    """The session's connection under the LockBreaker (DB_LOCK_TIMEOUT unless told): for what a
+    request reads on its way upstream (key, catalog, prices, budgets, settings) and the usage
+    writer."""
     from flask import current_app
+
     from gateway.extensions import db
-    wait = current_app.config["ADMISSION_DB_TIMEOUT"] if seconds is None else seconds
-    with bounded_wait(db.session.connection(), wait):
+    wait = current_app.config["DB_LOCK_TIMEOUT"] if seconds is None else seconds
+    with locks(current_app).wait(db.session.connection(), wait):
         yield
 
 

@@ -72,7 +72,7 @@ class RedisLink:
         self.attempts += 1
         try:
             out = fn(self.client())
-        except Exception as e:      # noqa: BLE001 - any Redis failure opens the breaker
+        except Exception as e:      # any Redis failure (and its client's) opens the breaker
             self._failed(e)
             raise RedisDown(self.cooldown) from e
         finally:

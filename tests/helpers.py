@@ -1,8 +1,11 @@
 """What tests build with: an app on a given database, a live server, providers, keys, records."""
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
+
+import pytest
 
 from sqlalchemy import select
 from werkzeug.serving import make_server
@@ -15,6 +18,7 @@ from gateway.services.accounting.usage import recorder
 from gateway.services.admin import catalog_admin
 
 ROOT = Path(__file__).resolve().parents[1]
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def make_app(db_url: str, instance_path: str | None = None, **overrides):
@@ -62,3 +66,14 @@ def usage_records(app) -> list[UsageRecord]:
         rows = db.session.scalars(select(UsageRecord).order_by(UsageRecord.id)).all()
         db.session.expunge_all()
         return rows
+
+
+def redis_or_skip():
+    """A client of the test Redis (REDIS_URL), or skip the test when it does not answer."""
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.skip("Redis not reachable")
+    return client

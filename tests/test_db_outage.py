@@ -1,5 +1,5 @@
 """The database locked (another connection holds it) or unreachable: the admission path waits
-at most ADMISSION_DB_TIMEOUT, then answers an OpenAI-shaped 503 with retry-after; cached keys
+at most DB_LOCK_TIMEOUT, then answers an OpenAI-shaped 503 with retry-after; cached keys
 keep working for KEY_CACHE_STALE_SECONDS; usage records are spooled, never lost; settles that
 could not be written are retried until they are."""
 from __future__ import annotations
@@ -93,24 +93,39 @@ def test_a_locked_database_is_a_fast_503_and_unlimited_keys_carry_on(demo):
         assert (c.reserved_tokens, c.inflight) == (0, 0)
 
 
-def test_records_are_spooled_while_the_database_is_locked(sqlite_app, monkeypatch):
+def test_a_locked_sqlite_is_waited_for_once_not_per_request(sqlite_app):
+    # Under gevent a SQLite busy wait holds the whole worker: pay it once, then fail at once.
+    add_provider(sqlite_app, "demo", "mock", None, ["demo-chat"])
+    limited = make_key(sqlite_app, token_quota=1000)
+    client = sqlite_app.test_client()
+    assert post(client, limited).status_code == 200
+    recorder(sqlite_app).drain()
+    with database_locked(sqlite_app), statements(sqlite_app) as sql:
+        replies = [post(client, limited) for _ in range(4)]
+        assert [r.status_code for r in replies] == [503] * 4
+        assert {r.json["error"]["code"] for r in replies} == {"database_unavailable"}
+        assert sum(s.startswith("UPDATE quota_counters") for s in sql) == 1
+    assert database.locks(sqlite_app).until > 0
+
+
+def test_records_are_spooled_while_the_database_is_locked(sqlite_app):
     add_provider(sqlite_app, "demo", "mock", None, ["demo-chat"])
     free = make_key(sqlite_app)
     client = sqlite_app.test_client()
     assert post(client, free).status_code == 200
     rec = recorder(sqlite_app)
     rec.drain()
-    monkeypatch.setattr(database, "BUSY_MS", 50)    # the writer's waits, so the test is quick
-    with sqlite_app.app_context():
-        db.engine.dispose()
+    sqlite_app.config["DB_LOCK_TIMEOUT"] = 0.05     # the writer's waits, so the test is quick
     with database_locked(sqlite_app):
         served = [post(client, free) for _ in range(3)]
         assert [r.status_code for r in served] == [200] * 3
         assert rec.drain(timeout=30)        # written or spooled: the writer gave up on the database
-        spooled = [orjson.loads(line)["request_id"] for f in rec.spool_dir.glob("*.jsonl")
-                   for line in f.read_bytes().splitlines()]
+        with rec.write_lock:                # not while the idle writer tries to replay them
+            spooled = [orjson.loads(line)["request_id"] for f in rec.spool_dir.glob("*.jsonl")
+                       for line in f.read_bytes().splitlines()]
         assert sorted(spooled) == sorted(r.headers["x-request-id"] for r in served)
-    with rec.write_lock:
+    database.locks(sqlite_app).until = 0.0      # the breaker's cooldown is over
+    with rec.write_lock:                        # what the idle writer does every 5 s
         rec._replay_spool()
     ids = [u.request_id for u in usage_records(sqlite_app)]
     assert len(ids) == 4 and set(spooled) <= set(ids) and not list(rec.spool_dir.glob("*"))
@@ -147,6 +162,7 @@ def test_a_settle_the_database_refused_is_retried(demo):
         assert quota.settle(demo, admission, UsageEntry(request_id="locked-settle", endpoint="chat",
                                                         status=200, total_tokens=10)) is None
         assert retry.run_once() == 1        # still locked: kept
+    database.locks(demo).until = 0.0        # its cooldown is over (SQLite's breaker)
     assert retry.run_once() == 0
     with demo.app_context():
         c = db.session.scalar(select(QuotaCounter).where(QuotaCounter.scope == "key:1"))

@@ -19,19 +19,11 @@ from gateway.extensions import db
 from gateway.models import ApiKey
 from gateway import pubsub
 from gateway.services.accounting import keys
-from tests.helpers import add_provider, make_app, make_key
+from tests.helpers import REDIS_URL, add_provider, make_app, make_key, redis_or_skip
 
 ROOT = Path(__file__).resolve().parents[1]
-REDIS_URL = "redis://127.0.0.1:6379/0"
 CHAT = {"model": "demo-chat", "messages": [{"role": "user", "content": "hi"}]}
 
-
-def redis_or_skip():
-    redis = pytest.importorskip("redis")
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        pytest.skip("Redis not reachable")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ for more than one short timeout: after a failure the breaker skips Redis. Then R
 and catches up with what the database counted meanwhile."""
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import uuid
@@ -21,10 +20,9 @@ from gateway.services.admin import catalog_admin
 from gateway.services.api_request import ApiRequest
 from gateway.services.routing.health import health
 from gateway.services.routing.plan import plan as plan_for
-from tests.helpers import add_provider, make_app, make_key, usage_records
+from tests.helpers import REDIS_URL, add_provider, make_app, make_key, redis_or_skip, usage_records
 
 CHAT = {"model": "demo-chat", "max_tokens": 20, "messages": [{"role": "user", "content": "hello there friend"}]}
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def closed_port() -> int:
@@ -138,15 +136,6 @@ def test_health_and_invalidation_skip_a_silent_redis(tmp_path):
         assert link(app).attempts == 1 and link(app).state == "open"
     finally:
         silent.close()
-
-
-def redis_or_skip():
-    redis = pytest.importorskip("redis")
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        pytest.skip("Redis not reachable")
-    return redis.Redis.from_url(REDIS_URL)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 there (max_tokens), so a 50-token quota serves short requests and is still never overspent."""
 from __future__ import annotations
 
-import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,12 +15,11 @@ from gateway.models import QuotaCounter
 from gateway.providers.base import Target
 from gateway.services.accounting import tokens
 from gateway.services.routing.plan import output_field
-from tests.helpers import LiveServer, add_provider, make_key, usage_records
+from tests.helpers import REDIS_URL, LiveServer, add_provider, make_app, make_key, redis_or_skip, usage_records
 
 WORDS = " ".join(["word"] * 20)     # the mock echoes it: an answer of 21 words unless capped
 ASK = {"model": "m", "messages": [{"role": "user", "content": WORDS}]}
 PROMPT = tokens.estimate_prompt(ASK)    # what admission reserves for the prompt
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def upstream_bodies(mock) -> list[dict]:
@@ -140,13 +138,7 @@ def counters_app(request, app):
     if request.param == "database":
         yield app
         return
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError:
-        pytest.skip("Redis not reachable")
-    from tests.helpers import make_app
+    client = redis_or_skip()
     prefix = f"gw:test:{uuid.uuid4().hex[:8]}:"
     app = make_app(app.config["SQLALCHEMY_DATABASE_URI"], instance_path=app.instance_path + "-redis",
                    REDIS_URL=REDIS_URL, QUOTA_REDIS_PREFIX=prefix, HEALTH_SYNC_SECONDS=3600)
@@ -181,8 +173,7 @@ def test_concurrent_small_quota_requests_never_overspend(counters_app, mock):
     records = usage_records(app)
     assert len(records) == 48 and sum(u.total_tokens for u in records if u.status == 200) == spent
     if getattr(app, "redis_prefix", None):
-        import redis
-        r = redis.Redis.from_url(REDIS_URL)
+        r = redis_or_skip()
         [ckey] = list(r.scan_iter(match=app.redis_prefix + "c:key:1@*"))
         h = {k.decode(): v.decode() for k, v in r.hgetall(ckey).items()}
         assert (int(h["ut"]), int(h["rt"]), int(h["inf"])) == (spent, 0, 0)

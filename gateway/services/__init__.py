@@ -15,6 +15,7 @@ from flask import Flask
 def init_app(app: Flask) -> None:
     """Build the services' state for `app`; nothing connects or starts a thread here."""
     from gateway import pubsub
+    from gateway.database import LockBreaker
     from gateway.redis_link import RedisLink
     from gateway.services.accounting import alerts, keys, limits, pricing, usage
     from gateway.services.accounting.counters import DbCounters
@@ -25,6 +26,7 @@ def init_app(app: Flask) -> None:
     from gateway.services.routing.health import Health
 
     c = app.config
+    app.extensions["db_locks"] = LockBreaker(c["UNAVAILABLE_RETRY_AFTER"])
     # One Redis client and breaker per process: when one user of Redis finds it down, the
     # others skip it too instead of each paying its own timeout.
     redis = RedisLink(c["REDIS_URL"], c["REDIS_CONNECT_TIMEOUT"], c["REDIS_TIMEOUT"], c["REDIS_BREAKER_SECONDS"])
@@ -32,7 +34,7 @@ def init_app(app: Flask) -> None:
     counters = RedisCounters(app, redis) if c["REDIS_URL"] else DbCounters(app)
     settle_retry = SettleRetry(app, counters.settle, give_up_after=float(c["QUOTA_RESERVATION_TTL"]))
     key_cache = keys.KeyCache(c["KEY_CACHE_SECONDS"], bus=bus if bus.url else None,
-                              stale=c["KEY_CACHE_STALE_SECONDS"], wait=c["ADMISSION_DB_TIMEOUT"])
+                              stale=c["KEY_CACHE_STALE_SECONDS"], wait=c["DB_LOCK_TIMEOUT"])
     recorder = usage.UsageRecorder(app)
     setting_values: dict = {}
     app.extensions.update({

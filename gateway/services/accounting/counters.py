@@ -2,7 +2,7 @@
 
 Both reserve all-or-nothing in one step (one guarded UPDATE, or one Lua script), settle once per
 request id, and keep a ledger of reservations in the database. Every statement here waits at
-most ADMISSION_DB_TIMEOUT for a lock, then raises (one of database.UNAVAILABLE): quota.py
+most DB_LOCK_TIMEOUT for a lock, then raises (one of database.UNAVAILABLE): quota.py
 answers 503 rather than holding the request while someone else holds the database.
 """
 from __future__ import annotations
@@ -11,12 +11,11 @@ import logging
 import uuid
 from datetime import datetime
 
-import orjson
 from flask import Flask
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from gateway.database import bounded_wait
+from gateway.database import locks
 from gateway.extensions import db
 from gateway.models import QuotaCounter, Reservation as LedgerRow
 from gateway.services.accounting.limits import Counter, Limit, Reservation
@@ -71,7 +70,8 @@ class DbCounters:
 
     def __init__(self, app: Flask):
         self.app = app
-        self.wait = float(app.config["ADMISSION_DB_TIMEOUT"])
+        self.wait = float(app.config["DB_LOCK_TIMEOUT"])
+        self.locks = locks(app)
 
     def reserve(self, res: Reservation, now: datetime) -> dict[str, Counter] | None:
         res.store = "db"
@@ -111,7 +111,7 @@ class DbCounters:
                         reserved_usd=QC.c.reserved_usd + res.usd,
                         requests=QC.c.requests + 1, inflight=QC.c.inflight + 1)
                 .returning(*_RETURN))
-        with db.engine.connect() as conn, bounded_wait(conn, self.wait):
+        with db.engine.connect() as conn, self.locks.wait(conn, self.wait):
             rows = conn.execute(stmt).all()
             if len(rows) != len(res.limits):
                 conn.rollback()     # some counter is full or missing: reserve nothing anywhere
@@ -128,7 +128,7 @@ class DbCounters:
         missing = [x for x in res.limits if x.scope not in have]
         if not missing:
             return False
-        with db.engine.begin() as conn, bounded_wait(conn, self.wait):
+        with db.engine.begin() as conn, self.locks.wait(conn, self.wait):
             for x in missing:
                 conn.execute(_dialect_insert(QC).values(
                     scope=x.scope, period_start=x.period_start, used_tokens=0, reserved_tokens=0,
@@ -138,7 +138,7 @@ class DbCounters:
     def read(self, limits) -> dict[str, Counter]:
         """The counters' rows as they are now (a missing row: nothing counted yet)."""
         cond = or_(*[and_(QC.c.scope == x.scope, QC.c.period_start == x.period_start) for x in limits])
-        with db.engine.connect() as conn, bounded_wait(conn, self.wait):
+        with db.engine.connect() as conn, self.locks.wait(conn, self.wait):
             return {r[0]: _counter(r) for r in conn.execute(select(*_RETURN).where(cond))}
 
     def current(self, res: Reservation) -> dict[str, Counter]:
@@ -154,7 +154,7 @@ class DbCounters:
 
     def settle(self, res: Reservation, used_tokens: int, used_usd: float,
                now: datetime) -> dict[str, Counter] | None:
-        with db.engine.connect() as conn, bounded_wait(conn, self.wait):
+        with db.engine.connect() as conn, self.locks.wait(conn, self.wait):
             done = conn.execute(update(RT).where(RT.c.request_id == res.request_id, RT.c.settled_at.is_(None))
                                 .values(settled_at=now, used_tokens=used_tokens, used_usd=used_usd))
             if done.rowcount != 1:      # settled before (or never reserved): nothing to do
@@ -192,6 +192,6 @@ class DbCounters:
 
     def durable_used(self, limits) -> dict[tuple[str, datetime], tuple[int, float]]:
         cond = or_(*[and_(QC.c.scope == x.scope, QC.c.period_start == x.period_start) for x in limits])
-        with db.engine.connect() as conn, bounded_wait(conn, self.wait):
+        with db.engine.connect() as conn, self.locks.wait(conn, self.wait):
             return {(r[0], r[1]): (int(r[2]), float(r[3])) for r in conn.execute(
                 select(QC.c.scope, QC.c.period_start, QC.c.used_tokens, QC.c.used_usd).where(cond))}

@@ -13,7 +13,7 @@ from flask import current_app
 from sqlalchemy import or_, select
 
 from gateway import pubsub
-from gateway.database import UNAVAILABLE, bounded_session
+from gateway.database import UNAVAILABLE, DatabaseBusy, bounded_session
 from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, ServiceUnavailable
 from gateway.extensions import db
 from gateway.models import ApiKey, Plan, Team, utcnow
@@ -286,14 +286,15 @@ class KeyCache:
                     found = info(row)
                 else:   # a rotated-out secret: valid until its grace ends
                     found = info(row, valid_until=row.prev_valid_until or utcnow())
-        except UNAVAILABLE:
+        except UNAVAILABLE as e:
             db.session.rollback()
             self.db_down_until = now + max(self.ttl, 1.0)
+            trace = not isinstance(e, DatabaseBusy)
             if usable:
-                current_app.logger.warning("key lookup failed; serving the entry cached %.0fs ago",
-                                           now - usable[1], exc_info=True)
+                current_app.logger.warning("key lookup failed (%s); serving the entry cached %.0fs ago",
+                                           e, now - usable[1], exc_info=trace)
                 return usable[0]
-            current_app.logger.warning("key lookup failed and the key is not cached", exc_info=True)
+            current_app.logger.warning("key lookup failed (%s) and the key is not cached", e, exc_info=trace)
             raise ServiceUnavailable("The gateway's database is busy or unreachable, so the API key "
                                      "cannot be checked now; retry shortly.", code="database_unavailable",
                                      retry_after=current_app.config["UNAVAILABLE_RETRY_AFTER"]) from None

@@ -11,7 +11,7 @@ budget has less left than that, it reserves what is left and caps the answer the
 (allowance.py). settle() turns the reservation into the real usage (or releases it), once per
 request id; one that fails is tried again in the background (settle_retry.py). With REDIS_URL
 set the counters live in Redis (redis_counters.RedisCounters), shared by every process.
-A database that is locked or down makes admit() answer 503 within ADMISSION_DB_TIMEOUT.
+A database that is locked or down makes admit() answer 503 within DB_LOCK_TIMEOUT.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from flask import Flask, current_app, has_app_context
 
-from gateway.database import UNAVAILABLE
+from gateway.database import UNAVAILABLE, DatabaseBusy
 from gateway.errors import QuotaExceeded, RateLimited, ServiceUnavailable
 from gateway.models import utcnow
 from gateway.services.accounting import allowance
@@ -72,8 +72,8 @@ def admit(req, key, plan, now: datetime | None = None) -> Admission:
     store = backend(current_app._get_current_object())
     try:
         res, counters, cap = _reserve(store, req, plan, key.id, tuple(limits), now)
-    except UNAVAILABLE:
-        log.warning("admission could not use the database", exc_info=True)
+    except UNAVAILABLE as e:     # a traceback for the failure, one line for what it skips
+        log.warning("admission could not use the database: %s", e, exc_info=not isinstance(e, DatabaseBusy))
         raise ServiceUnavailable(
             "The gateway's database is busy or unreachable, so this key's limits cannot be checked "
             "now; retry shortly.", code="database_unavailable",

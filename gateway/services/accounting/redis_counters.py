@@ -19,7 +19,7 @@ from datetime import datetime
 import orjson
 from flask import Flask
 
-from gateway.database import UNAVAILABLE, bounded_wait
+from gateway.database import UNAVAILABLE
 from gateway.errors import ServiceUnavailable
 from gateway.extensions import db
 from gateway.redis_link import RedisDown, RedisLink
@@ -322,7 +322,7 @@ class RedisCounters:
     def _ledger(self, res: Reservation, used_tokens: int, used_usd: float, now: datetime) -> None:
         """Keep the database ledger: the settled reservation, and durable spend per counter."""
         durable = [x for x in res.limits if x.durable]
-        with db.engine.begin() as conn, bounded_wait(conn, self.db.wait):
+        with db.engine.begin() as conn, self.db.locks.wait(conn, self.db.wait):
             ins = _dialect_insert(RT).values(
                 request_id=res.request_id, key_id=res.key_id, counters=_ledger_counters(res),
                 tokens=res.tokens, usd=res.usd, used_tokens=used_tokens, used_usd=used_usd,
