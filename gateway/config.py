@@ -16,6 +16,9 @@ class Defaults:
     SQLALCHEMY_DATABASE_URI = database_url()
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     REDIS_URL = os.environ.get("REDIS_URL") or None   # shared counters, stats and cache invalidation
+    REDIS_CONNECT_TIMEOUT = 0.25         # Redis answers in a millisecond when it is well
+    REDIS_TIMEOUT = 0.5
+    REDIS_BREAKER_SECONDS = 5.0          # after a Redis failure, skip it this long, then probe once
     SECRET_KEY = None                   # generated into instance/ on first start if unset
     MAX_REQUEST_BYTES = 4 * 1024 * 1024  # /v1 bodies over this get 413
     UPSTREAM_CONNECT_TIMEOUT = 5.0
@@ -28,6 +31,9 @@ class Defaults:
     PROBE_LIMIT_PER_USER = 10            # Test connections per minute and console user
     PROBE_LIMIT_PER_IP = 20              # ... and per client address
     KEY_CACHE_SECONDS = 5.0              # how long a key lookup is trusted without the database
+    KEY_CACHE_STALE_SECONDS = 300.0      # ... and how long while the database cannot be reached
+    DB_LOCK_TIMEOUT = 2.0                # longest wait for a database lock while serving requests
+    UNAVAILABLE_RETRY_AFTER = 2          # retry-after of a 503 when the database cannot answer
     CATALOG_CACHE_SECONDS = 5.0
     USAGE_BATCH_SIZE = 200
     USAGE_FLUSH_SECONDS = 0.5
@@ -61,6 +67,7 @@ class Defaults:
     QUOTA_DEFAULT_MAX_TOKENS = 4096      # worst case reserved when a request sets no max_tokens
     QUOTA_RESERVATION_TTL = 3600         # seconds before a reservation of a dead process is freed
     QUOTA_REDIS_PREFIX = "gw:q:"
+    QUOTA_REDIS_FALLBACK = "database"    # Redis down: count in the database, or "refuse" (503)
     # Console
     LOGIN_THROTTLE_REDIS_PREFIX = "gw:login:"
     TRUSTED_ORIGINS = ""                 # more origins allowed to post to the console, comma-separated

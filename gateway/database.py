@@ -8,6 +8,7 @@ import logging
 import re
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -15,8 +16,10 @@ from typing import Iterator
 import click
 from flask import Flask, current_app
 from sqlalchemy import event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import Pool
 
 from gateway.extensions import db
 
@@ -27,6 +30,15 @@ SCHEMA_LOCK_ID = 0x6761746577617921     # "gateway!": the Postgres advisory lock
 _held = threading.local()               # schema_lock() depth in this thread
 # `revision = "0002f"`, `down_revision: str | None = "0001"` in a revision file
 _REVISION_LINE = re.compile(r"^(revision|down_revision|depends_on)\s*(?::[^=\n]*)?=\s*(.+?)\s*$", re.M)
+BUSY_MS = 5000      # how long SQLite statements wait for a lock, unless bounded_wait says less
+
+
+class DatabaseBusy(Exception):
+    """Not asked: SQLite was locked a moment ago (see LockBreaker)."""
+
+
+# What a database that is locked, down or unreachable raises (as against a bug in a query).
+UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, DatabaseBusy)
 
 
 @event.listens_for(Engine, "connect")
@@ -35,10 +47,17 @@ def _sqlite_pragmas(dbapi_conn, _record):
     if isinstance(dbapi_conn, sqlite3.Connection):
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=5000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_MS}")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
+
+
+@event.listens_for(Pool, "checkin")
+def _sqlite_reset(dbapi_conn, _record):
+    # bounded_wait shortens the busy timeout for one checkout only
+    if isinstance(dbapi_conn, sqlite3.Connection):
+        dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
 
 
 def init_app(app: Flask) -> None:
@@ -48,6 +67,8 @@ def init_app(app: Flask) -> None:
         opts = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
         opts.setdefault("pool_size", 10)
         opts.setdefault("max_overflow", 20)
+        if "connect_timeout" not in uri:    # an unreachable server fails in seconds, not minutes
+            opts["connect_args"] = {"connect_timeout": 3, **opts.get("connect_args", {})}
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = opts
     app.cli.add_command(_LazyGroup("db", _migration_commands, help="Perform database migrations."))
 
@@ -119,6 +140,66 @@ def _acquire() -> Iterator[None]:
             yield
         return
     yield
+
+
+@contextmanager
+def bounded_wait(conn: Connection, seconds: float):
+    """Statements on `conn` wait at most about `seconds` for a lock, then raise (one of
+    UNAVAILABLE): a request must not hang for as long as someone holds the database."""
+    ms = max(1, int(seconds * 1000))
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f"PRAGMA busy_timeout={ms}")   # until the connection goes back
+        yield conn
+    elif conn.dialect.name == "postgresql":
+        # Each wait for a lock, not the statement: requests queued on a busy counter row take
+        # turns (each wait is short), a lock held by a migration or a stuck session is not.
+        # Local: it lasts until the transaction ends, the pooled connection is left as it was.
+        conn.exec_driver_sql(f"SELECT set_config('lock_timeout', '{ms}', true)")
+        yield conn
+    else:
+        yield conn
+
+
+class LockBreaker:
+    """SQLite locks the whole database, and under gevent its busy wait holds the whole worker
+    (it sleeps in C): after one bounded wait ran out, the next ones fail at once (DatabaseBusy)
+    for `cooldown` seconds instead of each holding the worker again. One per process."""
+
+    def __init__(self, cooldown: float):
+        self.cooldown = cooldown
+        self.until = 0.0
+
+    @contextmanager
+    def wait(self, conn: Connection, seconds: float):
+        """bounded_wait(conn, seconds), or DatabaseBusy while SQLite is known to be locked."""
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite and time.monotonic() < self.until:
+            raise DatabaseBusy("the database was locked a moment ago")
+        try:
+            with bounded_wait(conn, seconds):
+                yield conn
+        except UNAVAILABLE:
+            if sqlite:
+                self.until = time.monotonic() + self.cooldown
+            raise
+
+
+def locks(app: Flask) -> LockBreaker:
+    """This process's LockBreaker (built by services.init_app)."""
+    return app.extensions["db_locks"]
+
+
+@contextmanager
+def bounded_session(seconds: float | None = None):
+    """The session's connection under the LockBreaker (DB_LOCK_TIMEOUT unless told): for what a
+    request reads on its way upstream (key, catalog, prices, budgets, settings) and the usage
+    writer."""
+    from flask import current_app
+
+    from gateway.extensions import db
+    wait = current_app.config["DB_LOCK_TIMEOUT"] if seconds is None else seconds
+    with locks(current_app).wait(db.session.connection(), wait):
+        yield
 
 
 def upgrade_schema(revision: str = "head") -> None:

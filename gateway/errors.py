@@ -58,6 +58,16 @@ class RateLimited(GatewayError):
     status, type, code = 429, "rate_limit_exceeded", "rate_limit_exceeded"
 
 
+class ServiceUnavailable(GatewayError):
+    """The gateway cannot check the request's key or limits now (its database or Redis is down);
+    retrying after `retry_after` seconds may succeed."""
+    status, type, code = 503, "service_unavailable", "service_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float, **kw):
+        super().__init__(message, **kw)
+        self.headers["retry-after"] = str(max(1, int(retry_after + 0.999)))
+
+
 class UpstreamError(GatewayError):
     """The provider failed: bad status, broken connection or malformed answer."""
     status, type, code = 502, "upstream_error", "upstream_error"

@@ -58,8 +58,9 @@ def child_exit(server, worker):
 
 
 def worker_exit(server, worker):
-    # Write every queued usage record before the worker goes.
+    # Write every queued usage record before the worker goes, and wait for the batch the writer
+    # greenlet may be in the middle of: it dies with the process.
     app = getattr(worker, "wsgi", None)
     usage = getattr(app, "extensions", {}).get("usage") if app else None
     if usage is not None:
-        usage.drain()       # also the batch the writer holds, not only what is queued
+        usage.drain(timeout=graceful_timeout)

@@ -14,24 +14,24 @@ from typing import Callable
 
 from flask import Flask
 
+from gateway.redis_link import RedisDown, RedisLink
 from gateway.threads import PerProcessThread
 
 log = logging.getLogger("gateway.pubsub")
 
 
-
 class Bus:
-    """One per app and process (app.extensions["pubsub"])."""
+    """One per app and process (app.extensions["pubsub"]). Publishing goes through the process's
+    RedisLink (short timeouts, breaker); the listener keeps its own connection, in its thread."""
 
-    def __init__(self, url: str | None):
+    def __init__(self, url: str | None, link: RedisLink | None = None):
         self.url = url or None
+        self.link = link or RedisLink(self.url)
         self.handlers: dict[str, tuple[Callable[[str], None], Callable[[], None] | None]] = {}
         self.listener = PerProcessThread("pubsub-listener", self._run)
-        self.publisher = None
         self.down_logged = False
         self.ready = threading.Event()      # subscribed to every channel: invalidations arrive
         self.stopped = False
-        self.quiet_until = 0.0              # Redis just failed a publish: skip until then
         self.lock = threading.Lock()
 
     def subscribe(self, channel: str, on_message: Callable[[str], None],
@@ -53,20 +53,14 @@ class Bus:
         self.stopped = True
 
     def publish(self, channel: str, data: str) -> bool:
-        """Tell every process; False when there is no Redis or it did not answer."""
-        if self.url is None or time.monotonic() < self.quiet_until:
+        """Tell every process; False when there is no Redis or it did not answer (listeners cut
+        off too reset their caches when they reconnect; meanwhile caches expire by TTL)."""
+        if self.url is None:
             return False
         try:
-            if self.publisher is None:
-                import redis
-                self.publisher = redis.Redis.from_url(self.url, socket_timeout=0.5,
-                                                      socket_connect_timeout=0.5)
-            self.publisher.publish(channel, data)
+            self.link.run(lambda r: r.publish(channel, data))
             return True
-        except Exception:
-            # Listeners cut off too will reset their caches when they reconnect; meanwhile
-            # a batch of changes should not wait out a timeout each.
-            self.quiet_until = time.monotonic() + 5.0
+        except RedisDown:
             self._down()
             return False
 
@@ -92,8 +86,8 @@ class Bus:
 
     def _listen(self) -> None:
         import redis
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=1.0, socket_timeout=5.0,
-                                      health_check_interval=10)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=self.link.connect_timeout,
+                                      socket_timeout=5.0, health_check_interval=10)
         ps = client.pubsub()
         asked: set[str] = set()
         confirmed: set[str] = set()

@@ -10,8 +10,8 @@ import pytest
 
 from gateway.config import Defaults
 from gateway.services.routing.health import Health, Sample
+from tests.helpers import REDIS_URL, redis_or_skip
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @dataclass(frozen=True)
@@ -35,12 +35,7 @@ def tracker(**config) -> Health:
 @pytest.fixture
 def shared():
     """Two trackers sharing one Redis namespace (as two workers would); cleaned up after."""
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError:
-        pytest.skip("Redis not reachable")
+    client = redis_or_skip()
     prefix = f"gw:test:{uuid.uuid4().hex[:8]}:"
     cfg = dict(REDIS_URL=REDIS_URL, HEALTH_REDIS_PREFIX=prefix, HEALTH_SYNC_SECONDS=3600)
     yield tracker(**cfg), tracker(**cfg)
@@ -168,12 +163,7 @@ def test_redis_down_degrades_to_memory(caplog):
 
 def test_two_workers_share_an_open_circuit(tmp_path):
     """Two app instances (as two gunicorn workers) on one database and one Redis."""
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError:
-        pytest.skip("Redis not reachable")
+    client = redis_or_skip()
     from gateway import create_app, mock_upstream
     from gateway.services.admin import catalog_admin
     from gateway.services.routing.health import health

@@ -17,26 +17,39 @@ def init_app(app: Flask) -> None:
     """Build the services' state for `app`; nothing connects or starts a thread here."""
     from gateway import metrics, pubsub
     from gateway.auth import throttle
+    from gateway.database import LockBreaker
+    from gateway.redis_link import RedisLink
     from gateway.services import gauges
     from gateway.services.accounting import alerts, keys, limits, pricing, retention, usage
-    from gateway.services.accounting.counters import DbCounters, RedisCounters
+    from gateway.services.accounting.counters import DbCounters
+    from gateway.services.accounting.redis_counters import RedisCounters
+    from gateway.services.accounting.settle_retry import SettleRetry
     from gateway.services.admin import settings
     from gateway.services.routing.catalog import Catalog
     from gateway.services.routing.health import Health
 
     c = app.config
-    bus = pubsub.Bus(c["REDIS_URL"])
-    key_cache = keys.KeyCache(c["KEY_CACHE_SECONDS"], bus=bus if bus.url else None)
+    app.extensions["db_locks"] = LockBreaker(c["UNAVAILABLE_RETRY_AFTER"])
+    # One Redis client and breaker per process: when one user of Redis finds it down, the
+    # others skip it too instead of each paying its own timeout.
+    redis = RedisLink(c["REDIS_URL"], c["REDIS_CONNECT_TIMEOUT"], c["REDIS_TIMEOUT"], c["REDIS_BREAKER_SECONDS"])
+    bus = pubsub.Bus(c["REDIS_URL"], redis)
+    counters = RedisCounters(app, redis) if c["REDIS_URL"] else DbCounters(app)
+    settle_retry = SettleRetry(app, counters.settle, give_up_after=float(c["QUOTA_RESERVATION_TTL"]))
+    key_cache = keys.KeyCache(c["KEY_CACHE_SECONDS"], bus=bus if bus.url else None,
+                              stale=c["KEY_CACHE_STALE_SECONDS"], wait=c["DB_LOCK_TIMEOUT"])
     recorder = usage.UsageRecorder(app)
     setting_values: dict = {}
     app.extensions.update({
+        "redis": redis,
         "pubsub": bus,
         "catalog": Catalog(c["CATALOG_CACHE_SECONDS"]),
         "price_book": pricing.PriceBook(c["CATALOG_CACHE_SECONDS"]),
         "tag_budgets": limits.TagBudgetCache(c["CATALOG_CACHE_SECONDS"]),
-        "health": Health(app),
+        "health": Health(app, redis),
         "key_cache": key_cache,
-        "quota_backend": RedisCounters(app, c["REDIS_URL"]) if c["REDIS_URL"] else DbCounters(app),
+        "quota_backend": counters,
+        "settle_retry": settle_retry,
         "settings_cache": setting_values,
         "alerts_fired": alerts.Fired(),
         "shadow_slots": threading.BoundedSemaphore(int(c["SHADOW_MAX_CONCURRENCY"])),
@@ -50,4 +63,5 @@ def init_app(app: Flask) -> None:
         bus.subscribe(keys.INVALIDATE_CHANNEL, key_cache.on_message, key_cache.drop_all)
         bus.subscribe(settings.INVALIDATE_CHANNEL, lambda name: setting_values.pop(name, None),
                       setting_values.clear)
-    atexit.register(recorder.flush)
+    atexit.register(recorder.drain)      # also the batch the writer is in the middle of
+    atexit.register(settle_retry.run_once)

@@ -13,7 +13,8 @@ from flask import current_app
 from sqlalchemy import or_, select
 
 from gateway import pubsub
-from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+from gateway.database import UNAVAILABLE, DatabaseBusy, bounded_session
+from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, ServiceUnavailable
 from gateway.extensions import db
 from gateway.models import ApiKey, Plan, Team, utcnow
 from gateway.services.accounting import key_ceiling
@@ -269,15 +270,22 @@ def find_by_prefix(prefix: str) -> ApiKey:
 
 class KeyCache:
     """hash -> (KeyInfo or None, fetched at). Short TTL; with a bus, changes made in other
-    processes drop entries at once instead of after the TTL."""
+    processes drop entries at once instead of after the TTL.
 
-    def __init__(self, ttl: float, max_entries: int = 20_000, bus: pubsub.Bus | None = None):
+    While the database cannot answer (locked past `wait` seconds, or down), an entry fetched
+    less than `stale` seconds ago is served instead, and lookups of such entries pause for a
+    TTL, so that only one request per TTL waits on the database; other keys get 503."""
+
+    def __init__(self, ttl: float, max_entries: int = 20_000, bus: pubsub.Bus | None = None,
+                 stale: float = 300.0, wait: float = 1.0):
         self.ttl = ttl
         self.max_entries = max_entries
         self.entries: dict[str, tuple[KeyInfo | None, float]] = {}
         self.lock = threading.Lock()
         self.bus = bus
         self.epoch = 0      # bumped by every invalidation: a lookup that raced one is not cached
+        self.stale, self.wait = stale, wait
+        self.db_down_until = 0.0    # a lookup just failed: serve usable entries without asking
 
     def get(self, key_hash: str) -> KeyInfo | None:
         if self.bus is not None:
@@ -286,22 +294,32 @@ class KeyCache:
         hit = self.entries.get(key_hash)
         if hit and now - hit[1] < self.ttl:
             return hit[0]
+        usable = hit if hit and now - hit[1] < self.stale else None
+        if usable and now < self.db_down_until:
+            return usable[0]
         epoch = self.epoch
         try:
-            row = db.session.scalar(select(ApiKey).where(
-                or_(ApiKey.key_hash == key_hash, ApiKey.prev_key_hash == key_hash)))
-            if row is None:
-                found = None
-            elif row.key_hash == key_hash:
-                found = info(row)
-            else:   # a rotated-out secret: valid until its grace ends
-                found = info(row, valid_until=row.prev_valid_until or utcnow())
-        except Exception:
+            with bounded_session(self.wait):
+                row = db.session.scalar(select(ApiKey).where(
+                    or_(ApiKey.key_hash == key_hash, ApiKey.prev_key_hash == key_hash)))
+                if row is None:
+                    found = None
+                elif row.key_hash == key_hash:
+                    found = info(row)
+                else:   # a rotated-out secret: valid until its grace ends
+                    found = info(row, valid_until=row.prev_valid_until or utcnow())
+        except UNAVAILABLE as e:
             db.session.rollback()
-            if hit:     # database locked or down: keep serving what we knew
-                current_app.logger.warning("key lookup failed; using cached entry", exc_info=True)
-                return hit[0]
-            raise
+            self.db_down_until = now + max(self.ttl, 1.0)
+            trace = not isinstance(e, DatabaseBusy)
+            if usable:
+                current_app.logger.warning("key lookup failed (%s); serving the entry cached %.0fs ago",
+                                           e, now - usable[1], exc_info=trace)
+                return usable[0]
+            current_app.logger.warning("key lookup failed (%s) and the key is not cached", e, exc_info=trace)
+            raise ServiceUnavailable("The gateway's database is busy or unreachable, so the API key "
+                                     "cannot be checked now; retry shortly.", code="database_unavailable",
+                                     retry_after=current_app.config["UNAVAILABLE_RETRY_AFTER"]) from None
         finally:
             db.session.remove()
         with self.lock:

@@ -11,6 +11,7 @@ from datetime import datetime
 from flask import current_app
 from sqlalchemy import select
 
+from gateway.database import bounded_session
 from gateway.extensions import db
 from gateway.models import TagBudget, utcnow
 from gateway.services.accounting import periods
@@ -49,6 +50,14 @@ class Reservation:
     usd: float
     created_at: datetime = field(default_factory=utcnow)
     settled: bool = False
+    store: str = ""             # where it is held: "redis", or "db" (also while Redis is down)
+    refused_by: Limit | None = None     # the limit a refused reservation did not fit (Redis says)
+
+    @property
+    def capped(self) -> bool:
+        """Whether a quota or budget (not only a rate limit) applies: then the answer's length
+        is capped at what was reserved for it."""
+        return any(not x.rate and (x.tokens is not None or x.usd is not None) for x in self.limits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +112,9 @@ class TagBudgetCache:
     def get(self) -> dict[tuple[str, str], tuple[float, str, str]]:
         if time.monotonic() - self.loaded_at >= self.ttl:
             try:
-                self.budgets = {(b.tag, b.value): (b.budget_usd, b.budget_period, b.timezone)
-                                for b in db.session.scalars(select(TagBudget))}
+                with bounded_session():
+                    self.budgets = {(b.tag, b.value): (b.budget_usd, b.budget_period, b.timezone)
+                                    for b in db.session.scalars(select(TagBudget))}
             except Exception:
                 db.session.rollback()
                 log.warning("tag budget reload failed", exc_info=True)

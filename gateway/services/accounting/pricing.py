@@ -6,6 +6,7 @@ import time
 from flask import current_app
 from sqlalchemy import select
 
+from gateway.database import bounded_session
 from gateway.extensions import db
 from gateway.models import ModelPrice
 from gateway.providers.base import Usage
@@ -59,8 +60,9 @@ class PriceBook:
     def lookup(self, model: str) -> tuple[float, float, float | None] | None:
         if time.monotonic() - self.loaded_at >= self.ttl:
             try:
-                self.prices = {p.model: (p.input_per_1k, p.output_per_1k, p.cached_input_per_1k)
-                               for p in db.session.scalars(select(ModelPrice))}
+                with bounded_session():
+                    self.prices = {p.model: (p.input_per_1k, p.output_per_1k, p.cached_input_per_1k)
+                                   for p in db.session.scalars(select(ModelPrice))}
             except Exception:
                 db.session.rollback()
                 current_app.logger.warning("price table reload failed", exc_info=True)

@@ -6,9 +6,12 @@ request ended.
 
 admit() reserves the request's worst case (estimated prompt tokens + max_tokens, at the price
 of the dearest deployment its plan may use) against every limit that applies, in one guarded
-statement: `used + reserved + estimate <= cap` on every counter row, or nothing. settle()
-turns the reservation into the real usage (or releases it), once per request id. With
-REDIS_URL set the counters live in Redis (counters.RedisCounters), shared by every process.
+statement: `used + reserved + estimate <= cap` on every counter row, or nothing. When a quota or
+budget has less left than that, it reserves what is left and caps the answer there
+(allowance.py). settle() turns the reservation into the real usage (or releases it), once per
+request id; one that fails is tried again in the background (settle_retry.py). With REDIS_URL
+set the counters live in Redis (redis_counters.RedisCounters), shared by every process.
+A database that is locked or down makes admit() answer 503 within DB_LOCK_TIMEOUT.
 """
 from __future__ import annotations
 
@@ -18,8 +21,10 @@ from datetime import datetime, timedelta
 
 from flask import Flask, current_app, has_app_context
 
-from gateway.errors import QuotaExceeded, RateLimited
+from gateway.database import UNAVAILABLE, DatabaseBusy
+from gateway.errors import QuotaExceeded, RateLimited, ServiceUnavailable
 from gateway.models import utcnow
+from gateway.services.accounting import allowance
 from gateway.services.accounting.limits import Counter, Limit, Reservation, limits_for, tag_budgets
 
 log = logging.getLogger("gateway.quota")
@@ -28,25 +33,26 @@ log = logging.getLogger("gateway.quota")
 @dataclass(frozen=True)
 class Admission:
     """What admit() decided: the key the request runs as, its reservation (None when no limit
-    applies) and the x-ratelimit-* headers for the response."""
+    applies), the x-ratelimit-* headers for the response, and the body to send upstream when
+    admission capped the answer's length (None: the request's own body)."""
     key: object | None
     reservation: Reservation | None = None
     rate_headers: dict = field(default_factory=dict)
+    body: dict | None = None
+
+
+def _wanted(req, plan) -> int:
+    """Answer tokens per choice the request may use: its max_tokens, else the default."""
+    if req.endpoint != "chat":
+        return 0
+    return plan.need.max_output or current_app.config["QUOTA_DEFAULT_MAX_TOKENS"]
 
 
 def estimate(req, plan) -> tuple[int, float]:
     """Worst-case (tokens, USD) of a request: the prompt estimate plus every answer token allowed,
     at the price of the dearest deployment in its plan (fallbacks, policy and A/B arms included)."""
     need = plan.need
-    completion = 0
-    if req.endpoint == "chat":
-        completion = (need.max_output or current_app.config["QUOTA_DEFAULT_MAX_TOKENS"]) * need.n
-    usd = 0.0
-    for route in plan.routes:
-        price = route.price()
-        if price:
-            usd = max(usd, (need.prompt_tokens * price[0] + completion * price[1]) / 1000.0)
-    return need.prompt_tokens + completion, usd
+    return allowance.worst(need.prompt_tokens, _wanted(req, plan) * need.n, allowance.prices(plan))
 
 
 def backend(app: Flask):
@@ -63,16 +69,50 @@ def admit(req, key, plan, now: datetime | None = None) -> Admission:
     limits = limits_for(key, req.tags, now)
     if not limits:
         return Admission(key)
-    est_tokens, est_usd = estimate(req, plan)
-    res = Reservation(req.request_id, key.id, tuple(limits), est_tokens, est_usd, created_at=now)
     store = backend(current_app._get_current_object())
+    try:
+        res, counters, cap = _reserve(store, req, plan, key.id, tuple(limits), now)
+    except UNAVAILABLE as e:     # a traceback for the failure, one line for what it skips
+        log.warning("admission could not use the database: %s", e, exc_info=not isinstance(e, DatabaseBusy))
+        raise ServiceUnavailable(
+            "The gateway's database is busy or unreachable, so this key's limits cannot be checked "
+            "now; retry shortly.", code="database_unavailable",
+            retry_after=current_app.config["UNAVAILABLE_RETRY_AFTER"]) from None
+    headers = rate_headers(key, limits, counters, now)
+    body = allowance.capped_body(req.body, plan.output_field, cap) if cap else None
+    if body is not None:
+        headers["x-gateway-max-tokens"] = str(cap)
+    return Admission(key, res, headers, body)
+
+
+def _reserve(store, req, plan, key_id: int, limits: tuple[Limit, ...], now: datetime):
+    """(reservation, counters after it, the answer's cap per choice or None). The worst case
+    first; when a quota or budget cannot take it, what is left, re-read and tried again a few
+    times under concurrency (the guarded reserve never lets two requests share the same room)."""
+    need, want = plan.need, _wanted(req, plan)
+    costs = allowance.prices(plan)
+    res = Reservation(req.request_id, key_id, limits,
+                      *allowance.worst(need.prompt_tokens, want * need.n, costs), created_at=now)
     counters = store.reserve(res, now)
+    answer = want
+    shrink = want > 0 and res.capped
+    for _ in range(3):
+        if counters is not None or not shrink:
+            break
+        failed = store.diagnose(res, now)
+        if failed is None or failed.rate:
+            break       # a rate limit: waiting helps, a shorter answer does not
+        answer = allowance.fit(limits, store.current(res), need.prompt_tokens, need.n, costs, answer)
+        res.tokens, res.usd = allowance.worst(need.prompt_tokens, max(answer, 1) * need.n, costs)
+        if answer < 1:
+            break
+        counters = store.reserve(res, now)
     if counters is None:
-        raise refusal(key, store.diagnose(res, now), res, now)
-    return Admission(key, res, rate_headers(key, limits, counters, now))
+        raise refusal(store.diagnose(res, now), res, now, at_least=shrink)
+    return res, counters, (answer if shrink else None)
 
 
-def refusal(key, failed: Limit | None, res: Reservation, now: datetime) -> Exception:
+def refusal(failed: Limit | None, res: Reservation, now: datetime, at_least: bool = False) -> Exception:
     """The 429 for a reservation that did not fit."""
     headers = {}
     if failed is not None and failed.period_end is not None:
@@ -89,7 +129,7 @@ def refusal(key, failed: Limit | None, res: Reservation, now: datetime) -> Excep
     else:
         what = failed.label or "quota"
         err = QuotaExceeded(f"You exceeded the {what} of this key: it allows {_limits_text(failed)}; "
-                            f"this request needs up to {res.tokens} tokens"
+                            f"this request needs {'at least' if at_least else 'up to'} {res.tokens} tokens"
                             + (f" (${res.usd:.4f})" if failed.usd is not None else "") + ".")
     err.headers = headers
     return err
@@ -155,14 +195,18 @@ def settle(app: Flask, admission: Admission, entry, now: datetime | None = None)
         return None
     res.settled = True
     used_tokens, used_usd = actual_of(entry)
+    now = now or utcnow()
     try:
         if has_app_context():
-            return backend(app).settle(res, used_tokens, used_usd, now or utcnow())
+            return backend(app).settle(res, used_tokens, used_usd, now)
         with app.app_context():
-            return backend(app).settle(res, used_tokens, used_usd, now or utcnow())
+            return backend(app).settle(res, used_tokens, used_usd, now)
     except Exception:
-        # Never lose the request's record over this; the reconcile job repairs the counters.
-        log.exception("quota settle failed for %s", res.request_id)
+        # Never lose the request's record over this: the record is queued anyway, and the
+        # settle is tried again until the database takes it.
+        log.warning("quota settle failed for %s; trying again in the background", res.request_id,
+                    exc_info=True)
+        app.extensions["settle_retry"].add(res, used_tokens, used_usd, now)
         return None
 
 

@@ -21,6 +21,7 @@ from flask import Flask, has_app_context
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from gateway.database import bounded_session
 from gateway.errors import GatewayError
 from gateway.extensions import db
 from gateway.metrics import metrics
@@ -230,10 +231,11 @@ class UsageRecorder:
     def _insert(rows: list[dict]) -> None:
         # The hourly rollup is summed from the rows actually inserted, in the same transaction.
         try:
-            rollup.mark_once()
-            db.session.execute(UsageRecord.__table__.insert(), rows)
-            rollup.add(rows)
-            db.session.commit()
+            with bounded_session():     # a locked SQLite must not hold the whole gevent worker
+                rollup.mark_once()
+                db.session.execute(UsageRecord.__table__.insert(), rows)
+                rollup.add(rows)
+                db.session.commit()
         except IntegrityError:
             # A replayed spool file may hold rows already written: insert the new ones only.
             db.session.rollback()

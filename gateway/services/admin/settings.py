@@ -6,6 +6,7 @@ import time
 
 from flask import Flask, current_app
 
+from gateway.database import bounded_session
 from gateway.extensions import db
 from gateway.models import Setting
 from gateway import pubsub
@@ -105,7 +106,7 @@ def cached(app: Flask, name: str):
     if hit is not None and now - hit[1] < app.config["SETTINGS_CACHE_SECONDS"]:
         return hit[0]
     try:
-        with app.app_context():
+        with app.app_context(), bounded_session():
             value = get(name)
     except Exception:
         log.warning("reading setting %s failed; using the last value", name, exc_info=True)

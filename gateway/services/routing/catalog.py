@@ -10,6 +10,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from gateway.database import bounded_session
 from gateway.extensions import db
 from gateway.models import Alias, Deployment, Policy, Provider
 from gateway.providers.base import Target
@@ -96,6 +97,11 @@ def _load() -> Snapshot:
 
     book = pricing.price_book()
     book.lookup("")     # reload now, not in the middle of reading rows
+    with bounded_session():
+        return _snapshot(book)
+
+
+def _snapshot(book) -> Snapshot:
     rows = db.session.scalars(
         select(Deployment).join(Provider)
         .where(Deployment.enabled, Provider.enabled)

@@ -4,7 +4,9 @@ In memory per worker. With REDIS_URL set, a background sync (every HEALTH_SYNC_S
 pushes this worker's samples and state changes to Redis and reads back the shared view, so
 every worker and instance routes on the same numbers. The request path itself calls Redis
 only to reserve a slot under a deployment's RPM/TPM cap: one pipelined round trip, and only
-for capped deployments. If Redis is unreachable everything keeps working per worker.
+for capped deployments. If Redis is unreachable everything keeps working per worker: both go
+through the process's RedisLink, whose breaker skips Redis at once while it is down, so a
+request never waits on it for longer than one short timeout.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 import orjson
 from flask import Flask, current_app
 
+from gateway.redis_link import RedisDown, RedisLink
 from gateway.threads import PerProcessThread
 
 log = logging.getLogger("gateway.health")
@@ -79,12 +82,14 @@ class Deployment:
 class Health:
     """One per worker process (app.extensions["health"])."""
 
-    def __init__(self, app: Flask):
+    def __init__(self, app: Flask, link: RedisLink | None = None):
         self.app = app
         self.deps: dict[int, Deployment] = {}
         self.lock = threading.Lock()
-        self.redis = None
         self.redis_url = app.config.get("REDIS_URL")
+        c = app.config
+        self.link = link or RedisLink(self.redis_url, c["REDIS_CONNECT_TIMEOUT"], c["REDIS_TIMEOUT"],
+                                      c["REDIS_BREAKER_SECONDS"])
         self.prefix = app.config["HEALTH_REDIS_PREFIX"]
         self.redis_down_logged = False
         self.syncer = PerProcessThread("health-sync", self._run)
@@ -175,20 +180,22 @@ class Health:
 
     def _reserve(self, route, tokens: int) -> bool:
         d = self._roll(route.deployment_id)
-        r = self._client()
-        if r is not None:
+        if self.redis_url:
             key = f"{self.prefix}{route.deployment_id}:"
-            try:
+
+            def count(r):
                 pipe = r.pipeline(transaction=False)
                 pipe.incr(f"{key}rpm:{d.minute}")
                 pipe.expire(f"{key}rpm:{d.minute}", 120)
                 pipe.get(f"{key}tpm:{d.minute}")
-                count, _, used = pipe.execute()
+                return pipe.execute()
+            try:
+                count, _, used = self.link.run(count)
                 d.rpm, d.tpm = int(count), max(d.tpm, int(used or 0))
                 if route.rpm_limit and count > route.rpm_limit:
                     return False
                 return not (route.tpm_limit and d.tpm > 0 and d.tpm + tokens > route.tpm_limit)
-            except Exception:      # noqa: BLE001 - Redis down: fall back to this worker's count
+            except RedisDown:      # fall back to this worker's count
                 self._redis_failed()
         if route.rpm_limit and d.rpm >= route.rpm_limit:
             return False
@@ -275,15 +282,6 @@ class Health:
         d.stats_cache = st
         return st
 
-    def _client(self):
-        if not self.redis_url:
-            return None
-        if self.redis is None:
-            import redis
-            self.redis = redis.Redis.from_url(self.redis_url, socket_timeout=0.5,
-                                              socket_connect_timeout=0.5)
-        return self.redis
-
     def _redis_failed(self) -> None:
         if not self.redis_down_logged:
             self.redis_down_logged = True
@@ -301,9 +299,9 @@ class Health:
             self.sync()
 
     def sync(self) -> bool:
-        """Push this worker's news to Redis and adopt the shared view; False if Redis failed."""
-        r = self._client()
-        if r is None:
+        """Push this worker's news to Redis and adopt the shared view; False if Redis failed
+        (or its breaker is open)."""
+        if not self.redis_url:
             return False
         items = list(self.deps.items())
         if not items:
@@ -311,7 +309,7 @@ class Health:
         keep = int(self.app.config["HEALTH_SAMPLES"])
         ttl = int(float(self.app.config["HEALTH_WINDOW_SECONDS"])) + 60
         minute = int(time.time() // 60)
-        pipe = r.pipeline(transaction=False)
+        pipe = self.link.client().pipeline(transaction=False)
         sent = []
         for dep_id, d in items:
             key = f"{self.prefix}{dep_id}:"
@@ -335,8 +333,8 @@ class Health:
             pipe.get(f"{key}rpm:{minute}")
             pipe.get(f"{key}tpm:{minute}")
         try:
-            results = pipe.execute()
-        except Exception:          # noqa: BLE001
+            results = self.link.run(lambda r: pipe.execute())
+        except RedisDown:
             for d, pending, tpm, dirty in sent:     # keep them for the next try
                 d.pending[:0] = pending[-keep:]
                 d.tpm_pending += tpm

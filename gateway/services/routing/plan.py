@@ -11,6 +11,7 @@ import hashlib
 import math
 import random
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from flask import current_app
 
@@ -52,6 +53,7 @@ class Plan:
     shadow: Route | None = None
     skipped: dict = field(default_factory=dict)     # deployment label -> why it was left out
     redact: str | None = None                       # the policy's redaction mode, if it sets one
+    output_field: str = "max_tokens"    # the body field that caps the answer's length upstream
 
 
 def needs(body: dict, mode: str) -> Need:
@@ -156,7 +158,24 @@ def plan(req: ApiRequest, key) -> Plan:
         raise _nothing_fits(model, skipped, required)
     ordered = _by_health(ordered, need, skipped)
     return Plan(ordered, need, policy.get("name"), variant, _pick_shadow(policy, snap, mode), skipped,
-                policy.get("redact"))
+                policy.get("redact"), output_field(req.body, ordered))
+
+
+PASS_THROUGH = ("openai", "azure")     # kinds whose adapter forwards the body's fields as they are
+
+
+def output_field(body: dict, routes: list[Route]) -> str:
+    """Where a cap on the answer's length goes: the field the request uses; else
+    max_completion_tokens, the only one OpenAI's reasoning models take, when every
+    OpenAI-format deployment tried is OpenAI's own API; else max_tokens, which every
+    OpenAI-compatible vendor and Azure API version knows. (The other adapters read either.)"""
+    for name in ("max_completion_tokens", "max_tokens"):
+        if name in body:
+            return name
+    if all(r.kind not in PASS_THROUGH or urlsplit(r.target.base_url or "").hostname == "api.openai.com"
+           for r in routes):
+        return "max_completion_tokens"
+    return "max_tokens"
 
 
 def _nothing_fits(model: str, skipped: dict, required: frozenset) -> GatewayError:

@@ -32,6 +32,11 @@ class Exchange:
     redactor: redaction.Redactor | None = None
     cancel: Cancel = field(default_factory=Cancel)      # the client left: stop waiting upstream
 
+    @property
+    def body(self) -> dict:
+        """What goes upstream: the request's body, or the one admission capped."""
+        return self.admission.body if self.admission.body is not None else self.req.body
+
     def record(self, app: Flask, status: int, **fields) -> None:
         entry = usage.entry_for(self.req, self.admission.key, status, variant=self.plan.variant, **fields)
         usage.record(app, self.req, self.admission, entry, self.capture, self.redactor)
@@ -117,7 +122,7 @@ def start(app: Flask, ex: Exchange) -> Answer:
             continue
         t0 = time.perf_counter()
         try:
-            answer = attempt(app, route, req.body, req.mode, req.stream, cancel=ex.cancel)
+            answer = attempt(app, route, ex.body, req.mode, req.stream, cancel=ex.cancel)
         except ClientGone as e:     # the provider's connection is closed; the deployment did no wrong
             h.release(route)
             attempts.append(_attempt(route, t0, e.status, e.type, None))
@@ -200,6 +205,8 @@ def exchange(app: Flask, req: ApiRequest, plan: Plan, admission, cancel: Cancel 
     mode, redactor = prompt_log.redactor_for(app, key.redact if key is not None else None, plan.redact)
     if mode == redaction.UPSTREAM:
         req = replace(req, body=redactor.body(req.body))
+        if admission.body is not None:      # the capped body goes upstream: redact it too
+            admission = replace(admission, body=redactor.body(admission.body))
     return Exchange(req, plan, admission, prompt_log.limit(app), redactor, cancel or Cancel())
 
 
