@@ -106,12 +106,11 @@ class Health:
     def _fetch_state(self, dep_id: int, d: Deployment) -> None:
         # A deployment this process has not seen yet: take the shared breaker state now, not at
         # the next sync, or a new worker's first request goes to a circuit another one opened.
-        r = self._client()
-        if r is None or self.redis_down_logged:
+        if not self.redis_url:
             return
         try:
-            self._adopt(d, r.hgetall(f"{self.prefix}{dep_id}:st"))
-        except Exception:          # noqa: BLE001
+            self._adopt(d, self.link.run(lambda r: r.hgetall(f"{self.prefix}{dep_id}:st")))
+        except RedisDown:
             self._redis_failed()
 
     @staticmethod
