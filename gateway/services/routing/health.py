@@ -110,8 +110,8 @@ class Health:
             return
         try:
             self._adopt(d, self.link.run(lambda r: r.hgetall(f"{self.prefix}{dep_id}:st")))
-        except RedisDown:
-            self._redis_failed()
+        except RedisDown:       # the link has logged it; the sync adopts the state once Redis is back
+            pass
 
     @staticmethod
     def _adopt(d: Deployment, st: dict) -> None:
