@@ -4,8 +4,6 @@ for more than one short timeout: after a failure the breaker skips Redis. Then R
 and catches up with what the database counted meanwhile."""
 from __future__ import annotations
 
-import socket
-import threading
 import uuid
 
 import pytest
@@ -20,50 +18,25 @@ from gateway.services.admin import catalog_admin
 from gateway.services.api_request import ApiRequest
 from gateway.services.routing.health import health
 from gateway.services.routing.plan import plan as plan_for
-from tests.helpers import REDIS_URL, add_provider, make_app, make_key, redis_or_skip, usage_records
+from tests.helpers import (REDIS_URL, Listener, add_provider, free_port, make_app, make_key, redis_or_skip,
+                           usage_records)
 
 CHAT = {"model": "demo-chat", "max_tokens": 20, "messages": [{"role": "user", "content": "hello there friend"}]}
 
 
-def closed_port() -> int:
-    """A port on 127.0.0.1 nobody listens on: connections are refused."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class SilentRedis:
-    """Accepts connections on 127.0.0.1 and never answers: every read times out."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.url = f"redis://127.0.0.1:{self.sock.getsockname()[1]}/0"
-        self.accepted: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)
-
-    def close(self):
-        self.sock.close()
-        for c in self.accepted:
-            c.close()
+def silent_redis() -> tuple[Listener, str]:
+    """A listener on 127.0.0.1 that accepts and never answers (every read times out), its URL."""
+    listener = Listener()
+    return listener, f"redis://127.0.0.1:{listener.port}/0"
 
 
 @pytest.fixture(params=["refused", "silent"])
 def down_url(request):
     if request.param == "refused":
-        yield f"redis://127.0.0.1:{closed_port()}/0"
+        yield f"redis://127.0.0.1:{free_port()}/0"
         return
-    silent = SilentRedis()
-    yield silent.url
+    silent, url = silent_redis()
+    yield url
     silent.close()
 
 
@@ -119,9 +92,9 @@ def test_redis_down_with_refuse_policy_is_a_fast_503(tmp_path, down_url):
 
 
 def test_health_and_invalidation_skip_a_silent_redis(tmp_path):
-    silent = SilentRedis()
+    silent, silent_url = silent_redis()
     try:
-        app = gateway_on(tmp_path, silent.url)
+        app = gateway_on(tmp_path, silent_url)
         with app.app_context():
             catalog_admin.save_deployment("capped", "demo", "echo", rpm_limit=1000)
         key = make_key(app)
@@ -149,7 +122,7 @@ def shared(tmp_path):
     class Outage:
         def start(self):
             import redis
-            lk._client = redis.Redis.from_url(f"redis://127.0.0.1:{closed_port()}/0")
+            lk._client = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
 
         def end(self):
             lk._client = real
@@ -195,7 +168,7 @@ def test_redis_catches_up_with_what_the_database_counted(shared):
 
 def test_the_breaker_lets_one_probe_through_after_its_cooldown():
     from gateway.redis_link import RedisDown, RedisLink
-    lk = RedisLink(f"redis://127.0.0.1:{closed_port()}/0", cooldown=3600)
+    lk = RedisLink(f"redis://127.0.0.1:{free_port()}/0", cooldown=3600)
     calls = []
 
     def ping(r):
