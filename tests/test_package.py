@@ -215,6 +215,17 @@ class Browser:
                 return e.code, e.read().decode(), e.url
 
 
+def _linked_copy(src: Path, dst: Path) -> Path:
+    """`src` under `dst`, hard-linked file by file (cheap; a copy across file systems)."""
+    def link(a, b):
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+    shutil.copytree(src, dst, copy_function=link, symlinks=True)
+    return dst
+
+
 @pytest.fixture(scope="module")
 def installed_wheel():
     """The built wheel installed into a fresh venv, and the user to run it as: (folder, venv, user).
@@ -237,8 +248,10 @@ def installed_wheel():
                         "--no-deps", "--no-index", str(wheel)], check=True, capture_output=True, timeout=120)
         site = subprocess.run([venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                               check=True, capture_output=True, text=True).stdout.strip()
-        deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-        Path(site, "zz_test_dependencies.pth").write_text("\n".join(sorted(deps)) + "\n")
+        deps = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+        if user is not None:    # the checkout may sit in a folder only root can enter (mktemp -d)
+            deps = [_linked_copy(Path(d), work / f"deps{i}") for i, d in enumerate(deps)]
+        Path(site, "zz_test_dependencies.pth").write_text("\n".join(map(str, deps)) + "\n")
         yield work, venv, user
     finally:
         shutil.rmtree(work, ignore_errors=True)
