@@ -43,7 +43,7 @@ def create_app(overrides: dict | None = None, instance_path: str | None = None) 
     from gateway.auth.views import bp as auth_bp
     from gateway.console import bp as console_bp
     from gateway.monitoring import bp as monitoring_bp
-    from gateway.proxy.views import bp as proxy_bp
+    from gateway.proxy import bp as proxy_bp
     for bp in (auth_bp, console_bp, proxy_bp, monitoring_bp):
         app.register_blueprint(bp)
     errors.init_app(app)

@@ -1,0 +1,31 @@
+"""The /v1 API blueprint. Each API family lives in a module of its own (views.py: chat,
+embeddings, models); they share the request path in views.py."""
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, Response, g, request
+
+from gateway.services.accounting import usage
+
+bp = Blueprint("proxy", __name__, url_prefix="/v1")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+
+
+@bp.before_request
+def assign_request_id():
+    given = request.headers.get("x-request-id", "")
+    g.request_id = given if _REQUEST_ID.match(given) else usage.new_request_id()
+
+
+@bp.after_app_request
+def add_request_id(response: Response) -> Response:
+    if request.path.startswith("/v1/"):
+        response.headers["x-request-id"] = g.get("request_id") or usage.new_request_id()
+    return response
+
+
+# The API modules attach their routes to `bp`, so they load once it exists; create_app
+# imports this package before registering the blueprint.
+from gateway.proxy import views  # noqa: E402,F401

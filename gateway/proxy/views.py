@@ -1,38 +1,21 @@
 """The OpenAI-compatible /v1 API: parse → authenticate → plan → admit → relay, top to bottom."""
 from __future__ import annotations
 
-import re
 import time
 
 import orjson
-from flask import Blueprint, Response, current_app, g, request
+from flask import Response, current_app, g, request
 
 from gateway.auth.security import client_ip
 from gateway.errors import GatewayError, ModelNotFound
-from gateway.proxy import disconnect, requests
+from gateway.proxy import bp, disconnect, requests
 from gateway.services.accounting import keys, quota, usage
 from gateway.services.api_request import ApiRequest
 from gateway.services.routing import catalog, relay
 from gateway.services.routing.plan import plan as plan_for
 from gateway.services.routing.stream import open_stream
 
-bp = Blueprint("proxy", __name__, url_prefix="/v1")
-
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-@bp.before_request
-def assign_request_id():
-    given = request.headers.get("x-request-id", "")
-    g.request_id = given if _REQUEST_ID.match(given) else usage.new_request_id()
-
-
-@bp.after_app_request
-def add_request_id(response: Response) -> Response:
-    if request.path.startswith("/v1/"):
-        response.headers["x-request-id"] = g.get("request_id") or usage.new_request_id()
-    return response
 
 
 def _admitted(endpoint: str):

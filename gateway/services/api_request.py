@@ -4,7 +4,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-MODES = {"chat": "chat", "embeddings": "embedding"}     # endpoint -> the deployment mode serving it
+# endpoint -> the deployment mode serving it. Responses, Messages and legacy completions are
+# translated to chat and back (gateway/proxy/dialects/), so chat deployments serve them.
+MODES = {"chat": "chat", "embeddings": "embedding"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,7 +14,7 @@ class ApiRequest:
     """What the client asked for: parsed once by the proxy (or built by the playground), never
     changed afterwards. `body` is what goes upstream: the gateway's own fields are removed."""
     request_id: str
-    endpoint: str                   # chat or embeddings
+    endpoint: str                   # a key of MODES: chat, embeddings, ...
     body: dict = field(default_factory=dict)
     tags: dict = field(default_factory=dict)
     fallbacks: tuple[str, ...] = ()     # models to try after `model` (the client's list)
@@ -29,4 +31,4 @@ class ApiRequest:
 
     @property
     def stream(self) -> bool:
-        return self.endpoint == "chat" and self.body.get("stream") is True
+        return self.mode == "chat" and self.body.get("stream") is True
