@@ -102,6 +102,29 @@ def api_error(status: int, message: str, type_: str = "invalid_request_error",
     return jsonify(error=body), status
 
 
+# Anthropic's error types (/v1/messages): by status first, then by our OpenAI-side type (a
+# mid-stream error event has no status of its own).
+ANTHROPIC_STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                          403: "permission_error", 404: "not_found_error", 405: "invalid_request_error",
+                          413: "request_too_large", 415: "invalid_request_error",
+                          429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error"}
+ANTHROPIC_TYPES = {"rate_limit_exceeded": "rate_limit_error", "insufficient_quota": "rate_limit_error",
+                   "service_unavailable": "overloaded_error", "invalid_request_error": "invalid_request_error",
+                   "permission_error": "permission_error"}
+
+
+def anthropic_error(status: int | None, type_: str | None, message: str) -> dict:
+    """Anthropic's error body: {"type": "error", "error": {"type", "message"}}."""
+    kind = ANTHROPIC_STATUS_TYPES.get(status) or ANTHROPIC_TYPES.get(type_ or "")
+    if kind is None:
+        kind = "invalid_request_error" if status and status < 500 else "api_error"
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def _anthropic_path() -> bool:
+    return request.path == "/v1/messages" or request.path.startswith("/v1/messages/")
+
+
 HTTP_TYPES = {401: "invalid_request_error", 403: "permission_error", 404: "invalid_request_error",
               405: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error",
               429: "rate_limit_exceeded"}
@@ -112,12 +135,16 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(GatewayError)
     def gateway_error(e: GatewayError):
+        if _anthropic_path():
+            return jsonify(anthropic_error(e.status, e.type, e.message)), e.status, e.headers
         return jsonify(e.body()), e.status, e.headers
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):
         if not request.path.startswith("/v1/"):
             return e
+        if _anthropic_path():
+            return jsonify(anthropic_error(e.code, None, e.description or e.name)), e.code or 500
         code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
                 415: "unsupported_media_type"}.get(e.code)
         return api_error(e.code or 500, e.description or e.name,
@@ -126,6 +153,8 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(e: Exception):
         app.logger.exception("unhandled error on %s", request.path)
+        if _anthropic_path():
+            return jsonify(anthropic_error(500, None, "The gateway hit an internal error.")), 500
         if request.path.startswith("/v1/"):
             return api_error(500, "The gateway hit an internal error.", "server_error", "internal_error")
         return "Internal server error", 500

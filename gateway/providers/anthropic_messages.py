@@ -196,6 +196,18 @@ def _json_instruction(response_format: dict | None) -> str | None:
     return None
 
 
+def _extras(extras, max_tokens: int) -> dict:
+    """What chat cannot say but a Messages client asked for (gateway/proxy/dialects/messages.py):
+    top_k, and thinking while its budget still fits under max_tokens (which a quota may lower)."""
+    if not isinstance(extras, dict):
+        return {}
+    out = {"top_k": extras["top_k"]} if isinstance(extras.get("top_k"), int) else {}
+    thinking = extras.get("thinking")
+    if isinstance(thinking, dict) and (thinking.get("budget_tokens") or 0) < max_tokens:
+        out["thinking"] = thinking
+    return out
+
+
 def chat_request(target: Target, body: dict, stream: bool) -> UpstreamRequest:
     """An OpenAI chat.completions body as an Anthropic /messages request."""
     if (body.get("n") or 1) > 1:
@@ -222,6 +234,7 @@ def chat_request(target: Target, body: dict, stream: bool) -> UpstreamRequest:
         choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
         if choice:
             out["tool_choice"] = choice
+    out.update(_extras(body.get("anthropic"), out["max_tokens"]))
     if stream:
         out["stream"] = True
     url = target.base_url.rstrip("/") + "/messages"

@@ -36,6 +36,7 @@ def usage_from(obj: dict | None) -> Usage | None:
 
 def chat_request(target: Target, body: dict, stream: bool) -> UpstreamRequest:
     out = dict(body, model=target.model)
+    out.pop("anthropic", None)      # settings only Anthropic takes (see anthropic_messages._extras)
     if stream:
         # Ask for usage on the final chunk; ChatStream hides it if the client did not ask.
         out["stream_options"] = dict(body.get("stream_options") or {}, include_usage=True)

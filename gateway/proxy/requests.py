@@ -112,7 +112,8 @@ def _token_ids(x) -> bool:
                                                    for t in x)
 
 
-VALIDATORS = {"chat": _validate_chat, "embeddings": _validate_embeddings}
+VALIDATORS = {"chat": _validate_chat, "embeddings": _validate_embeddings,
+              "messages": _validate_chat}     # translated to chat first (proxy/messages.py)
 
 
 def _fallbacks(request: Request, body: dict) -> list[str]:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
+from typing import Callable
 
 import orjson
 from flask import Response, current_app, g, request
@@ -18,15 +20,17 @@ from gateway.services.routing.stream import open_stream
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def _admitted(endpoint: str):
+def _admitted(endpoint: str, translate: Callable[[dict], dict] | None = None):
     """The request parsed, authenticated, planned and admitted; a failure on the way is
-    recorded, then raised."""
+    recorded, then raised. `translate` turns another dialect's body into a chat body first."""
     app = current_app._get_current_object()
     req = ApiRequest(g.request_id, endpoint)       # what a failure's record can say so far
     key = None
     try:
         key = keys.authenticate(requests.secret(request), client_ip())
         req = requests.read(request, g.request_id, endpoint, req.started, app.config["MAX_REQUEST_BYTES"])
+        if translate is not None:
+            req = replace(req, body=translate(req.body))
         req = requests.validated(request, req)
         plan = plan_for(req, key)
         return req, plan, quota.admit(req, key, plan)
