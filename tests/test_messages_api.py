@@ -183,3 +183,188 @@ def test_bearer_auth_and_unknown_path(app, sdk):
     assert r.status_code == 200 and r.json()["content"][0]["text"] == "Echo: hi"
     r = requests.get(sdk.url + "/v1/messages/nope", timeout=10)
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+
+
+def test_stream_cut_midway_ends_with_error_event(app, sdk):
+    requests.post(sdk.mock + "/_mock/faults", json={"faults": ["cut=1"]}, timeout=5)
+    r = requests.post(sdk.url + "/v1/messages", headers={"x-api-key": sdk.api_key},
+                      json={"model": "claude", "max_tokens": 50, "stream": True,
+                            "messages": [{"role": "user", "content": "a b c d"}]}, timeout=10)
+    events = [e for e in r.text.split("\n\n") if e.strip()]
+    assert events[0].startswith("event: message_start")
+    name, data = events[-1].split("\n", 1)
+    assert name == "event: error" and "message_stop" not in r.text
+    body = orjson.loads(data.removeprefix("data: "))
+    assert body["type"] == "error" and body["error"]["type"] == "api_error"
+    [rec] = usage_records(app)
+    assert rec.endpoint == "messages" and rec.status == 502
+
+
+def test_client_fallback_models(app, sdk):
+    add_provider(app, "p-broken", sdk.kind, sdk.mock + "/v1", ["broken=fail-500"])
+    m = sdk.messages.create(model="broken", max_tokens=20, messages=[{"role": "user", "content": "hi"}],
+                            extra_body={"models": ["claude"]})
+    assert m.content[0].text == "Echo: hi"
+    [rec] = usage_records(app)
+    assert rec.status == 200 and rec.upstream_model == "gpt-4o" and len(rec.attempts) >= 2
+
+
+# The translation on its own: the cases where the two formats do not line up one to one.
+
+def _chat(**body) -> dict:
+    return dialect.to_chat({"model": "m", "max_tokens": 10, **body})
+
+
+def test_tool_results_come_first_and_carry_errors_and_images():
+    chat = _chat(messages=[
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "s"},
+                                          {"type": "text", "text": "Calling."},
+                                          {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}},
+                                          {"type": "tool_use", "id": "t2", "name": "g", "input": {}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t1", "content": [
+                {"type": "text", "text": "shot"},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]},
+            {"type": "tool_result", "tool_use_id": "t2", "is_error": True, "content": "boom"},
+            {"type": "text", "text": "and?"}]}])
+    user, assistant, r1, r2, rest = chat["messages"]
+    assert assistant == {"role": "assistant", "content": "Calling.", "tool_calls": [
+        {"id": "t1", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}},
+        {"id": "t2", "type": "function", "function": {"name": "g", "arguments": "{}"}}]}
+    assert r1 == {"role": "tool", "tool_call_id": "t1", "content": "shot"}
+    assert r2 == {"role": "tool", "tool_call_id": "t2", "content": "Error: boom"}
+    assert rest == {"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}, {"type": "text", "text": "and?"}]}
+
+
+def test_request_fields():
+    chat = _chat(system=[{"type": "text", "text": "A"}, {"type": "text", "text": "B"}], stream=True,
+                 stop_sequences=["X"], metadata={"user_id": "u"}, top_k=3, models=["other"],
+                 tools=TOOLS, tool_choice={"type": "any", "disable_parallel_tool_use": True},
+                 thinking={"type": "enabled", "budget_tokens": 5},
+                 messages=[{"role": "user", "content": "hi"}])
+    assert chat["messages"][0] == {"role": "system", "content": "A\n\nB"}
+    assert chat["stop"] == ["X"] and chat["user"] == "u" and chat["models"] == ["other"]
+    assert chat["stream"] is True and chat["stream_options"] == {"include_usage": True}
+    assert chat["tool_choice"] == "required" and chat["parallel_tool_calls"] is False
+    assert chat["tools"][0]["function"]["parameters"] == TOOLS[0]["input_schema"]
+    assert chat["anthropic"] == {"top_k": 3, "thinking": {"type": "enabled", "budget_tokens": 5}}
+    assert "metadata" not in chat and "top_k" not in chat and "thinking" not in chat
+    named = _chat(tools=TOOLS, tool_choice={"type": "tool", "name": "search"}, messages=[{"role": "user", "content": "x"}])
+    assert named["tool_choice"] == {"type": "function", "function": {"name": "search"}}
+
+
+def test_thinking_is_left_out_once_tools_were_called():
+    chat = _chat(thinking={"type": "enabled", "budget_tokens": 5}, messages=[
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "ok"}]}])
+    assert "anthropic" not in chat
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"max_tokens": None}, "max_tokens"),
+    ({"temperature": 1.5}, "temperature"),
+    ({"messages": []}, "messages"),
+    ({"messages": [{"role": "system", "content": "x"}]}, "messages.0.role"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "document"}]}]},
+     "messages.0.content.1"),
+    ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file"}}]}]},
+     "messages.0.content.0.source"),
+    ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools.0.type"),
+    ({"tools": TOOLS, "tool_choice": {"type": "sometimes"}}, "tool_choice.type"),
+    ({"api_base": "http://evil"}, "api_base"),
+])
+def test_bad_requests_name_their_param(body, param):
+    with pytest.raises(InvalidRequest) as e:
+        _chat(**{"messages": [{"role": "user", "content": "x"}], **body})
+    assert e.value.param == param
+
+
+def test_answer_from_chat():
+    chat = {"id": "chatcmpl-abc", "choices": [{"finish_reason": "length", "message": {
+        "role": "assistant", "content": "partial",
+        "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": "not json"}}]}}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 4, "prompt_tokens_details": {"cached_tokens": 6}}}
+    m = from_chat(chat, "asked")
+    assert m["id"] == "msg_abc" and m["model"] == "asked" and m["stop_reason"] == "tool_use"
+    assert m["content"] == [{"type": "text", "text": "partial"},
+                            {"type": "tool_use", "id": "c1", "name": "f", "input": {}}]
+    assert m["usage"] == {"input_tokens": 4, "output_tokens": 4, "cache_creation_input_tokens": 0,
+                          "cache_read_input_tokens": 6}
+    plain = from_chat({"id": "chatcmpl-msg_x", "choices": [{"finish_reason": "length",
+                                                            "message": {"content": "a"}}]}, "asked")
+    assert plain["id"] == "msg_x" and plain["stop_reason"] == "max_tokens"
+
+
+def _chunk(delta: dict | None = None, finish: str | None = None, usage: dict | None = None) -> bytes:
+    obj = {"id": "chatcmpl-1", "choices": [] if delta is None else [{"index": 0, "delta": delta,
+                                                                    "finish_reason": finish}]}
+    if usage:
+        obj["usage"] = usage
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def _events(out) -> list[tuple[str, dict]]:
+    pairs = []
+    for frame in out:
+        name, data = frame.decode().strip().split("\n")
+        pairs.append((name.removeprefix("event: "), orjson.loads(data.removeprefix("data: "))))
+    return pairs
+
+
+def test_stream_text_then_tool_call():
+    frames = [b": keepalive\n\n", _chunk({"role": "assistant", "content": ""}), _chunk({"content": "Hi"}),
+              _chunk({"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f", "arguments": ""}}]}),
+              _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a":'}}]}),
+              _chunk({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}),
+              _chunk({}, "tool_calls"), _chunk(usage={"prompt_tokens": 7, "completion_tokens": 3}),
+              b"data: [DONE]\n\n"]
+    events = _events(to_events(iter(frames), "asked", 5))
+    assert [n for n, _ in events] == [
+        "ping", "message_start", "ping", "content_block_start", "content_block_delta",
+        "content_block_stop", "content_block_start", "content_block_delta", "content_block_delta",
+        "content_block_stop", "message_delta", "message_stop"]
+    start = events[1][1]["message"]
+    assert start["model"] == "asked" and start["usage"]["input_tokens"] == 5 and start["content"] == []
+    assert events[3][1] == {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+    assert events[6][1]["content_block"] == {"type": "tool_use", "id": "c1", "name": "f", "input": {}}
+    assert events[7][1]["index"] == 1 and events[7][1]["delta"] == {"type": "input_json_delta", "partial_json": '{"a":'}
+    assert events[10][1]["delta"]["stop_reason"] == "tool_use"
+    assert events[10][1]["usage"]["input_tokens"] == 7 and events[10][1]["usage"]["output_tokens"] == 3
+
+
+def test_stream_error_and_close():
+    closed = []
+
+    def frames():
+        try:
+            yield _chunk({"content": "a"})
+            yield b'data: {"error": {"message": "slow down", "type": "rate_limit_exceeded"}}\n\n'
+            yield _chunk({"content": "never"})
+        finally:
+            closed.append(True)
+
+    events = _events(to_events(frames(), "asked", 1))
+    assert events[-1] == ("error", {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}})
+    assert closed == [True]
+    left = to_events(frames(), "asked", 1)
+    next(left)
+    left.close()            # the client went away: the inner stream is closed too
+    assert closed == [True, True]
+
+
+def test_only_the_anthropic_adapter_sends_the_extras():
+    from gateway.providers import anthropic_messages, openai_chat
+    from gateway.providers.base import Target
+    chat = _chat(top_k=3, thinking={"type": "enabled", "budget_tokens": 1024},
+                 messages=[{"role": "user", "content": "x"}])
+    target = Target("anthropic", "http://up/v1", "k", "claude-x")
+    sent = orjson.loads(anthropic_messages.chat_request(target, {**chat, "max_tokens": 2048}, False).body)
+    assert sent["top_k"] == 3 and sent["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    # a quota that lowered max_tokens under the thinking budget: thinking goes, the request stays valid
+    capped = orjson.loads(anthropic_messages.chat_request(target, chat, False).body)
+    assert capped["top_k"] == 3 and "thinking" not in capped
+    plain = orjson.loads(openai_chat.chat_request(Target("openai", "http://up/v1", "k", "gpt"), chat, False).body)
+    assert "anthropic" not in plain and "top_k" not in plain
