@@ -251,6 +251,10 @@ def test_request_fields():
     assert chat["tools"][0]["function"]["parameters"] == TOOLS[0]["input_schema"]
     assert chat["anthropic"] == {"top_k": 3, "thinking": {"type": "enabled", "budget_tokens": 5}}
     assert "metadata" not in chat and "top_k" not in chat and "thinking" not in chat
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    structured = _chat(output_config={"format": {"type": "json_schema", "schema": schema}},
+                       messages=[{"role": "user", "content": "x"}])
+    assert structured["response_format"] == {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
     named = _chat(tools=TOOLS, tool_choice={"type": "tool", "name": "search"}, messages=[{"role": "user", "content": "x"}])
     assert named["tool_choice"] == {"type": "function", "function": {"name": "search"}}
 

@@ -56,11 +56,24 @@ def to_chat(body: dict, require_max_tokens: bool = True) -> dict:
         chat.update(_tool_choice(body.get("tool_choice")))
     elif body.get("tool_choice") is not None and (body["tool_choice"] or {}).get("type") != "none":
         raise InvalidRequest("tool_choice: only allowed when tools are given", param="tool_choice")
+    if fmt := _output_format(body.get("output_config")):
+        chat["response_format"] = fmt
     extras = _extras(body, chat)
     if extras:
         chat[EXTRAS] = extras
     chat.update({k: body[k] for k in GATEWAY_FIELDS if k in body})
     return chat
+
+
+def _output_format(config) -> dict | None:
+    """Structured output (output_config.format) as chat's json_schema response_format."""
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+        raise InvalidRequest("output_config.format: must be {type: 'json_schema', schema: {...}}",
+                             param="output_config.format")
+    return {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt["schema"]}}
 
 
 def _extras(body: dict, chat: dict) -> dict:
