@@ -54,7 +54,7 @@ def to_chat(body: dict, require_max_tokens: bool = True) -> dict:
     if body.get("tools"):
         chat["tools"] = _tools(body["tools"])
         chat.update(_tool_choice(body.get("tool_choice")))
-    elif body.get("tool_choice") is not None and (body["tool_choice"] or {}).get("type") != "none":
+    elif body.get("tool_choice") is not None and _tool_choice(body["tool_choice"]).get("tool_choice") != "none":
         raise InvalidRequest("tool_choice: only allowed when tools are given", param="tool_choice")
     if fmt := _output_format(body.get("output_config")):
         chat["response_format"] = fmt
