@@ -171,8 +171,12 @@ def test_errors(app, sdk):
     with pytest.raises(anthropic.RateLimitError) as e:
         poor.messages.create(model="claude", max_tokens=10, messages=msgs)
     assert e.value.body["error"]["type"] == "rate_limit_error"
+    narrow = anthropic.Anthropic(base_url=sdk.url, api_key=make_key(app, "narrow", models=["other"]), max_retries=0)
+    with pytest.raises(anthropic.PermissionDeniedError) as e:
+        narrow.messages.create(model="claude", max_tokens=10, messages=msgs)
+    assert e.value.body["error"]["type"] == "permission_error"
     recs = usage_records(app)
-    assert [r.status for r in recs] == [401, 404, 400, 429] and {r.endpoint for r in recs} == {"messages"}
+    assert [r.status for r in recs] == [401, 404, 400, 429, 403] and {r.endpoint for r in recs} == {"messages"}
 
 
 def test_bearer_auth_and_unknown_path(app, sdk):
