@@ -110,7 +110,7 @@ def _call(app: Flask, route: Route, req, body: dict, mode: str, stream: bool, pr
             _peek(answer, adapter.ChatStream(route.target, body), int(app.config["UPSTREAM_MAX_EVENT_BYTES"]))
         else:
             parse = adapter.embeddings_response if mode == "embedding" else adapter.chat_response
-            answer.reply = parse(resp.read(), route.target)
+            answer.reply = parse(resp.read(), route.target, body)
     except StreamError as e:
         resp.close()
         raise UpstreamError(f"The provider sent a malformed answer: {sanitize(str(e), route.target.api_key)}",
