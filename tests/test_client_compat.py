@@ -6,6 +6,8 @@ import base64
 import gzip
 import struct
 import zlib
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 
 import orjson
 import pytest
@@ -14,6 +16,7 @@ import requests
 from gateway import create_app
 from gateway.extensions import db
 from gateway.services.admin import catalog_admin
+from gateway.services.routing import upstream
 from tests.helpers import TEST_CONFIG, LiveServer, add_provider, make_key, usage_records
 
 ORIGIN = "https://app.example"
@@ -217,6 +220,13 @@ def test_upstream_retry_after_reaches_the_client(gw):
     r = gw.test_client().post("/v1/chat/completions", json=dict(CHAT, model="limited-s"), headers=auth(gw))
     assert r.status_code == 429 and r.headers["retry-after"] == "40"
     assert r.headers["retry-after-ms"] == "40000"
+
+
+def test_retry_after_as_an_http_date_counts_too():
+    soon = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    assert 0 < upstream._retry_after(soon) <= 30
+    assert upstream._retry_after("Mon, 01 Jan 2001 00:00:00 GMT") == 0
+    assert upstream._retry_after("soon") is None and upstream._retry_after("nan") is None
 
 
 def test_gateway_rate_limit_sends_both_retry_headers(gw):

@@ -46,6 +46,7 @@ def preflight() -> Response | None:
     asked = [h.strip().lower() for h in request.headers.get("Access-Control-Request-Headers", "").split(",")]
     extra = [h for h in asked if h and h not in ALLOW and h.startswith(ALLOW_PREFIXES)]
     response = Response(status=204)
+    del response.headers["Content-Type"]        # no body, so no type
     response.headers.update({"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Methods": METHODS,
                              "Access-Control-Allow-Headers": ", ".join(ALLOW + tuple(extra)),
                              "Access-Control-Max-Age": MAX_AGE})

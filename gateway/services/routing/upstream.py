@@ -8,6 +8,8 @@ import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Iterator
 
 from flask import Flask
@@ -60,10 +62,17 @@ def upstream_failure(route: Route, status: int, data: bytes, headers) -> Upstrea
 
 
 def _retry_after(value: str | None) -> float | None:
-    try:
-        seconds = float(value) if value else None
-    except ValueError:
+    """Seconds from a Retry-After value: a number, or an HTTP date (RFC 9110 allows both)."""
+    if not value:
         return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds()
+        except (TypeError, ValueError):
+            return None
+        seconds = max(seconds, 0.0)
     return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
 
 
