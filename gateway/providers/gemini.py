@@ -316,7 +316,8 @@ class ChatStream:
         chunk = _load(data)
         if self.id is None:
             self.id = _completion_id(chunk)
-            self.model = self.model if self.asked else chunk.get("modelVersion") or self.model
+            if not self.asked:      # else the name the client asked for stays
+                self.model = chunk.get("modelVersion") or self.model
         try:
             if chunk.get("usageMetadata"):
                 self.usage = usage_from(chunk["usageMetadata"])

@@ -73,7 +73,7 @@ def _retry_after(value: str | None) -> float | None:
         except (TypeError, ValueError):
             return None
         seconds = max(seconds, 0.0)
-    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 @dataclass
