@@ -1,8 +1,8 @@
 """Domain errors and their OpenAI-shaped JSON form; app-level handlers for /v1."""
 from __future__ import annotations
 
-from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 
 class GatewayError(Exception):
@@ -130,14 +130,47 @@ HTTP_TYPES = {401: "invalid_request_error", 403: "permission_error", 404: "inval
               429: "rate_limit_exceeded"}
 
 
+def served_endpoints() -> list[str]:
+    """`METHOD /v1/path` of every /v1 route, read from the url_map so new endpoints appear."""
+    out = set()
+    for rule in current_app.url_map.iter_rules():
+        if rule.rule.startswith("/v1/"):
+            out.update(f"{m} {rule.rule}" for m in rule.methods or () if m not in ("HEAD", "OPTIONS"))
+    return sorted(out, key=lambda s: (s.split(" ")[1], s))
+
+
+def unknown_url():
+    """OpenAI's 404 for a path it does not serve, plus what this gateway does serve."""
+    message = (f"Invalid URL ({request.method} {request.path[:200]}). This gateway serves: "
+               + ", ".join(served_endpoints()) + ".")
+    return api_error(404, message, "invalid_request_error", "unknown_url")
+
+
+def wrong_method(e: MethodNotAllowed):
+    """405 with the Allow header werkzeug computed and the methods the path takes."""
+    allowed = sorted(m for m in e.valid_methods or () if m not in ("HEAD", "OPTIONS"))
+    body, status = api_error(405, f"Method {request.method} is not allowed on {request.path[:200]}; "
+                                  f"use {' or '.join(allowed)}.", "invalid_request_error",
+                             "method_not_allowed")
+    return body, status, {"Allow": ", ".join(e.valid_methods or ())}
+
+
+def with_retry_ms(headers: dict) -> dict:
+    """OpenAI's SDKs read retry-after-ms before retry-after: send both whenever one is set."""
+    seconds = headers.get("retry-after") or headers.get("Retry-After")
+    if seconds and "retry-after-ms" not in headers and str(seconds).isdigit():
+        return {**headers, "retry-after-ms": str(int(seconds) * 1000)}
+    return headers
+
+
 def init_app(app: Flask) -> None:
     """Routing 404/405 never reach blueprint handlers, so /v1 gets JSON from here."""
 
     @app.errorhandler(GatewayError)
     def gateway_error(e: GatewayError):
         if _anthropic_path():
-            return jsonify(anthropic_error(e.status, e.type, e.message)), e.status, e.headers
-        return jsonify(e.body()), e.status, e.headers
+            return jsonify(anthropic_error(e.status, e.type, e.message)), e.status, with_retry_ms(e.headers)
+        return jsonify(e.body()), e.status, with_retry_ms(e.headers)
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):
@@ -145,6 +178,10 @@ def init_app(app: Flask) -> None:
             return e
         if _anthropic_path():
             return jsonify(anthropic_error(e.code, None, e.description or e.name)), e.code or 500
+        if isinstance(e, NotFound) and request.url_rule is None:
+            return unknown_url()
+        if isinstance(e, MethodNotAllowed):
+            return wrong_method(e)
         code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
                 415: "unsupported_media_type"}.get(e.code)
         return api_error(e.code or 500, e.description or e.name,

@@ -234,7 +234,8 @@ def test_text_response_translates_with_cache_usage():
     out = json.loads(reply.body)
     assert out["id"] == "chatcmpl-msg_013Zva2CMHLNnXjNJJKqJ2EF"
     assert (out["object"], out["model"]) == ("chat.completion", "claude-opus-4-6")
-    assert out["choices"][0]["message"] == {"role": "assistant", "content": "Hi! My name is Claude."}
+    assert out["choices"][0]["message"] == {"role": "assistant", "content": "Hi! My name is Claude.",
+                                            "refusal": None}
     assert out["choices"][0]["finish_reason"] == "stop"
     # OpenAI's prompt_tokens counts cached input too: 2095 fresh + 2051 read + 2051 written.
     assert out["usage"] == {"prompt_tokens": 6197, "completion_tokens": 503, "total_tokens": 6700,
@@ -283,7 +284,7 @@ def test_unreadable_response_raises_stream_error(data):
 
 def test_text_stream_translates():
     stream, chunks = run_stream("stream_text.sse")
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": "", "refusal": None}
     assert streamed_text(chunks) == "Hello!"
     assert chunks[-1]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None,
                                         "finish_reason": "stop"}

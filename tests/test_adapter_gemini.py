@@ -268,7 +268,7 @@ def test_text_response():
     assert out["choices"] == [{"index": 0, "logprobs": None, "finish_reason": "stop", "message": {
         "role": "assistant",
         "content": "Google's headquarters, also known as the Googleplex, is located in "
-                   "**Mountain View, California**.\n"}}]
+                   "**Mountain View, California**.\n", "refusal": None}}]
     assert out["usage"]["prompt_tokens"] == 7
     assert out["usage"]["completion_tokens"] == 22
     assert out["usage"]["total_tokens"] == 29
@@ -341,7 +341,7 @@ def test_blocked_prompt(name):
     result = gemini.chat_response(fixture(name), TARGET)
     assert orjson.loads(result.body)["choices"] == [{
         "index": 0, "logprobs": None, "finish_reason": "content_filter",
-        "message": {"role": "assistant", "content": None}}]
+        "message": {"role": "assistant", "content": None, "refusal": None}}]
     assert result.usage is None
 
 
@@ -385,7 +385,7 @@ def test_function_call_stream():
     stream, chunks = run_stream("stream_function_call.sse",
                                 {"stream_options": {"include_usage": True}})
     deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
-    assert deltas[0] == {"role": "assistant"}       # the thought summaries stay hidden
+    assert deltas[0] == {"role": "assistant", "refusal": None}    # the thought summaries stay hidden
     assert all("content" not in d for d in deltas)
     [call] = deltas[-1]["tool_calls"]
     assert call["index"] == 0 and call["type"] == "function" and call["id"].startswith("call_")

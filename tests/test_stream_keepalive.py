@@ -16,7 +16,8 @@ def gw(sqlite_app, mock):
     from tests.helpers import LiveServer
     sqlite_app.config["STREAM_KEEPALIVE_SECONDS"] = 0.2
     add_provider(sqlite_app, "up", "openai", mock + "/v1",
-                 ["slow=echo+latency=900", "slowfail=echo+latency=900+fail=500", "fast=echo"])
+                 ["slow=echo+latency=900", "slowfail=echo+latency=900+fail=500", "fast=echo",
+                  "slowish=echo+latency=700"])
     server = LiveServer(sqlite_app)
     server.key = make_key(sqlite_app)
     yield server
@@ -39,6 +40,14 @@ def test_slow_first_byte_gets_keepalive_comments(gw):
     assert text == "Echo: one two three" and lines[-1] == b"data: [DONE]"
     [rec] = usage_records(gw.app)
     assert rec.status == 200 and rec.ttft_ms >= 800
+
+
+def test_first_comment_comes_after_one_keepalive_period_not_two(gw):
+    # The first byte takes 0.7 s: a comment due at 0.4 s comes first; one due at 0.8 s
+    # (the wait counted twice) would never come.
+    gw.app.config["STREAM_KEEPALIVE_SECONDS"] = 0.4
+    lines = [line for line in stream(gw, "slowish").iter_lines() if line]
+    assert lines[0] == b": keepalive" and lines[-1] == b"data: [DONE]"
 
 
 def test_fast_streams_send_no_comment(gw):

@@ -36,6 +36,7 @@ Directives:
     chunk_delay=MS    sleep between content chunks of a stream
     fail=STATUS       answer STATUS with the vendor's error body ("mock failure STATUS")
     retry_after=S     add `retry-after: S` (use with fail=429)
+    retry_after_ms=MS add `retry-after-ms: MS`, as OpenAI sends it
     hang              sleep an hour before answering, so client timeouts fire
     reset             close the connection abruptly (RST) without a response
     cut=N             stop after N content chunks by closing the connection abruptly,

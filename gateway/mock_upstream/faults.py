@@ -19,6 +19,7 @@ class Faults:
     chunk_delay_ms: float = 0
     fail: int | None = None
     retry_after: str | None = None
+    retry_after_ms: str | None = None
     hang: bool = False
     reset: bool = False
     cut: int | None = None
@@ -29,7 +30,8 @@ class Faults:
 _FAIL_SHORT = re.compile(r"fail-(\d{3})")
 _FLAGS = {"hang", "reset", "malformed"}
 _VALUES = {"latency": ("latency_ms", float), "chunk_delay": ("chunk_delay_ms", float),
-           "fail": ("fail", int), "retry_after": ("retry_after", str), "cut": ("cut", int),
+           "fail": ("fail", int), "retry_after": ("retry_after", str),
+           "retry_after_ms": ("retry_after_ms", str), "cut": ("cut", int),
            "big_event": ("big_event", int)}
 
 
@@ -104,6 +106,8 @@ def run_faulty(handler: Handler, vendor: Vendor, faults: Faults,
                              faults.fail)
         if faults.retry_after:
             result.headers.append(("retry-after", faults.retry_after))
+        if faults.retry_after_ms:
+            result.headers.append(("retry-after-ms", faults.retry_after_ms))
         return result
     result = handler(call)
     if result.frames is not None:

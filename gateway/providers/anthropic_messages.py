@@ -11,7 +11,8 @@ import time
 import orjson
 
 from gateway.errors import InvalidRequest
-from gateway.providers.base import Reply, StreamError, Target, UpstreamFailure, UpstreamRequest, Usage
+from gateway.providers.base import (Reply, StreamError, Target, UpstreamFailure, UpstreamRequest, Usage,
+                                    requested_model)
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096       # Anthropic requires max_tokens; OpenAI clients often omit it
@@ -247,7 +248,7 @@ def _tool_call(block: dict) -> dict:
                          "arguments": orjson.dumps(block.get("input") or {}).decode()}}
 
 
-def chat_response(data: bytes, target: Target) -> Reply:
+def chat_response(data: bytes, target: Target, body: dict | None = None) -> Reply:
     """An Anthropic message as an OpenAI chat.completion."""
     try:
         obj = orjson.loads(data)
@@ -258,12 +259,12 @@ def chat_response(data: bytes, target: Target) -> Reply:
     blocks = [b for b in obj["content"] if isinstance(b, dict)]
     text = "".join(b.get("text") or "" for b in blocks if b.get("type") == "text")
     calls = [_tool_call(b) for b in blocks if b.get("type") == "tool_use"]
-    message: dict = {"role": "assistant", "content": text if text or not calls else None}
+    message: dict = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
     if calls:
         message["tool_calls"] = calls
     usage = usage_from(obj.get("usage"))
     out = {"id": f"chatcmpl-{obj.get('id') or ''}", "object": "chat.completion",
-           "created": int(time.time()), "model": obj.get("model") or target.model,
+           "created": int(time.time()), "model": requested_model(body, obj.get("model"), target),
            "choices": [{"index": 0, "message": message, "logprobs": None,
                         "finish_reason": _finish_reason(obj.get("stop_reason"))}]}
     if usage:
@@ -280,7 +281,8 @@ class ChatStream:
         self.done = False
         self.text_chars = 0
         self.id = "chatcmpl-"
-        self.model = target.model
+        self.model = requested_model(body, None, target)
+        self.asked = bool(body.get("model"))
         self.created = int(time.time())
         self._raw_usage: dict = {}          # Anthropic usage so far; message_delta counts are cumulative
         self._tool_index: dict[int, int] = {}   # content block index -> OpenAI tool call index
@@ -318,9 +320,10 @@ class ChatStream:
         if not isinstance(msg, dict):
             raise StreamError("message_start carries no message")
         self.id = f"chatcmpl-{msg.get('id') or ''}"
-        self.model = msg.get("model") or self.model
+        if not self.asked:
+            self.model = msg.get("model") or self.model
         self._take_usage(msg.get("usage"))
-        return [self._chunk({"role": "assistant", "content": ""})]
+        return [self._chunk({"role": "assistant", "content": "", "refusal": None})]
 
     def _on_content_block_start(self, obj: dict) -> list[bytes]:
         block = obj.get("content_block") or {}
@@ -378,7 +381,7 @@ def embeddings_request(target: Target, body: dict) -> UpstreamRequest:
     raise _no_embeddings()
 
 
-def embeddings_response(data: bytes, target: Target) -> Reply:
+def embeddings_response(data: bytes, target: Target, body: dict | None = None) -> Reply:
     """Always refuses: Anthropic has no embeddings endpoint."""
     raise _no_embeddings()
 

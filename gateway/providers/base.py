@@ -1,6 +1,8 @@
 """Shared types for provider adapters: one module per wire format uses these."""
 from __future__ import annotations
 
+import base64
+import struct
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -65,3 +67,21 @@ class ChatStream(Protocol):
         zero or more OpenAI chunk JSON payloads to send as `data: <payload>`.
         Raises StreamError on malformed data or an in-stream upstream error."""
         ...
+
+
+def requested_model(body: dict | None, upstream: str | None, target: Target) -> str:
+    """The model an answer names: the one the client asked for (an alias or public name, as
+    OpenAI's SDKs expect to see it back), else what the upstream said, else its model name."""
+    asked = (body or {}).get("model")
+    return asked if isinstance(asked, str) and asked else upstream or target.model
+
+
+def encode_embedding(values: list[float], encoding_format: str | None):
+    """A vector as OpenAI sends it: a list of floats, or with `base64` its little-endian
+    float32 bytes, base64-encoded (openai-node asks for that by default)."""
+    if encoding_format != "base64":
+        return values
+    try:
+        return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+    except struct.error as e:
+        raise TypeError(f"not a vector of numbers: {e}") from None

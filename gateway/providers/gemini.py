@@ -12,7 +12,8 @@ from urllib.parse import urlsplit
 import orjson
 
 from gateway.errors import InvalidRequest
-from gateway.providers.base import Reply, StreamError, Target, UpstreamFailure, UpstreamRequest, Usage
+from gateway.providers.base import (Reply, StreamError, Target, UpstreamFailure, UpstreamRequest, Usage,
+                                    encode_embedding, requested_model)
 from gateway.providers.gemini_schema import clean_schema
 
 FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length",
@@ -265,14 +266,14 @@ def _completion_id(obj: dict) -> str:
 
 def _choice(candidate: dict, position: int) -> dict:
     text, calls = _read_candidate(candidate)
-    message = {"role": "assistant", "content": text}
+    message = {"role": "assistant", "content": text, "refusal": None}
     if calls:
         message["tool_calls"] = calls
     return {"index": candidate.get("index", position), "message": message, "logprobs": None,
             "finish_reason": finish_reason(candidate.get("finishReason"), bool(calls))}
 
 
-def chat_response(data: bytes, target: Target) -> Reply:
+def chat_response(data: bytes, target: Target, body: dict | None = None) -> Reply:
     obj = _load(data)
     candidates = obj.get("candidates") or []
     if not candidates and "promptFeedback" not in obj:
@@ -283,10 +284,10 @@ def chat_response(data: bytes, target: Target) -> Reply:
     except (AttributeError, TypeError, KeyError):
         raise StreamError("upstream answer has an unexpected shape") from None
     if not choices:     # the prompt itself was blocked
-        choices = [{"index": 0, "message": {"role": "assistant", "content": None},
+        choices = [{"index": 0, "message": {"role": "assistant", "content": None, "refusal": None},
                     "logprobs": None, "finish_reason": "content_filter"}]
     out = {"id": _completion_id(obj), "object": "chat.completion", "created": int(time.time()),
-           "model": obj.get("modelVersion") or target.model, "choices": choices}
+           "model": requested_model(body, obj.get("modelVersion"), target), "choices": choices}
     if usage:
         out["usage"] = _usage_json(usage, obj["usageMetadata"])
     return Reply(orjson.dumps(out), usage)
@@ -301,7 +302,8 @@ class ChatStream:
         self.usage: Usage | None = None
         self.done = False
         self.text_chars = 0
-        self.model = target.model
+        self.model = requested_model(body, None, target)
+        self.asked = bool(body.get("model"))
         self.id: str | None = None      # taken from the first chunk's responseId
         self.created = int(time.time())
         self._meta: dict = {}
@@ -314,7 +316,8 @@ class ChatStream:
         chunk = _load(data)
         if self.id is None:
             self.id = _completion_id(chunk)
-            self.model = chunk.get("modelVersion") or self.model
+            if not self.asked:      # else the name the client asked for stays
+                self.model = chunk.get("modelVersion") or self.model
         try:
             if chunk.get("usageMetadata"):
                 self.usage = usage_from(chunk["usageMetadata"])
@@ -355,7 +358,7 @@ class ChatStream:
     def _delta(self, index: int, delta: dict, finish: str | None) -> dict:
         if index not in self._started:
             self._started.add(index)
-            delta = {"role": "assistant", **delta}
+            delta = {"role": "assistant", **delta, "refusal": None}
         if index in self._finished:     # report a candidate's end once
             finish = None
         elif finish:
@@ -384,17 +387,18 @@ def embeddings_request(target: Target, body: dict) -> UpstreamRequest:
                            orjson.dumps({"requests": requests}))
 
 
-def embeddings_response(data: bytes, target: Target) -> Reply:
+def embeddings_response(data: bytes, target: Target, body: dict | None = None) -> Reply:
     """Gemini reports no token counts here: usage is None and the gateway estimates it."""
     embeddings = _load(data).get("embeddings")
     if not isinstance(embeddings, list):
         raise StreamError("upstream answer has no embeddings")
+    fmt = (body or {}).get("encoding_format")
     try:
-        items = [{"object": "embedding", "index": i, "embedding": e["values"]}
+        items = [{"object": "embedding", "index": i, "embedding": encode_embedding(e["values"], fmt)}
                  for i, e in enumerate(embeddings)]
     except (TypeError, KeyError):
         raise StreamError("upstream answer has an unexpected shape") from None
-    out = {"object": "list", "data": items, "model": target.model,
+    out = {"object": "list", "data": items, "model": requested_model(body, None, target),
            "usage": {"prompt_tokens": 0, "total_tokens": 0}}
     return Reply(orjson.dumps(out), None)
 

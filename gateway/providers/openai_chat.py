@@ -43,19 +43,31 @@ def chat_request(target: Target, body: dict, stream: bool) -> UpstreamRequest:
     return UpstreamRequest(_url(target, "/chat/completions"), _headers(target), orjson.dumps(out))
 
 
-def _reply(data: bytes, required: str) -> Reply:
-    """The body passed through as it came, once it parses and holds `required`."""
+def renamed(target: Target, body: dict | None) -> str | None:
+    """The name to report instead of the upstream's, when the client asked for the model by
+    another name (an alias, or a public name mapped to an upstream one); else None, and the
+    bytes pass through untouched (rewriting costs a serialisation)."""
+    asked = (body or {}).get("model")
+    return asked if isinstance(asked, str) and asked and asked != target.model else None
+
+
+def _reply(data: bytes, required: str, rename: str | None = None) -> Reply:
+    """The body passed through as it came, once it parses and holds `required`; with
+    `rename`, its `model` says that name."""
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as e:
         raise StreamError(f"upstream sent invalid JSON: {e}") from None
     if not isinstance(obj, dict) or required not in obj:
         raise StreamError(f"upstream answer has no {required}")
+    if rename is not None and obj.get("model") != rename:
+        obj["model"] = rename
+        data = orjson.dumps(obj)
     return Reply(data, usage_from(obj.get("usage")))
 
 
-def chat_response(data: bytes, target: Target) -> Reply:
-    return _reply(data, "choices")
+def chat_response(data: bytes, target: Target, body: dict | None = None) -> Reply:
+    return _reply(data, "choices", renamed(target, body))
 
 
 class ChatStream:
@@ -66,6 +78,7 @@ class ChatStream:
         self.usage: Usage | None = None
         self.done = False
         self.text_chars = 0
+        self.rename = renamed(target, body)
 
     def feed(self, event: str | None, data: bytes) -> list[bytes]:
         if data == b"[DONE]":
@@ -90,6 +103,8 @@ class ChatStream:
             self.usage = usage_from(chunk["usage"])
             if not choices and not self.client_wants_usage:
                 return []       # the usage-only chunk we asked for, not the client
+        if self.rename is not None and chunk.get("model") != self.rename:
+            return [orjson.dumps(dict(chunk, model=self.rename))]
         return [data]
 
 
@@ -98,8 +113,9 @@ def embeddings_request(target: Target, body: dict) -> UpstreamRequest:
                            orjson.dumps(dict(body, model=target.model)))
 
 
-def embeddings_response(data: bytes, target: Target) -> Reply:
-    return _reply(data, "data")
+def embeddings_response(data: bytes, target: Target, body: dict | None = None) -> Reply:
+    """Passed through: the upstream honours encoding_format itself."""
+    return _reply(data, "data", renamed(target, body))
 
 
 def error_message(status: int, data: bytes) -> UpstreamFailure:

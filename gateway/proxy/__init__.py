@@ -6,6 +6,7 @@ import re
 
 from flask import Blueprint, Response, g, request
 
+from gateway.proxy import compression, cors
 from gateway.services.accounting import usage
 
 bp = Blueprint("proxy", __name__, url_prefix="/v1")
@@ -24,6 +25,18 @@ def add_request_id(response: Response) -> Response:
     if request.path.startswith("/v1/"):
         response.headers["x-request-id"] = g.get("request_id") or usage.new_request_id()
     return response
+
+
+@bp.before_app_request
+def answer_preflight():
+    """Preflights reach no view: answered before routing (any /v1 path) and before auth."""
+    return cors.preflight()
+
+
+@bp.after_app_request
+def finish_response(response: Response) -> Response:
+    """CORS headers, then gzip: both only on /v1."""
+    return compression.compress_response(cors.add_headers(response))
 
 
 # The API modules attach their routes to `bp`, so they load once it exists; create_app

@@ -7,7 +7,7 @@ from flask import Request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
-from gateway.proxy import params
+from gateway.proxy import compression, params
 from gateway.services.api_request import ApiRequest
 
 GATEWAY_FIELDS = ("metadata", "models")      # ours; never forwarded upstream
@@ -27,7 +27,10 @@ def read(request: Request, request_id: str, endpoint: str, started: float, limit
     if kind and kind != "application/json" and not (kind.startswith("application/") and kind.endswith("+json")):
         raise UnsupportedMediaType(f"The request body must be JSON (Content-Type: application/json), "
                                    f"not {kind[:100]}.")
+    encoding = compression.request_encoding(request)
     raw = _body(request, limit)
+    if encoding:
+        raw = compression.decompress(raw, encoding, limit)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:

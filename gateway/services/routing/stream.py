@@ -90,7 +90,10 @@ class _Starter:
 
 
 def _keepalive(app: Flask, ex: Exchange, starter: _Starter, wait: float) -> Iterator[bytes]:
+    """Comments every `wait` seconds until the stream starts; open_stream already waited once,
+    so the first comment goes out at once (at `wait`, not twice that)."""
     try:
+        yield b": keepalive\n\n"
         while not starter.done.wait(wait):
             yield b": keepalive\n\n"
         if isinstance(starter.error, GatewayError):     # already recorded by start_recorded

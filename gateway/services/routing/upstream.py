@@ -3,10 +3,13 @@ and map a failure to what the client may see. Shared by the relay, shadow traffi
 connection, so all three speak to providers the same way."""
 from __future__ import annotations
 
+import math
 import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Iterator
 
 from flask import Flask
@@ -33,10 +36,18 @@ def upstream_failure(route: Route, status: int, data: bytes, headers) -> Upstrea
     failure = ADAPTERS[route.kind].error_message(status, data)
     message = sanitize(failure.message, route.target.api_key)
     retry_after = _retry_after(headers.get("retry-after"))
+    retry_ms = _retry_after(headers.get("retry-after-ms"))
+    if retry_ms is not None:        # OpenAI's finer figure wins, as its SDKs do
+        retry_after = retry_ms / 1000
     if status == 429:
-        return UpstreamError(f"The provider is rate limiting: {message}", status=429,
-                             type="rate_limit_exceeded", code="rate_limit_exceeded",
-                             upstream_status=429, retryable=True, retry_after=retry_after)
+        e = UpstreamError(f"The provider is rate limiting: {message}", status=429,
+                          type="rate_limit_exceeded", code="rate_limit_exceeded",
+                          upstream_status=429, retryable=True, retry_after=retry_after)
+        if retry_after is not None:     # the client's own retry waits as the provider asked
+            e.headers["retry-after"] = str(max(0, math.ceil(retry_after)))
+            if retry_ms is not None:
+                e.headers["retry-after-ms"] = str(max(0, round(retry_ms)))
+        return e
     if status in (400, 413, 422):
         return UpstreamError(message, status=400, type="invalid_request_error",
                              code=failure.code if failure.code else "upstream_rejected",
@@ -51,10 +62,18 @@ def upstream_failure(route: Route, status: int, data: bytes, headers) -> Upstrea
 
 
 def _retry_after(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
+    """Seconds from a Retry-After value: a number, or an HTTP date (RFC 9110 allows both)."""
+    if not value:
         return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds()
+        except (TypeError, ValueError):
+            return None
+        seconds = max(seconds, 0.0)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 @dataclass
@@ -100,7 +119,7 @@ def _call(app: Flask, route: Route, req, body: dict, mode: str, stream: bool, pr
             _peek(answer, adapter.ChatStream(route.target, body), int(app.config["UPSTREAM_MAX_EVENT_BYTES"]))
         else:
             parse = adapter.embeddings_response if mode == "embedding" else adapter.chat_response
-            answer.reply = parse(resp.read(), route.target)
+            answer.reply = parse(resp.read(), route.target, body)
     except StreamError as e:
         resp.close()
         raise UpstreamError(f"The provider sent a malformed answer: {sanitize(str(e), route.target.api_key)}",
