@@ -85,7 +85,13 @@ def providers_index():
 @require_role(*ADMIN)
 def provider_new():
     return render_template("console/provider_form.html", provider=None, form={}, errors={},
-                           kinds=registry.KINDS, defaults=registry.DEFAULT_BASE_URLS)
+                           **_kind_choices())
+
+
+def _kind_choices() -> dict:
+    """What the provider form's kind select shows: kinds, presets, their URLs and models."""
+    return {"kinds": registry.KINDS, "defaults": registry.DEFAULT_BASE_URLS,
+            "preset_models": {name: list(spec.models) for name, spec in registry.PRESETS.items()}}
 
 
 def _split_models(text: str) -> list[str]:
@@ -131,7 +137,7 @@ def provider_create():
     if errors:
         form.pop("api_key", None)       # never echo a key back into the page
         return render_template("console/provider_form.html", provider=None, form=form, errors=errors,
-                               kinds=registry.KINDS, defaults=registry.DEFAULT_BASE_URLS), 422
+                               **_kind_choices()), 422
     return done("provider.create", provider.name, url_for("console.provider_edit", provider_id=provider.id, created=1),
                 kind=provider.kind, base_url=provider.base_url, region=provider.region,
                 models=[d.model for d in provider.deployments])
@@ -144,7 +150,7 @@ def provider_edit(provider_id: int):
     form = {"name": p.name, "kind": p.kind, "base_url": p.base_url, "region": p.region,
             "api_version": (p.options or {}).get("api_version", "")}
     return render_template("console/provider_form.html", provider=p, form=form, errors={},
-                           kinds=registry.KINDS, defaults=registry.DEFAULT_BASE_URLS,
+                           **_kind_choices(),
                            created=request.args.get("created"))
 
 
@@ -159,7 +165,7 @@ def provider_update(provider_id: int):
     if errors:
         form.pop("api_key", None)
         return render_template("console/provider_form.html", provider=p, form=form, errors=errors,
-                               kinds=registry.KINDS, defaults=registry.DEFAULT_BASE_URLS), 422
+                               **_kind_choices()), 422
     catalog_admin.expose(saved, _ids("listed"), _ids("expose"))
     return done("provider.update", saved.name, url_for("console.providers_index"), kind=saved.kind,
                 base_url=saved.base_url, region=saved.region, key_changed=key_changed,

@@ -36,9 +36,11 @@ def _commit() -> None:
 def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key: str | None = None,
                   models: list[str] | None = None, region: str = "", options: dict | None = None,
                   embedding_models: list[str] | None = None, source: str = "cli",
-                  exists_ok: bool = True) -> Provider:
+                  exists_ok: bool = True, preset: str | None = None) -> Provider:
     """Create or update a provider by name and make sure each listed model has a deployment.
-    Models may be given as `public=upstream` to expose an upstream model under another name.
+    Models may be given as `public=upstream` to expose an upstream model under another name;
+    a model's mode comes from the model catalogue (embedding_models force embedding).
+    `preset` (registry.PRESETS) fills in a vendor's URL and quirks; the kind is stored as given.
     With exists_ok=False an existing name is an error instead of an update (the console's create)."""
     kind = kind.strip().lower()
     if kind not in registry.KINDS:
@@ -49,8 +51,13 @@ def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key:
     provider = provider_named(name)
     if provider is not None and not exists_ok:
         raise InvalidRequest("A provider with this name exists already.", param="name")
+    preset = (preset or "").strip().lower() or None
     try:
-        base_url, options = registry.resolve_endpoint(kind, base_url, options)
+        registry.spec_for(kind, preset)
+    except ValueError as e:
+        raise InvalidRequest(str(e), param="preset") from None
+    try:
+        base_url, options = registry.resolve_endpoint(kind, base_url, options, preset)
     except ValueError as e:
         raise InvalidRequest(str(e), param="base_url") from None
     try:
