@@ -25,6 +25,9 @@ def _float(value: str | None) -> float | None:
         return None
 
 
+bp.add_app_template_filter(market.per_million, "per_million")
+
+
 @bp.get("/models")
 @require_role(*READ)
 def marketplace():
@@ -45,10 +48,12 @@ def model_detail(name: str):
     entry = market.model_entries().get(name)
     if entry is None:
         abort(404)
-    prices = market.prices({d.upstream_model for d in entry.deployments} | {name})
+    upstream = {d.upstream_model for d in entry.deployments} | {name}
+    prices = market.prices(upstream)
+    listed = market.listed_prices(sorted(m for m in upstream if m not in prices))
     health = {d.id: deployment_status(d.id) for d in entry.deployments}
-    return render_template("console/model_detail.html", model=entry, prices=prices, health=health,
-                           base_url=base_url(), errors={})
+    return render_template("console/model_detail.html", model=entry, prices=prices, listed=listed,
+                           health=health, base_url=base_url(), errors={})
 
 
 @bp.post("/models/<path:name>/price")
