@@ -84,6 +84,42 @@ def test_vllm_needs_a_url_but_no_key_and_wrong_presets_are_refused(sqlite_app):
             assert e.value.param == "preset"
 
 
+def test_every_preset_through_the_cli(sqlite_app):
+    sqlite_app.config["ALLOW_PRIVATE_UPSTREAMS"] = True
+    runner = sqlite_app.test_cli_runner()
+    for preset, url in URLS.items():
+        out = runner.invoke(args=["providers", "add", "--name", f"as-{preset}", "--kind", "openai", "--preset",
+                                  preset, "--api-key", "sk-vendor-key-123456"])
+        assert out.exit_code == 0 and f"(openai) {url} " in out.output, out.output
+        stored = _stored(sqlite_app, f"as-{preset}")
+        assert stored.options == {**registry.PRESETS[preset].default_options, "preset": preset}
+
+
+def test_gateway_yaml_names_a_preset_in_options(sqlite_app, tmp_path):
+    from gateway.services.admin import declarative
+    config = tmp_path / "gateway.yaml"
+    config.write_text("providers:\n  kimi:\n    kind: openai\n    api_key: sk-vendor-key-123456\n"
+                      "    options: {preset: moonshot}\n")
+    with sqlite_app.app_context():
+        declarative.apply(declarative.load(str(config)), out=lambda *_: None)
+    p = _stored(sqlite_app, "kimi")
+    assert (p.kind, p.base_url, p.options["max_tokens_field"]) == ("openai", URLS["moonshot"], "max_tokens")
+
+
+def test_a_vendor_refusing_stream_options_never_gets_them(sqlite_app, mock):
+    add_provider(sqlite_app, "mi", "mistral", mock + "/v1", ["echo"])
+    secret = make_key(sqlite_app)
+    body = {"model": "echo", "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "a b c"}]}
+    r = sqlite_app.test_client().post("/v1/chat/completions", json=body,
+                                      headers={"Authorization": f"Bearer {secret}"})
+    assert r.status_code == 200 and "[DONE]" in r.text
+    sent = requests.get(mock + "/_mock/requests", timeout=5).json()["requests"][-1]["body"]
+    assert "stream_options" not in sent
+    (record,) = usage_records(sqlite_app)
+    assert record.estimated and record.completion_tokens > 0    # no usage came: estimated, not $0
+
+
 def test_cli_takes_a_preset_as_kind_or_as_option(sqlite_app):
     runner = sqlite_app.test_cli_runner()
     out = runner.invoke(args=["providers", "add", "--name", "qwen", "--kind", "openai", "--preset",
