@@ -91,6 +91,9 @@
       var defaults = JSON.parse(ev.target.getAttribute("data-defaults") || "{}");
       var url = document.getElementById("provider-base-url");
       if (url) url.placeholder = defaults[ev.target.value] || "";
+      var models = JSON.parse(ev.target.getAttribute("data-models") || "{}")[ev.target.value];
+      var box = document.getElementById("provider-models");
+      if (box && models && models.length) box.placeholder = "e.g. " + models.join(", ");
     }
     if (ev.target.id === "range-select") showCustomRange();
   });

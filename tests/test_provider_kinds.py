@@ -6,7 +6,7 @@ from gateway.providers import registry
 
 def test_adapters_follow_the_kinds():
     assert registry.ADAPTERS == {name: k.adapter for name, k in registry.KINDS.items()}
-    assert list(registry.KINDS) == ["openai", "azure", "anthropic", "gemini", "mock"]
+    assert list(registry.KINDS) == ["openai", "azure", "anthropic", "gemini", "mock", *registry.PRESETS]
 
 
 def test_default_base_url_fills_in_and_entered_urls_are_stripped():

@@ -5,9 +5,10 @@ import os
 
 import click
 
-from gateway.cli import audited, command, confirm, given, list_command, options, split_csv, yes_option
+from gateway.cli import audited, command, confirm, echo_row, given, list_command, options, split_csv, yes_option
 from gateway.extensions import db
 from gateway.models import Alias, Deployment, Policy, Provider
+from gateway.providers import registry
 from gateway.services.accounting import keys, redaction
 from gateway.services.admin import catalog_admin
 from gateway.services.routing.health import deployment_status
@@ -22,24 +23,35 @@ COMMANDS = (providers_cli, deployments_cli, aliases_cli, policies_cli)
 
 @command(providers_cli, "add")
 @click.option("--name", required=True)
-@click.option("--kind", required=True, help="openai, azure, anthropic, gemini or mock")
+@click.option("--kind", required=True,
+              help="openai, azure, anthropic, gemini, mock, or a preset (see `providers presets`)")
+@click.option("--preset", help="an OpenAI-compatible vendor's URL and quirks, with --kind openai")
 @click.option("--base-url", help="as the vendor's SDK takes it, e.g. https://api.openai.com/v1")
 @click.option("--api-key", help="stored encrypted; read from $PROVIDER_API_KEY when omitted")
-@click.option("--models", help="chat models to expose, comma-separated; public=upstream renames")
+@click.option("--models", help="models to expose, comma-separated; public=upstream renames; "
+                               "the model catalogue tells chat from embedding")
 @click.option("--embedding-models", help="embedding models to expose, comma-separated")
 @click.option("--region", default="")
 @click.option("--api-version", help="Azure OpenAI api-version")
-def providers_add(name, kind, base_url, api_key, models, embedding_models, region, api_version):
+def providers_add(name, kind, preset, base_url, api_key, models, embedding_models, region, api_version):
     """Add a provider, or update the one with this name (idempotent)."""
     api_key = api_key if api_key is not None else os.environ.get("PROVIDER_API_KEY")
     existed = catalog_admin.provider_named(name) is not None
     p = catalog_admin.save_provider(name, kind, base_url=base_url, api_key=api_key, models=split_csv(models),
-                              embedding_models=split_csv(embedding_models), region=region,
+                              embedding_models=split_csv(embedding_models), region=region, preset=preset,
                               options={"api_version": api_version} if api_version else None)
     served = sorted(d.model for d in p.deployments)
     audited("provider.update" if existed else "provider.create", p.name, kind=p.kind, base_url=p.base_url,
             region=p.region, models=served, key_changed=api_key is not None)
     click.echo(f"provider {p.name} ({p.kind}) {p.base_url} models: {', '.join(served) or 'none'}")
+
+
+@command(providers_cli, "presets")
+def providers_presets():
+    """The OpenAI-compatible vendor presets: name, base URL, known models."""
+    for name, spec in registry.PRESETS.items():
+        echo_row((name, spec.label, spec.default_base_url or "(enter the URL)",
+                  "key required" if spec.needs_key else "key optional", ",".join(spec.models) or "-"))
 
 
 @command(providers_cli, "delete")

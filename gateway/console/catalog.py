@@ -25,6 +25,9 @@ def _float(value: str | None) -> float | None:
         return None
 
 
+bp.add_app_template_filter(market.per_million, "per_million")
+
+
 @bp.get("/models")
 @require_role(*READ)
 def marketplace():
@@ -45,10 +48,12 @@ def model_detail(name: str):
     entry = market.model_entries().get(name)
     if entry is None:
         abort(404)
-    prices = market.prices({d.upstream_model for d in entry.deployments} | {name})
+    upstream = {d.upstream_model for d in entry.deployments} | {name}
+    prices = market.prices(upstream)
+    listed = market.listed_prices(sorted(m for m in upstream if m not in prices))
     health = {d.id: deployment_status(d.id) for d in entry.deployments}
-    return render_template("console/model_detail.html", model=entry, prices=prices, health=health,
-                           base_url=base_url(), errors={})
+    return render_template("console/model_detail.html", model=entry, prices=prices, listed=listed,
+                           health=health, base_url=base_url(), errors={})
 
 
 @bp.post("/models/<path:name>/price")
@@ -85,7 +90,13 @@ def providers_index():
 @require_role(*ADMIN)
 def provider_new():
     return render_template("console/provider_form.html", provider=None, form={}, errors={},
-                           kinds=registry.KINDS, defaults=registry.DEFAULT_BASE_URLS)
+                           **_kind_choices())
+
+
+def _kind_choices() -> dict:
+    """What the provider form's kind select shows: kinds, presets, their URLs and models."""
+    return {"kinds": registry.KINDS, "defaults": registry.DEFAULT_BASE_URLS,
+            "preset_models": {name: list(spec.models) for name, spec in registry.PRESETS.items()}}
 
 
 def _split_models(text: str) -> list[str]:
@@ -131,7 +142,7 @@ def provider_create():
     if errors:
         form.pop("api_key", None)       # never echo a key back into the page
         return render_template("console/provider_form.html", provider=None, form=form, errors=errors,
-                               kinds=registry.KINDS, defaults=registry.DEFAULT_BASE_URLS), 422
+                               **_kind_choices()), 422
     return done("provider.create", provider.name, url_for("console.provider_edit", provider_id=provider.id, created=1),
                 kind=provider.kind, base_url=provider.base_url, region=provider.region,
                 models=[d.model for d in provider.deployments])
@@ -144,7 +155,7 @@ def provider_edit(provider_id: int):
     form = {"name": p.name, "kind": p.kind, "base_url": p.base_url, "region": p.region,
             "api_version": (p.options or {}).get("api_version", "")}
     return render_template("console/provider_form.html", provider=p, form=form, errors={},
-                           kinds=registry.KINDS, defaults=registry.DEFAULT_BASE_URLS,
+                           **_kind_choices(),
                            created=request.args.get("created"))
 
 
@@ -159,7 +170,7 @@ def provider_update(provider_id: int):
     if errors:
         form.pop("api_key", None)
         return render_template("console/provider_form.html", provider=p, form=form, errors=errors,
-                               kinds=registry.KINDS, defaults=registry.DEFAULT_BASE_URLS), 422
+                               **_kind_choices()), 422
     catalog_admin.expose(saved, _ids("listed"), _ids("expose"))
     return done("provider.update", saved.name, url_for("console.providers_index"), kind=saved.kind,
                 base_url=saved.base_url, region=saved.region, key_changed=key_changed,

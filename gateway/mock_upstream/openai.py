@@ -13,6 +13,9 @@ from gateway.mock_upstream.answers import (DEFAULT_DIMENSIONS, Answer, count_wor
 from gateway.mock_upstream.base import Call, Result, Vendor, json_result
 
 MODELS = ("echo", "gpt-4o-mini", "text-embedding-3-small")
+# A model whose name contains "reason" thinks aloud first, as DeepSeek, Qwen and Doubao answer:
+# in `reasoning_content`, beside `content` (not counted in the mock's usage).
+THINKING = "Let me think this through."
 
 _TYPES = {400: "invalid_request_error", 401: "invalid_request_error",
           403: "invalid_request_error", 404: "invalid_request_error",
@@ -95,6 +98,8 @@ def chat(call: Call) -> Result:
     else:
         message = {"role": "assistant", "content": answer.text, "refusal": None,
                    "annotations": []}
+        if "reason" in call.model:
+            message["reasoning_content"] = THINKING
     choices = [{"index": i, "message": message, "logprobs": None,
                 "finish_reason": _finish(answer)} for i in range(n)]
     return json_result({"id": new_id("chatcmpl-"), "object": "chat.completion",
@@ -128,6 +133,10 @@ def _frames(model: str, answer: Answer, n: int,
             for i in range(n):
                 yield chunk(i, {"tool_calls": [{"index": 0,
                                                 "function": {"arguments": piece}}]}), True
+    if "reason" in model and not answer.tool:
+        for word in THINKING.split(" "):
+            for i in range(n):
+                yield chunk(i, {"content": None, "reasoning_content": word + " "}), True
     for word in answer.words:
         for i in range(n):
             yield chunk(i, {"content": word}), True

@@ -2,6 +2,9 @@
 Alibaba Bailian (DashScope compatible mode), BytePlus/Doubao (Ark), Azure OpenAI (via options).
 
 Bodies pass through as bytes wherever no translation is needed: we parse once for usage.
+Vendor quirks come from the provider's options (set by its preset in providers/registry.py):
+`stream_usage="omit"` never sends `stream_options`, `max_tokens_field="max_tokens"` renames
+`max_completion_tokens`, `reasoning_field` names where the model's thinking arrives.
 """
 from __future__ import annotations
 
@@ -37,9 +40,15 @@ def usage_from(obj: dict | None) -> Usage | None:
 def chat_request(target: Target, body: dict, stream: bool) -> UpstreamRequest:
     out = dict(body, model=target.model)
     out.pop("anthropic", None)      # settings only Anthropic takes (see anthropic_messages._extras)
-    if stream:
+    options = target.options
+    if options.get("stream_usage") == "omit":
+        out.pop("stream_options", None)     # refused by the vendor, which reports usage anyway
+    elif stream:
         # Ask for usage on the final chunk; ChatStream hides it if the client did not ask.
         out["stream_options"] = dict(body.get("stream_options") or {}, include_usage=True)
+    field = options.get("max_tokens_field")
+    if field and "max_completion_tokens" in out and field not in out:
+        out[field] = out.pop("max_completion_tokens")
     return UpstreamRequest(_url(target, "/chat/completions"), _headers(target), orjson.dumps(out))
 
 
@@ -75,6 +84,7 @@ class ChatStream:
 
     def __init__(self, target: Target, body: dict):
         self.client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self.reasoning_field = target.options.get("reasoning_field") or "reasoning_content"
         self.usage: Usage | None = None
         self.done = False
         self.text_chars = 0
@@ -96,16 +106,23 @@ class ChatStream:
         choices = chunk.get("choices") or ()
         for choice in choices:
             delta = choice.get("delta") or {}
-            self.text_chars += len(delta.get("content") or "")
+            self.text_chars += len(delta.get("content") or "") + _text_len(delta.get(self.reasoning_field))
             for call in delta.get("tool_calls") or ():
                 self.text_chars += len((call.get("function") or {}).get("arguments") or "")
-        if chunk.get("usage"):
+            if choice.get("usage"):     # Moonshot reports it inside the last choice
+                self.usage = usage_from(choice["usage"])
+        if chunk.get("usage"):          # on the final chunk, or on every one (the last wins)
             self.usage = usage_from(chunk["usage"])
             if not choices and not self.client_wants_usage:
                 return []       # the usage-only chunk we asked for, not the client
         if self.rename is not None and chunk.get("model") != self.rename:
             return [orjson.dumps(dict(chunk, model=self.rename))]
         return [data]
+
+
+def _text_len(value) -> int:
+    """Characters of a reasoning field; nothing for anything but text."""
+    return len(value) if isinstance(value, str) else 0
 
 
 def embeddings_request(target: Target, body: dict) -> UpstreamRequest:

@@ -1,7 +1,9 @@
 """Provider kinds: which adapter speaks each kind's wire format, and the kind's defaults.
 
 One entry per kind holds all the gateway knows about it, so services ask here instead of
-keeping their own lists of URLs and special cases."""
+keeping their own lists of URLs and special cases. Vendor presets (DeepSeek, Bailian, Ark, ...)
+are kinds too: `--kind deepseek` and `--kind openai --preset deepseek` resolve through the
+same entry; the first stores kind `deepseek`, the second kind `openai` with the preset's options."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,7 +20,62 @@ class ProviderKind:
     default_options: dict = field(default_factory=dict)    # filled in where unset or empty
     needs_key: bool = True
     fixed_base_url: bool = False    # always default_base_url, whatever was entered
+    label: str = ""                 # how the console names a preset
+    models: tuple[str, ...] = ()    # the vendor's well-known model names, a hint for the forms
+    preset_of: str | None = None    # the base kind whose wire format this vendor speaks
 
+
+def _preset(label: str, base_url: str | None, models: tuple[str, ...], *, needs_key: bool = True,
+            **quirks: str) -> ProviderKind:
+    """An OpenAI-compatible vendor: its URL, models and openai_chat quirk options (see there)."""
+    return ProviderKind(openai_chat, base_url, dict(quirks), needs_key=needs_key, label=label,
+                        models=models, preset_of="openai")
+
+
+# Quirks (openai_chat reads them from the provider's options):
+#   stream_usage="omit"       the vendor refuses `stream_options`; usage comes in its last chunk anyway
+#   max_tokens_field="max_tokens"   the vendor refuses `max_completion_tokens`: sent as max_tokens
+#   reasoning_field=NAME      the delta/message field carrying the model's thinking, counted for estimates
+PRESETS: dict[str, ProviderKind] = {
+    "bailian": _preset("Alibaba Bailian (DashScope, Beijing)", "https://dashscope.aliyuncs.com/compatible-mode/v1",
+                       ("qwen-max", "qwen-plus", "qwen-turbo", "qwen3-max", "qwq-plus", "qwen-vl-plus"),
+                       max_tokens_field="max_tokens", reasoning_field="reasoning_content"),
+    "bailian-singapore": _preset("Alibaba Bailian (DashScope, Singapore)",
+                                 "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
+                                 ("qwen-max", "qwen-plus", "qwen-turbo", "qwen3-max", "qwq-plus"),
+                                 max_tokens_field="max_tokens", reasoning_field="reasoning_content"),
+    "byteplus": _preset("BytePlus ModelArk (ap-southeast)", "https://ark.ap-southeast.bytepluses.com/api/v3",
+                        ("seed-2-0-pro-260328", "deepseek-v4-flash-260425"),
+                        max_tokens_field="max_tokens", reasoning_field="reasoning_content"),
+    "volcengine": _preset("Volcengine Ark (Doubao, Beijing)", "https://ark.cn-beijing.volces.com/api/v3",
+                          ("doubao-seed-1-8-251228", "doubao-seed-1-6-250615", "doubao-seed-1-6-flash-250615",
+                           "deepseek-v3-2-251201", "kimi-k2-5-260127", "glm-4-7-251222"),
+                          max_tokens_field="max_tokens", reasoning_field="reasoning_content"),
+    "deepseek": _preset("DeepSeek", "https://api.deepseek.com", ("deepseek-chat", "deepseek-reasoner"),
+                        max_tokens_field="max_tokens", reasoning_field="reasoning_content"),
+    "moonshot": _preset("Moonshot (Kimi)", "https://api.moonshot.ai/v1",
+                        ("kimi-k2.6", "kimi-k2.5", "moonshot-v1-8k", "moonshot-v1-32k", "moonshot-v1-128k"),
+                        max_tokens_field="max_tokens", reasoning_field="reasoning_content"),
+    "zhipu": _preset("Zhipu (GLM)", "https://open.bigmodel.cn/api/paas/v4",
+                     ("glm-4.6", "glm-4.5", "glm-4.5-air", "glm-4.5-flash"),
+                     stream_usage="omit", max_tokens_field="max_tokens", reasoning_field="reasoning_content"),
+    # Mistral answers 422 extra_forbidden to any field it does not know, stream_options included.
+    "mistral": _preset("Mistral", "https://api.mistral.ai/v1",
+                       ("mistral-large-latest", "mistral-medium-latest", "mistral-small-latest", "codestral-latest"),
+                       stream_usage="omit", max_tokens_field="max_tokens"),
+    "groq": _preset("Groq", "https://api.groq.com/openai/v1",
+                    ("llama-3.3-70b-versatile", "llama-3.1-8b-instant", "openai/gpt-oss-120b"),
+                    reasoning_field="reasoning"),
+    "together": _preset("Together AI", "https://api.together.xyz/v1",
+                        ("meta-llama/Llama-3.3-70B-Instruct-Turbo", "deepseek-ai/DeepSeek-V3",
+                         "Qwen/Qwen2.5-72B-Instruct-Turbo"), max_tokens_field="max_tokens"),
+    "openrouter": _preset("OpenRouter", "https://openrouter.ai/api/v1",
+                          ("openai/gpt-4o-mini", "anthropic/claude-sonnet-4", "google/gemini-2.5-flash",
+                           "deepseek/deepseek-chat"), reasoning_field="reasoning"),
+    "ollama": _preset("Ollama (local)", "http://localhost:11434/v1", ("llama3.2", "qwen2.5", "nomic-embed-text"),
+                      needs_key=False, max_tokens_field="max_tokens"),
+    "vllm": _preset("vLLM (self-hosted)", None, (), needs_key=False, reasoning_field="reasoning_content"),
+}
 
 KINDS: dict[str, ProviderKind] = {     # in the order the console lists them
     "openai": ProviderKind(openai_chat, "https://api.openai.com/v1"),
@@ -29,27 +86,55 @@ KINDS: dict[str, ProviderKind] = {     # in the order the console lists them
     "gemini": ProviderKind(gemini, "https://generativelanguage.googleapis.com/v1beta"),
     # Answered in-process (create_app gives the transport gateway.mock_upstream for mock://).
     "mock": ProviderKind(openai_chat, "mock://local/v1", needs_key=False, fixed_base_url=True),
+    **PRESETS,
 }
 ADAPTERS: dict[str, ModuleType] = {name: kind.adapter for name, kind in KINDS.items()}
 DEFAULT_BASE_URLS: dict[str, str] = {name: kind.default_base_url for name, kind in KINDS.items()
                                      if kind.default_base_url}
 
 
-def resolve_endpoint(kind: str, base_url: str | None,
-                     options: dict | None) -> tuple[str, dict | None]:
+def spec_for(kind: str, preset: str | None = None) -> ProviderKind:
+    """The entry a provider of `kind` (optionally with `preset`) is set up from.
+
+    Raises KeyError for an unknown kind, ValueError for an unknown preset or one of another format."""
+    spec = KINDS[kind]
+    if not preset:
+        return spec
+    chosen = PRESETS.get(preset)
+    if chosen is None:
+        raise ValueError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
+    if chosen.preset_of != kind and preset != kind:
+        raise ValueError(f"preset '{preset}' is for kind {chosen.preset_of}, not {kind}")
+    return chosen
+
+
+def needs_key(kind: str, options: dict | None = None) -> bool:
+    """Whether a provider of `kind` (and the preset its options name) must be given an API key."""
+    try:
+        return spec_for(kind, (options or {}).get("preset")).needs_key
+    except (KeyError, ValueError):
+        return True
+
+
+def resolve_endpoint(kind: str, base_url: str | None, options: dict | None,
+                     preset: str | None = None) -> tuple[str, dict | None]:
     """The base URL and options a provider of `kind` really uses, defaults filled in.
 
+    With `preset`, the preset's URL and quirk options are the defaults and its name is kept
+    in the options (`preset`), so the edit form and later saves know it.
     `options` comes back as given (None too, meaning "leave stored options alone") unless a
     default had to be added, then as a new dict. Raises KeyError for an unknown kind and
-    ValueError when the kind has no default URL and none was given."""
-    spec = KINDS[kind]
+    ValueError for a wrong preset or when the kind has no default URL and none was given."""
+    preset = preset or (options or {}).get("preset") or None
+    spec = spec_for(kind, preset)
     if spec.fixed_base_url:
         url = spec.default_base_url
     else:
         url = (base_url or spec.default_base_url or "").strip()
     if not url:
         raise ValueError("this provider kind needs a base URL")
-    missing = {k: v for k, v in spec.default_options.items() if not (options or {}).get(k)}
+    defaults = {**spec.default_options, **({"preset": preset} if preset and preset != kind else {})}
+    missing = {k: v for k, v in defaults.items() if not (options or {}).get(k)}
     if missing:
         options = {**(options or {}), **missing}
     return url, options

@@ -1,7 +1,10 @@
-"""Cost of a request from the per-model price table (USD per 1K tokens)."""
+"""Cost of a request (USD per 1K tokens): the admin's price table first, else the list price
+genai-prices knows for the model. Both are resolved once per model and cached, so billing on
+the hot path is a dict lookup."""
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 
 from flask import current_app
 from sqlalchemy import select
@@ -11,29 +14,10 @@ from gateway.extensions import db
 from gateway.models import ModelPrice
 from gateway.providers.base import Usage
 
-# List prices at the time of writing; the admin edits the table, this only seeds it.
+# The demo provider's models, so costs show up in a fresh install; every other model is priced
+# by genai-prices (pydantic's maintained price data) unless the admin sets a price.
 DEFAULT_PRICES: dict[str, tuple[float, float, float | None]] = {
-    "gpt-4o": (0.0025, 0.01, 0.00125),
-    "gpt-4o-mini": (0.00015, 0.0006, 0.000075),
-    "gpt-4.1": (0.002, 0.008, 0.0005),
-    "gpt-4.1-mini": (0.0004, 0.0016, 0.0001),
-    "gpt-4.1-nano": (0.0001, 0.0004, 0.000025),
-    "o3-mini": (0.0011, 0.0044, 0.00055),
-    "text-embedding-3-small": (0.00002, 0.0, None),
-    "text-embedding-3-large": (0.00013, 0.0, None),
-    "claude-3-5-haiku": (0.0008, 0.004, 0.00008),
-    "claude-3-7-sonnet": (0.003, 0.015, 0.0003),
-    "claude-sonnet-4": (0.003, 0.015, 0.0003),
-    "claude-opus-4": (0.015, 0.075, 0.0015),
-    "gemini-2.0-flash": (0.0001, 0.0004, 0.000025),
-    "gemini-2.5-flash": (0.0003, 0.0025, 0.000075),
-    "gemini-2.5-pro": (0.00125, 0.01, 0.00031),
-    "text-embedding-004": (0.0, 0.0, None),
-    "deepseek-chat": (0.00027, 0.0011, 0.00007),
-    "deepseek-reasoner": (0.00055, 0.00219, 0.00014),
-    "qwen-plus": (0.0004, 0.0012, None),
-    "qwen-turbo": (0.00005, 0.0002, None),
-    "demo-chat": (0.0005, 0.0015, None),     # the demo mock provider, so costs show up
+    "demo-chat": (0.0005, 0.0015, None),
     "demo-embed": (0.00002, 0.0, None),
 }
 
@@ -48,13 +32,45 @@ def seed_prices() -> None:
     db.session.commit()
 
 
+Price = tuple[float, float, float | None]      # input, output, cached input: USD per 1K tokens
+
+
+def listed_price(model: str) -> Price | None:
+    """genai-prices' current list price of `model` (or of its name after a provider/ prefix)."""
+    from genai_prices import data_snapshot     # lazy: its data takes ~0.5 s to import
+
+    snapshot = data_snapshot.get_snapshot()
+    for ref in dict.fromkeys((model.lower(), model.rsplit("/", 1)[-1].lower())):
+        try:
+            _, info = snapshot.find_provider_model(ref, None, None, None)
+        except LookupError:     # no provider claims the name's pattern: ask each one
+            info = next((found for provider in snapshot.providers
+                         if (found := provider.find_model(ref, all_providers=snapshot.providers))), None)
+        if info is None:
+            continue
+        p = info.get_prices(datetime.now(timezone.utc))
+        inp, out, cached = (_per_1k(getattr(p, name, None)) for name in ("input_mtok", "output_mtok", "cache_read_mtok"))
+        if inp is not None or out is not None:
+            return inp or 0.0, out or 0.0, cached
+    return None
+
+
+def _per_1k(per_million) -> float | None:
+    """USD per 1K tokens from genai-prices' per-million price (tiered: the base tier)."""
+    if per_million is None:
+        return None
+    return float(getattr(per_million, "base", per_million) / 1000)
+
+
 class PriceBook:
-    """Cached copy of the price table; longest-prefix match covers dated model versions."""
+    """Cached copy of the price table; longest-prefix match covers dated model versions. A
+    model the table does not price gets genai-prices' list price (looked up once per process)."""
 
     def __init__(self, ttl: float):
         self.ttl = ttl
-        self.prices: dict[str, tuple[float, float, float | None]] = {}
+        self.prices: dict[str, Price] = {}
         self.matches: dict[str, tuple | None] = {}      # model -> its price, found once per reload
+        self.listed: dict[str, Price | None] = {}       # model -> genai-prices' price, kept
         self.loaded_at = float("-inf")
 
     def lookup(self, model: str) -> tuple[float, float, float | None] | None:
@@ -78,12 +94,22 @@ class PriceBook:
         """Reread the table on the next lookup."""
         self.loaded_at = float("-inf")
 
-    def _match(self, model: str) -> tuple[float, float, float | None] | None:
+    def _match(self, model: str) -> Price | None:
         if model in self.prices:
             return self.prices[model]
         name = model.rsplit("/", 1)[-1]     # "models/gemini-2.0-flash", "org/model"
         best = max((m for m in self.prices if name.startswith(m)), key=len, default=None)
-        return self.prices[best] if best else None
+        if best:
+            return self.prices[best]
+        if not model:
+            return None
+        if model not in self.listed:
+            try:
+                self.listed[model] = listed_price(model)
+            except Exception:       # a broken price package must not break billing
+                current_app.logger.warning("genai-prices lookup failed for %s", model, exc_info=True)
+                self.listed[model] = None
+        return self.listed[model]
 
 
 def cost_of(price: tuple[float, float, float | None] | None, usage: Usage) -> float:

@@ -13,7 +13,7 @@ from gateway import secrets
 from gateway.errors import InvalidRequest
 from gateway.extensions import db
 from gateway.models import Alias, Deployment, ModelPrice, Policy, Provider, utcnow
-from gateway.providers import registry, ssrf
+from gateway.providers import model_catalogue, registry, ssrf
 from gateway.services.accounting import pricing
 from gateway.services.accounting.redaction import check_mode
 from gateway.services.admin import audit
@@ -21,6 +21,7 @@ from gateway.services.routing import probe
 from gateway.services.routing.policies import STRATEGIES
 from gateway.services.routing.catalog import catalog
 
+MODES = ("chat", "embedding")      # deployment modes the gateway serves; the catalogue knows more
 DEPLOYMENT_FIELDS = ("upstream_model", "mode", "weight", "enabled", "region", "input_per_1k", "output_per_1k",
                      "context_window", "capabilities", "rpm_limit", "tpm_limit")
 POLICY_FIELDS = ("strategy", "candidates", "weights", "capabilities", "regions", "sticky", "ab", "shadow",
@@ -36,9 +37,11 @@ def _commit() -> None:
 def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key: str | None = None,
                   models: list[str] | None = None, region: str = "", options: dict | None = None,
                   embedding_models: list[str] | None = None, source: str = "cli",
-                  exists_ok: bool = True) -> Provider:
+                  exists_ok: bool = True, preset: str | None = None) -> Provider:
     """Create or update a provider by name and make sure each listed model has a deployment.
-    Models may be given as `public=upstream` to expose an upstream model under another name.
+    Models may be given as `public=upstream` to expose an upstream model under another name;
+    a model's mode comes from the model catalogue (embedding_models force embedding).
+    `preset` (registry.PRESETS) fills in a vendor's URL and quirks; the kind is stored as given.
     With exists_ok=False an existing name is an error instead of an update (the console's create)."""
     kind = kind.strip().lower()
     if kind not in registry.KINDS:
@@ -49,8 +52,13 @@ def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key:
     provider = provider_named(name)
     if provider is not None and not exists_ok:
         raise InvalidRequest("A provider with this name exists already.", param="name")
+    preset = (preset or "").strip().lower() or None
     try:
-        base_url, options = registry.resolve_endpoint(kind, base_url, options)
+        registry.spec_for(kind, preset)
+    except ValueError as e:
+        raise InvalidRequest(str(e), param="preset") from None
+    try:
+        base_url, options = registry.resolve_endpoint(kind, base_url, options, preset)
     except ValueError as e:
         raise InvalidRequest(str(e), param="base_url") from None
     try:
@@ -69,7 +77,7 @@ def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key:
         provider.api_key_enc = secrets.encrypt(api_key)
         provider.key_last4 = api_key[-4:] if len(api_key) >= 8 else ""
     db.session.flush()
-    for mode, names in (("chat", models or []), ("embedding", embedding_models or [])):
+    for mode, names in ((None, models or []), ("embedding", embedding_models or [])):
         for spec in names:
             public, _, upstream = spec.strip().partition("=")
             if public:
@@ -78,12 +86,34 @@ def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key:
     return provider
 
 
-def _ensure_deployment(provider: Provider, model: str, upstream: str, mode: str) -> None:
+def catalogued(upstream: str) -> model_catalogue.ModelInfo | None:
+    """The model catalogue's entry for an upstream model name (instance copy first)."""
+    return model_catalogue.lookup(upstream, current_app.instance_path)
+
+
+def _mode_of(info: model_catalogue.ModelInfo | None) -> str:
+    """A model's mode by the catalogue, among those the gateway serves; else chat."""
+    return info.mode if info is not None and info.mode in MODES else "chat"
+
+
+def _ensure_deployment(provider: Provider, model: str, upstream: str, mode: str | None) -> None:
+    """Serve `model` as `upstream` in `mode` (None: the catalogue's); a new deployment takes its
+    context window and capabilities from the catalogue."""
+    info = catalogued(upstream)
+    mode = mode or _mode_of(info)
     for d in provider.deployments:
         if d.model == model:
             d.upstream_model, d.mode = upstream, mode
             return
-    provider.deployments.append(Deployment(model=model, upstream_model=upstream, mode=mode))
+    provider.deployments.append(Deployment(model=model, upstream_model=upstream, mode=mode,
+                                           **_catalogue_fields(info, mode)))
+
+
+def _catalogue_fields(info: model_catalogue.ModelInfo | None, mode: str) -> dict:
+    """Context window and capabilities of a deployment the admin did not describe."""
+    if info is None or info.mode != mode:
+        return {}
+    return {"context_window": info.context_window, "capabilities": list(info.capabilities) or None}
 
 
 def _destination(url: str) -> tuple:
@@ -183,7 +213,8 @@ def _probes_over_limit(actor, ip: str) -> bool:
 def save_deployment(model: str, provider: str, upstream_model: str | None = None, *,
                     source: str | None = None, **fields) -> Deployment:
     """Create or update the deployment of `model` on `provider` serving `upstream_model`
-    (by default the model's own name); only the fields given change."""
+    (by default the model's own name); only the fields given change. What a new deployment
+    leaves unset (mode, context window, capabilities) comes from the model catalogue."""
     unknown = set(fields) - set(DEPLOYMENT_FIELDS)
     if unknown:
         raise InvalidRequest(f"unknown deployment field(s): {', '.join(sorted(unknown))}")
@@ -196,8 +227,14 @@ def save_deployment(model: str, provider: str, upstream_model: str | None = None
         db.session.add(d)
     elif source:
         d.source = source
-    if fields.get("mode") not in (None, "chat", "embedding"):
-        raise InvalidRequest("mode must be chat or embedding", param="mode")
+    if fields.get("mode") not in (None, *MODES):
+        raise InvalidRequest(f"mode must be {' or '.join(MODES)}", param="mode")
+    info = catalogued(upstream)
+    if fields.get("mode") is None and (d.id is None or "mode" in fields):
+        fields["mode"] = d.mode if d.id is not None else _mode_of(info)    # as it was, or the catalogue's
+    for name, value in _catalogue_fields(info, fields.get("mode", d.mode)).items():
+        if fields.get(name, getattr(d, name)) is None:      # not set: the catalogue's
+            fields[name] = value
     caps = fields.get("capabilities")
     if caps is not None:
         fields["capabilities"] = sorted({str(c).strip().lower() for c in caps if str(c).strip()})

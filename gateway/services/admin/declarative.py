@@ -136,7 +136,7 @@ def apply(doc: dict, out=print) -> dict:
                 raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(bad))}")
             d = _expand(d, where)
             upstream = str(d.get("upstream") or d.get("upstream_model") or model)
-            fields = {"mode": d.get("mode") or spec.get("mode") or "chat",
+            fields = {"mode": d.get("mode") or spec.get("mode"),     # None: the model catalogue's
                       "weight": int(d.get("weight", 1)), "enabled": bool(d.get("enabled", True)),
                       "region": d.get("region"), "input_per_1k": d.get("input_per_1k"),
                       "output_per_1k": d.get("output_per_1k"), "context_window": d.get("context_window"),

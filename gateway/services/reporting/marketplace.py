@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from gateway.extensions import db
 from gateway.models import ModelPrice, Provider
+from gateway.providers import model_catalogue
+from gateway.services.accounting import pricing
 from gateway.services.routing.catalog import catalog
 
 
@@ -52,7 +55,29 @@ def model_entries() -> dict[str, ModelEntry]:
             if r.context_window:
                 e.context_window = max(e.context_window or 0, r.context_window)
             e.deployments.append(Offer(r.deployment_id, r.provider, r.target.model, r.region))
+        if e.context_window is None:        # deployments made before the catalogue: its window, to show
+            known = [i.context_window for o in e.deployments
+                     if (i := model_catalogue.lookup(o.upstream_model, current_app.instance_path))
+                     and i.context_window]
+            e.context_window = max(known, default=None)
     return out
+
+
+def per_million(per_1k: float | None) -> str:
+    """A per-1K-token price as money per 1M tokens: $0.15, $2.50, $0.075; an em dash for none."""
+    if per_1k is None:
+        return "—"
+    usd = per_1k * 1000
+    if usd >= 1 or usd == 0:
+        return f"${usd:,.2f}"
+    text = f"{usd:.6f}".rstrip("0")
+    return "$" + (text if len(text.split(".")[1]) >= 2 else f"{usd:.2f}")
+
+
+def listed_prices(models) -> dict[str, tuple]:
+    """genai-prices' list price of each model the price table does not price (what billing uses)."""
+    book = pricing.price_book()
+    return {m: price for m in models if (price := book.lookup(m)) is not None}
 
 
 def provider_names() -> list[str]:
