@@ -49,10 +49,18 @@ def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key:
     provider = provider_named(name)
     if provider is not None and not exists_ok:
         raise InvalidRequest("A provider with this name exists already.", param="name")
+    spec = registry.KINDS[kind]
+    region = (region or "").strip() or (provider.region if provider is not None else "")
+    if spec.regional_url and provider is not None and base_url and _is_regional_default(kind, base_url, provider.region):
+        base_url = None         # the stored default of the old region: follow the region given now
+    if embedding_models and not spec.embeddings:
+        raise InvalidRequest(f"{kind} providers serve chat models only here (Converse has no "
+                             "embeddings); add embedding models to another provider",
+                             param="embedding_models")
     try:
-        base_url, options = registry.resolve_endpoint(kind, base_url, options)
+        base_url, options = registry.resolve_endpoint(kind, base_url, options, region)
     except ValueError as e:
-        raise InvalidRequest(str(e), param="base_url") from None
+        raise InvalidRequest(str(e), param="region" if spec.regional_url and not base_url else "base_url") from None
     try:
         ssrf.check_url(base_url, current_app.config["ALLOW_PRIVATE_UPSTREAMS"])
     except ValueError as e:
@@ -62,7 +70,7 @@ def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key:
     if provider is None:
         provider = Provider(name=name, kind=kind, source=source)
         db.session.add(provider)
-    provider.kind, provider.base_url, provider.region = kind, base_url, region or provider.region or ""
+    provider.kind, provider.base_url, provider.region = kind, base_url, region
     if options is not None:
         provider.options = options
     if api_key is not None:
@@ -76,6 +84,13 @@ def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key:
                 _ensure_deployment(provider, public.strip(), (upstream or public).strip(), mode)
     _commit()
     return provider
+
+
+def _is_regional_default(kind: str, base_url: str, region: str) -> bool:
+    try:
+        return base_url.strip().rstrip("/") == registry.regional_url(kind, region)
+    except ValueError:
+        return False
 
 
 def _ensure_deployment(provider: Provider, model: str, upstream: str, mode: str) -> None:
@@ -136,7 +151,7 @@ def delete_provider(provider: Provider) -> None:
 
 def check_connection(kind: str, base_url: str, api_key: str, models: list[str], *, model: str = "",
                      options: dict | None = None, stored: Provider | None = None, name: str = "",
-                     actor=None, ip: str = "") -> probe.ProbeResult:
+                     actor=None, ip: str = "", region: str = "") -> probe.ProbeResult:
     """Probe a provider as a form describes it, with `model` or the first listed one. On an edit
     (`stored`) an empty key means the stored key, for the stored base URL only. Every attempt is
     audited with its URL (never the key) and counts against PROBE_LIMIT_PER_USER and _PER_IP."""
@@ -147,7 +162,8 @@ def check_connection(kind: str, base_url: str, api_key: str, models: list[str], 
     if not model and stored is not None and stored.deployments:
         model = stored.deployments[0].upstream_model
     try:
-        url = registry.resolve_endpoint(kind.strip().lower(), base_url or None, options)[0]
+        region = region or (stored.region if stored is not None else "")
+        url = registry.resolve_endpoint(kind.strip().lower(), base_url or None, options, region)[0]
     except (KeyError, ValueError):
         url = base_url
     row = audit.record(actor, "provider.test", name or (stored.name if stored else ""),
@@ -198,6 +214,10 @@ def save_deployment(model: str, provider: str, upstream_model: str | None = None
         d.source = source
     if fields.get("mode") not in (None, "chat", "embedding"):
         raise InvalidRequest("mode must be chat or embedding", param="mode")
+    kind = registry.KINDS.get(p.kind)
+    if fields.get("mode") == "embedding" and kind is not None and not kind.embeddings:
+        raise InvalidRequest(f"{p.kind} providers serve chat models only here (Converse has no "
+                             "embeddings)", param="mode")
     caps = fields.get("capabilities")
     if caps is not None:
         fields["capabilities"] = sorted({str(c).strip().lower() for c in caps if str(c).strip()})

@@ -1,4 +1,4 @@
-"""Streamed chat answers: relay the upstream's SSE events as OpenAI chunks, with keepalive
+"""Streamed chat answers: relay the upstream's events (SSE, or the adapter's own framing) as OpenAI chunks, with keepalive
 comments while the first chunk is slow, and one usage record however the stream ends."""
 from __future__ import annotations
 
