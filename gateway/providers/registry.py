@@ -40,8 +40,10 @@ KINDS: dict[str, ProviderKind] = {     # in the order the console lists them
     "mock": ProviderKind(openai_chat, "mock://local/v1", needs_key=False, fixed_base_url=True),
 }
 ADAPTERS: dict[str, ModuleType] = {name: kind.adapter for name, kind in KINDS.items()}
-DEFAULT_BASE_URLS: dict[str, str] = {name: kind.default_base_url for name, kind in KINDS.items()
-                                     if kind.default_base_url}
+# What the console shows for an empty Base URL; regional kinds show their URL pattern.
+DEFAULT_BASE_URLS: dict[str, str] = {name: kind.default_base_url or kind.regional_url
+                                     for name, kind in KINDS.items()
+                                     if kind.default_base_url or kind.regional_url}
 
 
 def resolve_endpoint(kind: str, base_url: str | None,
