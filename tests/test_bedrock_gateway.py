@@ -80,6 +80,18 @@ def test_stream_through_bedrock_relays_event_stream_as_sse(gateway, mock):
     assert (rec.status, rec.stream, rec.completion_tokens, rec.estimated) == (200, True, 4, False)
 
 
+def test_a_cut_event_stream_ends_with_an_error_and_one_record(gateway, mock):
+    add_bedrock(gateway.app, mock, ["claude=echo+cut=2"])
+    got = []
+    with pytest.raises(openai.APIError):
+        for chunk in sdk(gateway).chat.completions.create(
+                model="claude", messages=[{"role": "user", "content": "one two three"}], stream=True):
+            got.extend(c.delta.content or "" for c in chunk.choices)
+    assert "".join(got) == "Echo: one"
+    [rec] = usage_records(gateway.app)
+    assert rec.status >= 500 and rec.stream and rec.estimated
+
+
 def test_tools_and_images_through_bedrock(gateway, mock):
     add_bedrock(gateway.app, mock, [f"claude={MODEL}"])
     tool = {"type": "function", "function": {"name": "top_song", "parameters": {

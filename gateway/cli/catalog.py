@@ -22,12 +22,14 @@ COMMANDS = (providers_cli, deployments_cli, aliases_cli, policies_cli)
 
 @command(providers_cli, "add")
 @click.option("--name", required=True)
-@click.option("--kind", required=True, help="openai, azure, anthropic, gemini or mock")
+@click.option("--kind", required=True, help="openai, azure, anthropic, gemini, bedrock or mock")
 @click.option("--base-url", help="as the vendor's SDK takes it, e.g. https://api.openai.com/v1")
-@click.option("--api-key", help="stored encrypted; read from $PROVIDER_API_KEY when omitted")
+@click.option("--api-key", help="stored encrypted; read from $PROVIDER_API_KEY when omitted; "
+              "bedrock: ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN] or a Bedrock API key")
 @click.option("--models", help="chat models to expose, comma-separated; public=upstream renames")
 @click.option("--embedding-models", help="embedding models to expose, comma-separated")
-@click.option("--region", default="")
+@click.option("--region", default="", help="for routing constraints; bedrock: the AWS region, "
+              "which also builds the endpoint URL")
 @click.option("--api-version", help="Azure OpenAI api-version")
 def providers_add(name, kind, base_url, api_key, models, embedding_models, region, api_version):
     """Add a provider, or update the one with this name (idempotent)."""

@@ -19,7 +19,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from gateway.errors import InvalidRequest
-from gateway.providers.base import Reply, StreamError, Target, UpstreamFailure, UpstreamRequest, Usage
+from gateway.providers.base import Reply, StreamError, Target, UpstreamFailure, UpstreamRequest
 from gateway.providers.bedrock_stream import ChatStream, events, finish_reason, openai_usage, usage_from
 
 __all__ = ["ChatStream", "events", "finish_reason", "chat_request", "chat_response", "error_message", "error_status",
