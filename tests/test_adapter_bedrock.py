@@ -240,6 +240,15 @@ def test_tool_choice_maps_to_converse(choice, expected):
 def test_tool_choice_none_leaves_tools_out_unless_the_history_uses_them():
     _, body = sent({"messages": [{"role": "user", "content": "hi"}], "tools": [TOP_SONG], "tool_choice": "none"})
     assert "toolConfig" not in body
+    _, body = sent({"tools": [TOP_SONG], "tool_choice": "none", "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "tool_calls": [{"id": "t1", "type": "function",
+                                              "function": {"name": "top_song", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "t1", "content": "no result"}]})
+    assert body["toolConfig"] == {"tools": [{"toolSpec": {
+        "name": "top_song", "description": TOP_SONG["function"]["description"],
+        "inputSchema": {"json": TOP_SONG["function"]["parameters"]}}}]}
+    assert body["messages"][2]["content"] == [{"toolResult": {"toolUseId": "t1", "content": [{"text": "no result"}]}}]
 
 
 @pytest.mark.parametrize("body", [
