@@ -24,6 +24,7 @@ _GEMINI_ROUTES: dict[str, Handler] = {"generateContent": gemini.generate,
 _BEDROCK_ROUTES: dict[str, Handler] = {"converse": bedrock.converse,
                                        "converse-stream": bedrock.converse_stream}
 
+
 @dataclass(slots=True)
 class Route:
     """A matched request: who answers it, and what the path itself carries."""

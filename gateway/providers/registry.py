@@ -33,10 +33,10 @@ KINDS: dict[str, ProviderKind] = {     # in the order the console lists them
     "azure": ProviderKind(openai_chat, default_options={"api_version": "2024-10-21"}),
     "anthropic": ProviderKind(anthropic_messages, "https://api.anthropic.com/v1"),
     "gemini": ProviderKind(gemini, "https://generativelanguage.googleapis.com/v1beta"),
-    # Answered in-process (create_app gives the transport gateway.mock_upstream for mock://).
     # Converse/ConverseStream, SigV4-signed; each region has its own host.
     "bedrock": ProviderKind(bedrock_converse, embeddings=False,
                             regional_url="https://bedrock-runtime.{region}.amazonaws.com"),
+    # Answered in-process (create_app gives the transport gateway.mock_upstream for mock://).
     "mock": ProviderKind(openai_chat, "mock://local/v1", needs_key=False, fixed_base_url=True),
 }
 ADAPTERS: dict[str, ModuleType] = {name: kind.adapter for name, kind in KINDS.items()}

@@ -51,7 +51,8 @@ def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key:
         raise InvalidRequest("A provider with this name exists already.", param="name")
     spec = registry.KINDS[kind]
     region = (region or "").strip() or (provider.region if provider is not None else "")
-    if spec.regional_url and provider is not None and base_url and _is_regional_default(kind, base_url, provider.region):
+    if (spec.regional_url and provider is not None and base_url
+            and _is_regional_default(kind, base_url, provider.region)):
         base_url = None         # the stored default of the old region: follow the region given now
     if embedding_models and not spec.embeddings:
         raise InvalidRequest(f"{kind} providers serve chat models only here (Converse has no "
@@ -60,7 +61,8 @@ def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key:
     try:
         base_url, options = registry.resolve_endpoint(kind, base_url, options, region)
     except ValueError as e:
-        raise InvalidRequest(str(e), param="region" if spec.regional_url and not base_url else "base_url") from None
+        param = "region" if spec.regional_url and not base_url else "base_url"
+        raise InvalidRequest(str(e), param=param) from None
     try:
         ssrf.check_url(base_url, current_app.config["ALLOW_PRIVATE_UPSTREAMS"])
     except ValueError as e:
