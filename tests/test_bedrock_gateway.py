@@ -163,6 +163,16 @@ def test_bearer_api_key(gateway, mock):
     assert seen(mock)[0]["headers"]["authorization"] == "Bearer ..." + mock_bedrock.API_KEY[-4:]
 
 
+def test_test_connection_signs_bedrock_requests(sqlite_app, mock):
+    from gateway.services.routing import probe
+    with sqlite_app.app_context():
+        result = probe.probe_provider("bedrock", mock, KEY, MODEL, None, region="eu-west-1")
+        bad = probe.probe_provider("bedrock", mock, KEY.replace(":", ":x"), MODEL, None, region="eu-west-1")
+    assert result.ok, result
+    assert not bad.ok
+    assert seen(mock)[0]["path"] == f"/model/{MODEL}/converse"
+
+
 # --- regions, saving, the CLI and the console ---------------------------------------------------
 
 def test_region_builds_the_url_and_a_deployment_region_overrides_it(sqlite_app):

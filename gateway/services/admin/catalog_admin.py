@@ -163,8 +163,8 @@ def check_connection(kind: str, base_url: str, api_key: str, models: list[str], 
     model = model or (models[0].partition("=")[2] or models[0] if models else "")
     if not model and stored is not None and stored.deployments:
         model = stored.deployments[0].upstream_model
+    region = region or (stored.region if stored is not None else "")
     try:
-        region = region or (stored.region if stored is not None else "")
         url = registry.resolve_endpoint(kind.strip().lower(), base_url or None, options, region)[0]
     except (KeyError, ValueError):
         url = base_url
@@ -179,7 +179,7 @@ def check_connection(kind: str, base_url: str, api_key: str, models: list[str], 
             if stored is not None and not api_key:
                 require_key_for(stored, url)
                 api_key = secrets.decrypt(stored.api_key_enc)
-            result = probe.probe_provider(kind, url, api_key, model, options)
+            result = probe.probe_provider(kind, url, api_key, model, options, region)
     except InvalidRequest as e:
         audit.complete(row, outcome="invalid", error=e.message)
         raise
