@@ -6,7 +6,7 @@ from gateway.providers import registry
 
 def test_adapters_follow_the_kinds():
     assert registry.ADAPTERS == {name: k.adapter for name, k in registry.KINDS.items()}
-    assert list(registry.KINDS) == ["openai", "azure", "anthropic", "gemini", "mock", *registry.PRESETS]
+    assert list(registry.KINDS) == ["openai", "azure", "anthropic", "gemini", "bedrock", "mock", *registry.PRESETS]
 
 
 def test_default_base_url_fills_in_and_entered_urls_are_stripped():
@@ -33,4 +33,14 @@ def test_azure_needs_a_url_and_gets_a_default_api_version():
 
 def test_unknown_kind_is_a_key_error():
     with pytest.raises(KeyError):
-        registry.resolve_endpoint("bedrock", "https://x.example", None)
+        registry.resolve_endpoint("nope", "https://x.example", None)
+
+
+def test_bedrock_builds_its_url_from_the_region():
+    assert registry.resolve_endpoint("bedrock", None, None, region="eu-west-1") == (
+        "https://bedrock-runtime.eu-west-1.amazonaws.com", None)
+    assert registry.resolve_endpoint("bedrock", "https://vpce.example", None, region="eu-west-1")[0] == (
+        "https://vpce.example")
+    with pytest.raises(ValueError):
+        registry.resolve_endpoint("bedrock", None, None, region="")
+    assert not registry.KINDS["bedrock"].embeddings and registry.KINDS["bedrock"].needs_key

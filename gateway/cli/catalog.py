@@ -24,14 +24,16 @@ COMMANDS = (providers_cli, deployments_cli, aliases_cli, policies_cli)
 @command(providers_cli, "add")
 @click.option("--name", required=True)
 @click.option("--kind", required=True,
-              help="openai, azure, anthropic, gemini, mock, or a preset (see `providers presets`)")
+              help="openai, azure, anthropic, gemini, bedrock, mock, or a preset (see `providers presets`)")
 @click.option("--preset", help="an OpenAI-compatible vendor's URL and quirks, with --kind openai")
 @click.option("--base-url", help="as the vendor's SDK takes it, e.g. https://api.openai.com/v1")
-@click.option("--api-key", help="stored encrypted; read from $PROVIDER_API_KEY when omitted")
+@click.option("--api-key", help="stored encrypted; read from $PROVIDER_API_KEY when omitted; "
+              "bedrock: ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN] or a Bedrock API key")
 @click.option("--models", help="models to expose, comma-separated; public=upstream renames; "
                                "the model catalogue tells chat from embedding")
 @click.option("--embedding-models", help="embedding models to expose, comma-separated")
-@click.option("--region", default="")
+@click.option("--region", default="", help="for routing constraints; bedrock: the AWS region, "
+              "which also builds the endpoint URL")
 @click.option("--api-version", help="Azure OpenAI api-version")
 def providers_add(name, kind, preset, base_url, api_key, models, embedding_models, region, api_version):
     """Add a provider, or update the one with this name (idempotent)."""

@@ -209,7 +209,7 @@ def provider_test():
             form["kind"], form["base_url"], form["api_key"], _split_models(form["models"]),
             model=request.form.get("test_model", "").strip(), stored=stored, name=form["name"],
             options={"api_version": form["api_version"]} if form["api_version"] else None,
-            actor=current_user._get_current_object(), ip=client_ip())
+            actor=current_user._get_current_object(), ip=client_ip(), region=form["region"])
     except InvalidRequest as e:
         return render_template("console/_provider_test.html", result=None, error=e.message,
                                field=(e.param or "").replace("_", "-"))

@@ -1,4 +1,4 @@
-"""A fake model provider speaking the OpenAI, Anthropic and Gemini wire formats.
+"""A fake model provider speaking the OpenAI, Anthropic, Gemini and Bedrock wire formats.
 
 Used three ways: as a real HTTP server on 127.0.0.1 by the tests and the benchmark
 (`python -m gateway.mock_upstream --port 0` prints `mock-upstream listening on
@@ -11,6 +11,8 @@ Routes:
     POST /v1/messages, key in x-api-key or a bearer token               (Anthropic)
     POST /v1beta/models/{model}:generateContent|streamGenerateContent?alt=sse
          |embedContent|batchEmbedContents                               (Gemini)
+    POST /model/{modelId}/converse|converse-stream, SigV4-signed for the test credentials
+         in bedrock.py or with its test API key as a bearer token          (AWS Bedrock)
     /_mock/faults (POST queues, GET lists, DELETE clears), GET /_mock/requests,
     GET /_mock/stats, POST /_mock/reset                                 (control)
 
@@ -49,7 +51,7 @@ Directives:
 In-process there is no socket: `reset` and `cut` raise ConnectionResetError from the
 response iterator instead. For `reset`, start_response is never called.
 
-Layout, mirroring gateway/providers/: openai.py, anthropic.py and gemini.py each fake one
+Layout, mirroring gateway/providers/: openai.py, anthropic.py, gemini.py and bedrock.py each fake one
 wire format; answers.py holds the answer they share, faults.py the directives, routes.py
 maps paths to handlers, wsgi.py is the WSGI app with the control routes, server.py
 serves it over sockets (`__main__.py` runs server.main).

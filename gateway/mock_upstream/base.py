@@ -41,6 +41,16 @@ class Vendor:
     auth_message: str
     bad_frame: bytes            # what `malformed` sends mid-stream
     text_frame: Callable[[str], bytes]      # one stream event carrying `text` (for big_event)
+    error_headers: Callable[[int], list[tuple[str, str]]] | None = None   # e.g. Bedrock's error type
+    auth_failure: Callable[[dict], Result] | None = None    # the refusal, when it depends on why
+
+
+def error_result(vendor: Vendor, status: int, message: str) -> Result:
+    """The vendor's error for `status`, body and headers."""
+    result = json_result(vendor.error(status, message), status)
+    if vendor.error_headers is not None:
+        result.headers.extend(vendor.error_headers(status))
+    return result
 
 
 def json_result(obj, status: int = 200) -> Result:

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from gateway.mock_upstream.base import Call, Handler, Result, Vendor, json_result
+from gateway.mock_upstream.base import Call, Handler, Result, Vendor, error_result
 
 _HANG_SECONDS = 3600
 
@@ -102,8 +102,7 @@ def run_faulty(handler: Handler, vendor: Vendor, faults: Faults,
     if faults.reset:
         return _reset(call.environ)
     if faults.fail is not None:
-        result = json_result(vendor.error(faults.fail, f"mock failure {faults.fail}"),
-                             faults.fail)
+        result = error_result(vendor, faults.fail, f"mock failure {faults.fail}")
         if faults.retry_after:
             result.headers.append(("retry-after", faults.retry_after))
         if faults.retry_after_ms:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.mock_upstream import anthropic, gemini, openai
+from gateway.mock_upstream import anthropic, bedrock, gemini, openai
 from gateway.mock_upstream.base import Handler, Vendor
 
-OPENAI, ANTHROPIC, GEMINI = openai.VENDOR, anthropic.VENDOR, gemini.VENDOR
+OPENAI, ANTHROPIC, GEMINI, BEDROCK = openai.VENDOR, anthropic.VENDOR, gemini.VENDOR, bedrock.VENDOR
 
 ROUTES: dict[tuple[str, str], tuple[Vendor, Handler]] = {
     ("POST", "/v1/chat/completions"): (OPENAI, openai.chat),
@@ -21,13 +21,16 @@ _GEMINI_ROUTES: dict[str, Handler] = {"generateContent": gemini.generate,
                                       "embedContent": gemini.embed,
                                       "batchEmbedContents": gemini.embed}
 
+_BEDROCK_ROUTES: dict[str, Handler] = {"converse": bedrock.converse,
+                                       "converse-stream": bedrock.converse_stream}
+
 
 @dataclass(slots=True)
 class Route:
     """A matched request: who answers it, and what the path itself carries."""
     vendor: Vendor
     handler: Handler
-    model: str | None = None    # from the path (Azure deployment, Gemini model)
+    model: str | None = None    # from the path (Azure deployment, Gemini or Bedrock model)
     action: str = ""
 
 
@@ -41,6 +44,10 @@ def route(method: str, path: str) -> Route | None:
         deployment, _, rest = path[len("/openai/deployments/"):].partition("/")
         handler = _AZURE_ROUTES.get(rest)
         return Route(OPENAI, handler, deployment) if handler and deployment else None
+    if path.startswith("/model/"):     # Bedrock; ids carry ':' and arrive percent-decoded
+        model, _, action = path[len("/model/"):].rpartition("/")
+        handler = _BEDROCK_ROUTES.get(action)
+        return Route(BEDROCK, handler, model, action) if handler and model else None
     for prefix in ("/v1beta/models/", "/v1/models/"):
         if path.startswith(prefix):
             model, _, action = path[len(prefix):].rpartition(":")
@@ -53,6 +60,8 @@ def vendor_for(path: str) -> Vendor:
     """Whose error format an unmatched path gets."""
     if path.startswith("/v1/messages"):
         return ANTHROPIC
+    if path.startswith("/model/"):
+        return BEDROCK
     if path.startswith("/v1beta/") or ":" in path:
         return GEMINI
     return OPENAI

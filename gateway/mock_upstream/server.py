@@ -22,6 +22,7 @@ def _handler_class():
         def get_environ(self):
             environ = super().get_environ()
             environ["mock.abort"] = self._abort
+            environ["RAW_URI"] = self.path      # as sent, not percent-decoded (Bedrock's SigV4 check)
             return environ
 
         def _abort(self):

@@ -9,13 +9,13 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from gateway.mock_upstream.base import Call, Result, json_result
+from gateway.mock_upstream.base import Call, Result, error_result, json_result
 from gateway.mock_upstream.faults import (NO_FAULTS, Faults, apply_directives, paced,
                                           request_faults, run_faulty)
 from gateway.mock_upstream.routes import ROUTES, route, vendor_for
 
 _REQUEST_LOG_SIZE = 200
-_SECRET_HEADERS = ("authorization", "api-key", "x-api-key", "x-goog-api-key")
+_SECRET_HEADERS = ("authorization", "api-key", "x-api-key", "x-goog-api-key", "x-amz-security-token")
 
 
 class MockUpstream:
@@ -51,28 +51,28 @@ class MockUpstream:
         if found is None:
             vendor = vendor_for(path)
             status = 405 if ROUTES.keys() & {("GET", path), ("POST", path)} else 404
-            return json_result(vendor.error(status, f"no route for {method} {path}"), status)
+            return error_result(vendor, status, f"no route for {method} {path}")
         vendor = found.vendor
         if body is None:
-            return json_result(vendor.error(400, "request body is not a JSON object"), 400)
+            return error_result(vendor, 400, "request body is not a JSON object")
         if not vendor.authorized(environ, query):
-            return json_result(vendor.error(vendor.auth_status, vendor.auth_message),
-                               vendor.auth_status)
+            if vendor.auth_failure is not None:
+                return vendor.auth_failure(environ)
+            return error_result(vendor, vendor.auth_status, vendor.auth_message)
         if method == "POST" and not model:
-            return json_result(vendor.error(400, "model is required"), 400)
+            return error_result(vendor, 400, "model is required")
         queued = self._take_queued(path) if self._queued else None
         try:
             faults = request_faults(environ, model, queued)
         except ValueError as exc:
-            return json_result(vendor.error(400, str(exc)), 400)
+            return error_result(vendor, 400, str(exc))
         call = Call(environ, body, model, found.action, query)
         try:
             result = (run_faulty(found.handler, vendor, faults, call) if faults
                       else found.handler(call))
         except (AttributeError, KeyError, TypeError, IndexError) as exc:
             # A request shape the mock can't read: say so rather than a bare 500.
-            return json_result(vendor.error(400, f"mock could not read the request: {exc!r}"),
-                               400)
+            return error_result(vendor, 400, f"mock could not read the request: {exc!r}")
         if isinstance(result, Result) and result.frames is not None:
             result.chunks = paced(result.frames, faults or NO_FAULTS, vendor, environ)
         return result
@@ -195,6 +195,7 @@ def _read_json(environ: dict):
     if stream is None:
         return {}
     raw = stream.read(int(length)) if length else stream.read()
+    environ["mock.raw_body"] = raw      # Bedrock's SigV4 check hashes the exact bytes
     if not raw:
         return {}
     body = orjson.loads(raw)

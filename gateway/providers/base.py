@@ -15,6 +15,7 @@ class Target:
     api_key: str
     model: str              # the upstream model name
     options: dict = field(default_factory=dict)   # vendor extras, e.g. {"api_version": "..."}
+    region: str = ""        # the deployment's (else the provider's) region; Bedrock signs with it
 
 
 @dataclass(slots=True)

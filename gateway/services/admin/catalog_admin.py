@@ -54,13 +54,22 @@ def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key:
         raise InvalidRequest("A provider with this name exists already.", param="name")
     preset = (preset or "").strip().lower() or None
     try:
-        registry.spec_for(kind, preset)
+        spec = registry.spec_for(kind, preset)
     except ValueError as e:
         raise InvalidRequest(str(e), param="preset") from None
+    region = (region or "").strip() or (provider.region if provider is not None else "")
+    if (spec.regional_url and provider is not None and base_url
+            and _is_regional_default(kind, base_url, provider.region)):
+        base_url = None         # the stored default of the old region: follow the region given now
+    if embedding_models and not spec.embeddings:
+        raise InvalidRequest(f"{kind} providers serve chat models only here (Converse has no "
+                             "embeddings); add embedding models to another provider",
+                             param="embedding_models")
     try:
-        base_url, options = registry.resolve_endpoint(kind, base_url, options, preset)
+        base_url, options = registry.resolve_endpoint(kind, base_url, options, preset, region)
     except ValueError as e:
-        raise InvalidRequest(str(e), param="base_url") from None
+        param = "region" if spec.regional_url and not base_url else "base_url"
+        raise InvalidRequest(str(e), param=param) from None
     try:
         ssrf.check_url(base_url, current_app.config["ALLOW_PRIVATE_UPSTREAMS"])
     except ValueError as e:
@@ -70,7 +79,7 @@ def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key:
     if provider is None:
         provider = Provider(name=name, kind=kind, source=source)
         db.session.add(provider)
-    provider.kind, provider.base_url, provider.region = kind, base_url, region or provider.region or ""
+    provider.kind, provider.base_url, provider.region = kind, base_url, region
     if options is not None:
         provider.options = options
     if api_key is not None:
@@ -84,6 +93,13 @@ def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key:
                 _ensure_deployment(provider, public.strip(), (upstream or public).strip(), mode)
     _commit()
     return provider
+
+
+def _is_regional_default(kind: str, base_url: str, region: str) -> bool:
+    try:
+        return base_url.strip().rstrip("/") == registry.regional_url(kind, region)
+    except ValueError:
+        return False
 
 
 def catalogued(upstream: str) -> model_catalogue.ModelInfo | None:
@@ -166,7 +182,7 @@ def delete_provider(provider: Provider) -> None:
 
 def check_connection(kind: str, base_url: str, api_key: str, models: list[str], *, model: str = "",
                      options: dict | None = None, stored: Provider | None = None, name: str = "",
-                     actor=None, ip: str = "") -> probe.ProbeResult:
+                     actor=None, ip: str = "", region: str = "") -> probe.ProbeResult:
     """Probe a provider as a form describes it, with `model` or the first listed one. On an edit
     (`stored`) an empty key means the stored key, for the stored base URL only. Every attempt is
     audited with its URL (never the key) and counts against PROBE_LIMIT_PER_USER and _PER_IP."""
@@ -176,8 +192,9 @@ def check_connection(kind: str, base_url: str, api_key: str, models: list[str], 
     model = model or (models[0].partition("=")[2] or models[0] if models else "")
     if not model and stored is not None and stored.deployments:
         model = stored.deployments[0].upstream_model
+    region = region or (stored.region if stored is not None else "")
     try:
-        url = registry.resolve_endpoint(kind.strip().lower(), base_url or None, options)[0]
+        url = registry.resolve_endpoint(kind.strip().lower(), base_url or None, options, region=region)[0]
     except (KeyError, ValueError):
         url = base_url
     row = audit.record(actor, "provider.test", name or (stored.name if stored else ""),
@@ -191,7 +208,7 @@ def check_connection(kind: str, base_url: str, api_key: str, models: list[str], 
             if stored is not None and not api_key:
                 require_key_for(stored, url)
                 api_key = secrets.decrypt(stored.api_key_enc)
-            result = probe.probe_provider(kind, url, api_key, model, options)
+            result = probe.probe_provider(kind, url, api_key, model, options, region)
     except InvalidRequest as e:
         audit.complete(row, outcome="invalid", error=e.message)
         raise
@@ -235,6 +252,10 @@ def save_deployment(model: str, provider: str, upstream_model: str | None = None
     for name, value in _catalogue_fields(info, fields.get("mode", d.mode)).items():
         if fields.get(name, getattr(d, name)) is None:      # not set: the catalogue's
             fields[name] = value
+    kind = registry.KINDS.get(p.kind)
+    if fields.get("mode", d.mode) == "embedding" and kind is not None and not kind.embeddings:
+        raise InvalidRequest(f"{p.kind} providers serve chat models only here (Converse has no "
+                             "embeddings)", param="mode")
     caps = fields.get("capabilities")
     if caps is not None:
         fields["capabilities"] = sorted({str(c).strip().lower() for c in caps if str(c).strip()})

@@ -13,6 +13,7 @@ from sqlalchemy.orm import selectinload
 from gateway.database import bounded_session
 from gateway.extensions import db
 from gateway.models import Alias, Deployment, Policy, Provider
+from gateway.providers import registry
 from gateway.providers.base import Target
 from gateway import secrets
 
@@ -112,14 +113,16 @@ def _snapshot(book) -> Snapshot:
         p = d.provider
         if p.id not in keys:
             keys[p.id] = secrets.decrypt(p.api_key_enc)
-        target = Target(kind=p.kind, base_url=p.base_url, api_key=keys[p.id],
-                        model=d.upstream_model, options=dict(p.options or {}))
+        region = d.region or p.region or ""
+        target = Target(kind=p.kind, api_key=keys[p.id], model=d.upstream_model,
+                        base_url=registry.deployment_base_url(p.kind, p.base_url, p.region, d.region),
+                        options=dict(p.options or {}), region=region)
         listed = book.lookup(d.upstream_model) or (None, None, None)
         inp = d.input_per_1k if d.input_per_1k is not None else listed[0]
         out = d.output_per_1k if d.output_per_1k is not None else listed[1]
         caps = frozenset(d.capabilities) if d.capabilities is not None else None
         table.setdefault(d.model, []).append(Route(
-            d.id, d.model, d.mode, p.id, p.name, p.kind, d.region or p.region or "", max(d.weight, 0),
+            d.id, d.model, d.mode, p.id, p.name, p.kind, region, max(d.weight, 0),
             target, inp, out, d.context_window, caps, d.rpm_limit, d.tpm_limit,
             d.input_per_1k is not None or d.output_per_1k is not None))
     by_id = {r.deployment_id: r for routes in table.values() for r in routes}

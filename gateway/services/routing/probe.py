@@ -46,7 +46,8 @@ class ProbeResult:
         return OUTCOMES[self.outcome] + (f" {self.detail}" if self.detail else "")
 
 
-def probe_provider(kind: str, base_url: str, api_key: str, model: str, options: dict | None = None) -> ProbeResult:
+def probe_provider(kind: str, base_url: str, api_key: str, model: str, options: dict | None = None,
+                   region: str = "") -> ProbeResult:
     """Call `model` once with a one-token prompt; never raises for upstream trouble.
     Unreachable outcomes answer when PROBE_TIMEOUT_SECONDS is up, however fast they failed."""
     kind = kind.strip().lower()
@@ -54,12 +55,13 @@ def probe_provider(kind: str, base_url: str, api_key: str, model: str, options: 
         return ProbeResult("refused", model, detail=f"Unknown provider kind '{kind}'.")
     app = current_app._get_current_object()
     try:
-        base_url, options = registry.resolve_endpoint(kind, base_url, options)
+        base_url, options = registry.resolve_endpoint(kind, base_url, options, region=region)
         ssrf.check_url(base_url, app.config["ALLOW_PRIVATE_UPSTREAMS"])
     except ValueError as e:
         return ProbeResult("refused", model, detail=f"{str(e)[:1].upper()}{str(e)[1:]}.")
-    target = Target(kind=kind, base_url=base_url, api_key=api_key, model=model, options=dict(options or {}))
-    route = catalog.Route(0, model, "chat", 0, "probe", kind, "", 1, target)
+    target = Target(kind=kind, base_url=base_url, api_key=api_key, model=model, options=dict(options or {}),
+                    region=region)
+    route = catalog.Route(0, model, "chat", 0, "probe", kind, region, 1, target)
     limit = float(app.config["PROBE_TIMEOUT_SECONDS"])
     connect = min(float(app.config["UPSTREAM_CONNECT_TIMEOUT"]), limit / 2)
     t0 = time.perf_counter()

@@ -1,5 +1,6 @@
-"""Streamed chat answers: relay the upstream's SSE events as OpenAI chunks, with keepalive
-comments while the first chunk is slow, and one usage record however the stream ends."""
+"""Streamed chat answers: relay the upstream's events (SSE, or the adapter's own framing) as
+OpenAI chunks, with keepalive comments while the first chunk is slow, and one usage record
+however the stream ends."""
 from __future__ import annotations
 
 import threading

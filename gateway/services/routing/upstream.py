@@ -32,8 +32,11 @@ def sanitize(message: str, secret: str) -> str:
 
 
 def upstream_failure(route: Route, status: int, data: bytes, headers) -> UpstreamError:
-    """Map an upstream error status to what the client should see."""
-    failure = ADAPTERS[route.kind].error_message(status, data)
+    """Map an upstream error status to what the client should see. An adapter may define
+    `error_status(status, headers)` when the vendor names the error kind in a header."""
+    adapter = ADAPTERS[route.kind]
+    status = getattr(adapter, "error_status", _same_status)(status, headers)
+    failure = adapter.error_message(status, data)
     message = sanitize(failure.message, route.target.api_key)
     retry_after = _retry_after(headers.get("retry-after"))
     retry_ms = _retry_after(headers.get("retry-after-ms"))
@@ -61,6 +64,16 @@ def upstream_failure(route: Route, status: int, data: bytes, headers) -> Upstrea
                          retryable=status >= 500)
 
 
+def _same_status(status: int, headers) -> int:
+    return status
+
+
+def events_of(adapter):
+    """How the adapter's streams split into (event, data) pairs: its own `events(chunks,
+    max_event_bytes)` (Bedrock's binary event-stream), else Server-Sent Events."""
+    return getattr(adapter, "events", sse.sse_events)
+
+
 def _retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After value: a number, or an HTTP date (RFC 9110 allows both)."""
     if not value:
@@ -86,7 +99,7 @@ class Answer:
     t0: float                           # when this attempt started
     reply: Reply | None = None          # non-streaming: the translated answer
     parser: object | None = None        # streaming: the adapter's ChatStream, already fed
-    events: Iterator | None = None      # streaming: the rest of the upstream's SSE events
+    events: Iterator | None = None      # streaming: the rest of the upstream's events (see events_of)
     pending: list = field(default_factory=list)     # streaming: chunks parsed while peeking
     first_at: float | None = None       # streaming: when the first chunk arrived
     attempts: list = field(default_factory=list)    # every attempt of the request, this one last
@@ -116,7 +129,8 @@ def _call(app: Flask, route: Route, req, body: dict, mode: str, stream: bool, pr
     answer = Answer(route, resp, price, t0)
     try:
         if stream:
-            _peek(answer, adapter.ChatStream(route.target, body), int(app.config["UPSTREAM_MAX_EVENT_BYTES"]))
+            _peek(answer, adapter.ChatStream(route.target, body), events_of(adapter),
+                  int(app.config["UPSTREAM_MAX_EVENT_BYTES"]))
         else:
             parse = adapter.embeddings_response if mode == "embedding" else adapter.chat_response
             answer.reply = parse(resp.read(), route.target, body)
@@ -132,11 +146,12 @@ def _call(app: Flask, route: Route, req, body: dict, mode: str, stream: bool, pr
     return answer
 
 
-def _peek(answer: Answer, parser, max_event_bytes: int) -> None:
+def _peek(answer: Answer, parser, split, max_event_bytes: int) -> None:
     """Read the stream until its first chunk for the client (or its end), so that a stream
-    failing before that can still go to another deployment."""
+    failing before that can still go to another deployment. `split` frames the bytes into
+    events; stream.py relays the rest of `answer.events` from where this stopped."""
     answer.parser = parser
-    answer.events = sse.sse_events(answer.response.chunks(), max_event_bytes)
+    answer.events = split(answer.response.chunks(), max_event_bytes)
     for event, data in answer.events:
         out = parser.feed(event, data)
         if out or parser.done:
