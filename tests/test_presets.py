@@ -40,7 +40,7 @@ def _stored(app, name: str) -> Provider:
 
 
 def test_every_preset_is_a_kind_of_the_openai_format():
-    assert list(registry.KINDS)[:5] == ["openai", "azure", "anthropic", "gemini", "mock"]
+    assert list(registry.KINDS)[:6] == ["openai", "azure", "anthropic", "gemini", "bedrock", "mock"]
     assert set(registry.PRESETS) == set(URLS) | {"vllm"}
     for name, spec in registry.PRESETS.items():
         assert registry.ADAPTERS[name] is openai_chat and spec.preset_of == "openai"

@@ -19,7 +19,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from gateway.errors import InvalidRequest
-from gateway.providers.base import Reply, StreamError, Target, UpstreamFailure, UpstreamRequest
+from gateway.providers.base import (Reply, StreamError, Target, UpstreamFailure, UpstreamRequest,
+                                    requested_model)
 from gateway.providers.bedrock_stream import ChatStream, events, finish_reason, openai_usage, usage_from
 
 __all__ = ["ChatStream", "events", "finish_reason", "chat_request", "chat_response", "error_message", "error_status",
@@ -233,7 +234,7 @@ def _tool_call(use: dict) -> dict:
                          "arguments": orjson.dumps(use.get("input") or {}).decode()}}
 
 
-def chat_response(data: bytes, target: Target) -> Reply:
+def chat_response(data: bytes, target: Target, body: dict | None = None) -> Reply:
     """A Converse answer as an OpenAI chat.completion (Bedrock names no id: we make one)."""
     try:
         obj = orjson.loads(data)
@@ -245,12 +246,12 @@ def chat_response(data: bytes, target: Target) -> Reply:
     blocks = [b for b in message["content"] if isinstance(b, dict)]
     text = "".join(b["text"] for b in blocks if isinstance(b.get("text"), str))
     calls = [_tool_call(b["toolUse"]) for b in blocks if isinstance(b.get("toolUse"), dict)]
-    out_message: dict = {"role": "assistant", "content": text if text or not calls else None}
+    out_message: dict = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
     if calls:
         out_message["tool_calls"] = calls
     usage = usage_from(obj.get("usage"))
     out = {"id": f"chatcmpl-{secrets.token_hex(12)}", "object": "chat.completion",
-           "created": int(time.time()), "model": target.model,
+           "created": int(time.time()), "model": requested_model(body, None, target),
            "choices": [{"index": 0, "message": out_message, "logprobs": None,
                         "finish_reason": finish_reason(obj.get("stopReason"))}]}
     if usage:
@@ -268,7 +269,7 @@ def embeddings_request(target: Target, body: dict) -> UpstreamRequest:
     raise _no_embeddings()
 
 
-def embeddings_response(data: bytes, target: Target) -> Reply:
+def embeddings_response(data: bytes, target: Target, body: dict | None = None) -> Reply:
     """Always refuses: Converse has no embeddings."""
     raise _no_embeddings()
 

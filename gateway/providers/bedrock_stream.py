@@ -9,7 +9,7 @@ from typing import Iterator
 import orjson
 from botocore.eventstream import EventStreamBuffer, ParserError
 
-from gateway.providers.base import StreamError, Target, Usage
+from gateway.providers.base import StreamError, Target, Usage, requested_model
 from gateway.providers.sse import Event, EventTooLarge
 
 EXCEPTION = "exception:"    # prefix of the event name events() gives an in-stream exception
@@ -85,7 +85,7 @@ class ChatStream:
         self.done = False
         self.text_chars = 0
         self.id = f"chatcmpl-{secrets.token_hex(12)}"
-        self.model = target.model
+        self.model = requested_model(body, None, target)
         self.created = int(time.time())
         self._tool_index: dict[int, int] = {}   # contentBlockIndex -> OpenAI tool call index
 
@@ -109,7 +109,7 @@ class ChatStream:
         return handler(self, obj) if handler else []    # contentBlockStop, later additions
 
     def _on_message_start(self, obj: dict) -> list[bytes]:
-        return [self._chunk({"role": "assistant", "content": ""})]
+        return [self._chunk({"role": "assistant", "content": "", "refusal": None})]
 
     def _on_block_start(self, obj: dict) -> list[bytes]:
         use = (obj.get("start") or {}).get("toolUse")
