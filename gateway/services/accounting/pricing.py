@@ -35,6 +35,13 @@ def seed_prices() -> None:
 Price = tuple[float, float, float | None]      # input, output, cached input: USD per 1K tokens
 
 
+def warm() -> None:
+    """Load genai-prices' data now, so a served worker's first request does not pay for it."""
+    from genai_prices import data_snapshot
+
+    data_snapshot.get_snapshot()
+
+
 def listed_price(model: str) -> Price | None:
     """genai-prices' current list price of `model` (or of its name after a provider/ prefix)."""
     from genai_prices import data_snapshot     # lazy: its data takes ~0.5 s to import
