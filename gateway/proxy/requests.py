@@ -112,7 +112,9 @@ def _token_ids(x) -> bool:
                                                    for t in x)
 
 
-VALIDATORS = {"chat": _validate_chat, "embeddings": _validate_embeddings}
+# Dialects (responses, completions) are validated as the chat body they were translated to.
+VALIDATORS = {"chat": _validate_chat, "embeddings": _validate_embeddings,
+              "responses": _validate_chat, "completions": _validate_chat}
 
 
 def _fallbacks(request: Request, body: dict) -> list[str]:

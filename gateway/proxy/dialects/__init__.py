@@ -1,0 +1,1 @@
+"""Inbound API dialects (Responses, legacy Completions, ...) translated to OpenAI chat and back."""
