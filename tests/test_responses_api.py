@@ -3,6 +3,7 @@ chat deployments of every kind, with usage records, quotas, allowlists and store
 from __future__ import annotations
 
 import json
+import time
 
 import openai
 import pytest
@@ -190,3 +191,34 @@ def test_length_cut_is_incomplete(app, sdk):
     events = list(sdk.responses.create(model="chat", input="one two three four five", max_output_tokens=2,
                                        stream=True))
     assert events[-1].type == "response.incomplete"
+
+
+def test_upstream_failure_mid_stream_ends_in_response_failed(app, live, mock):
+    add_provider(app, "p-openai", "openai", mock + "/v1", ["chat=echo-model"])
+    client = openai.OpenAI(base_url=live.url + "/v1", api_key=make_key(app), max_retries=0)
+    requests.post(mock + "/_mock/faults", timeout=5, json={"faults": ["cut=3"]})
+    events = list(client.responses.create(model="chat", input="one two three four five six", stream=True))
+    assert [e.type for e in events[-2:]] == ["error", "response.failed"]
+    assert events[-1].response.status == "failed" and events[-1].response.error.message
+    assert "response.completed" not in [e.type for e in events]
+    [rec] = usage_records(app)
+    assert rec.endpoint == "responses" and rec.status == 502 and rec.stream
+    with app.app_context():
+        assert db.session.query(StoredResponse).count() == 0      # nothing to continue from
+
+
+def test_client_leaving_mid_stream_is_recorded(app, live, mock):
+    add_provider(app, "p-openai", "openai", mock + "/v1", ["chat=echo-model"])
+    requests.post(mock + "/_mock/faults", timeout=5, json={"faults": ["chunk_delay=200"]})
+    r = requests.post(live.url + "/v1/responses", stream=True, timeout=10,
+                      headers={"Authorization": f"Bearer {make_key(app)}"},
+                      json={"model": "chat", "input": "one two three four five six seven", "stream": True})
+    for line in r.iter_lines():
+        if b"output_text.delta" in line:
+            break           # the first words arrived: leave
+    r.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (rows := usage_records(app)):
+        time.sleep(0.1)
+    [rec] = rows
+    assert rec.endpoint == "responses" and rec.status == 499 and rec.error_type == "client_disconnected"
