@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 
 import openai
 import pytest
 import requests
 
 from gateway.extensions import db
-from gateway.models import StoredResponse
+from gateway.models import StoredResponse, utcnow
+from gateway.services.accounting import retention
 from gateway.services.admin import catalog_admin
 from tests.helpers import add_provider, make_key, usage_records
 
@@ -222,3 +224,24 @@ def test_client_leaving_mid_stream_is_recorded(app, live, mock):
         time.sleep(0.1)
     [rec] = rows
     assert rec.endpoint == "responses" and rec.status == 499 and rec.error_type == "client_disconnected"
+
+
+def test_sdk_stream_helper_and_input_items(app, sdk):
+    with sdk.responses.stream(model="chat", input="one two", tools=[TOOL], tool_choice="none") as s:
+        final = s.get_final_response()
+    assert final.output_text == "Echo: one two" and final.status == "completed"
+    items = sdk.responses.input_items.list(final.id)
+    assert [(i.type, i.role) for i in items.data] == [("message", "user")]
+
+
+def test_stored_responses_go_with_the_prompt_retention(app, sdk):
+    old = sdk.responses.create(model="chat", input="old")
+    with app.app_context():
+        db.session.get(StoredResponse, old.id).created_at = utcnow() - timedelta(days=31)
+        db.session.commit()
+    new = sdk.responses.create(model="chat", input="new")
+    with app.app_context():
+        assert retention.purge(None, 30).responses == 1
+        assert [r.id for r in db.session.query(StoredResponse)] == [new.id]
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.create(model="chat", input="more", previous_response_id=old.id)
