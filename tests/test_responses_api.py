@@ -245,3 +245,20 @@ def test_stored_responses_go_with_the_prompt_retention(app, sdk):
         assert [r.id for r in db.session.query(StoredResponse)] == [new.id]
     with pytest.raises(openai.NotFoundError):
         sdk.responses.create(model="chat", input="more", previous_response_id=old.id)
+
+
+def test_item_references_to_stored_output(app, sdk, live):
+    """The Vercel AI SDK refers to earlier answers by item id instead of resending them."""
+    first = sdk.responses.create(model="chat", input="my name is Ada")
+    [answer] = first.output
+    resent = sdk.responses.create(model="chat", input=[
+        {"role": "user", "content": "my name is Ada"}, answer.model_dump(exclude_none=True),
+        {"role": "user", "content": "what is my name"}])
+    referred = sdk.responses.create(model="chat", input=[
+        {"role": "user", "content": "my name is Ada"}, {"type": "item_reference", "id": answer.id},
+        {"role": "user", "content": "what is my name"}])
+    assert referred.usage.input_tokens == resent.usage.input_tokens
+    other = openai.OpenAI(base_url=live.url + "/v1", api_key=make_key(app, "other"), max_retries=0)
+    with pytest.raises(openai.NotFoundError) as e:
+        other.responses.create(model="chat", input=[{"type": "item_reference", "id": answer.id}])
+    assert e.value.body["param"] == "input[0].id"

@@ -68,6 +68,9 @@ def test_json_schema_tools_and_settings():
     assert dialect.to_chat({"model": "m", "input": "x", "text": {"format": {"type": "json_object"}}})[
         "response_format"] == {"type": "json_object"}
     assert dialect.to_chat({"model": "m", "input": "x", "stream": True})["stream_options"] == {"include_usage": True}
+    # without tools, the tool settings some clients always send are not passed (chat refuses them)
+    assert "parallel_tool_calls" not in dialect.to_chat({"model": "m", "input": "x", "parallel_tool_calls": True,
+                                                         "tool_choice": "auto"})
 
 
 @pytest.mark.parametrize("body, param", [

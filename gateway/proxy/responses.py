@@ -32,6 +32,7 @@ class _Turn:
         self.body, self.key_id = body, key.id
         self.store = body.get("store", True) is not False and current_app.config["RESPONSES_STORE"]
         history = self._history(body.get("previous_response_id"))
+        body = self._resolved(body)
         chat = dialect.to_chat(body, history)
         self.items = [*history, *dialect.input_items(body)]
         return chat
@@ -49,6 +50,32 @@ class _Turn:
         if stored is None:
             raise _not_found(previous, "previous_response_id", "Previous response")
         return stored.conversation()
+
+    def _resolved(self, body: dict) -> dict:
+        """`body` with each `item_reference` to an output item of a stored response (the Vercel
+        AI SDK sends them for earlier turns) replaced by that item."""
+        given = body.get("input")
+        if not isinstance(given, list) or not any(isinstance(i, dict) and i.get("type") == "item_reference"
+                                                   for i in given):
+            return body
+        items = []
+        for i, item in enumerate(given):
+            if isinstance(item, dict) and item.get("type") == "item_reference":
+                item = self._referenced(item.get("id"), f"input[{i}].id")
+            items.append(item)
+        return dict(body, input=items)
+
+    def _referenced(self, reference, param: str) -> dict:
+        owner = dialect.response_of_item(reference) if isinstance(reference, str) else None
+        if owner and current_app.config["RESPONSES_STORE"]:
+            stored = stored_responses.find(current_app, self.key_id, owner)
+        else:
+            stored = None
+        found = next((i for i in stored.conversation() if i.get("id") == reference), None) if stored else None
+        if found is None:
+            raise InvalidRequest(f"Item with id '{str(reference)[:100]}' not found.", param=param,
+                                 status=404, code="item_not_found")
+        return found
 
     def keep(self, app, response: dict) -> None:
         """Store the answer when asked (and allowed), within `app`'s context (a stream's end

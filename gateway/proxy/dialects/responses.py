@@ -56,10 +56,13 @@ def to_chat(body: dict, history: list[dict] = ()) -> dict:
     chat["messages"] = messages
     if body.get("max_output_tokens") is not None:
         chat["max_tokens"] = body["max_output_tokens"]
+    choice = _tool_choice(body["tool_choice"]) if body.get("tool_choice") is not None else None
     if body.get("tools"):
         chat["tools"] = _tools(body["tools"])
-    if body.get("tool_choice") is not None:
-        chat["tool_choice"] = _tool_choice(body["tool_choice"])
+        if choice is not None:
+            chat["tool_choice"] = choice
+    else:       # Responses clients send these without tools too; chat refuses that
+        chat.pop("parallel_tool_calls", None)
     fmt = _response_format(body.get("text"))
     if fmt is not None:
         chat["response_format"] = fmt
@@ -216,16 +219,30 @@ def usage_of(chat_usage: dict | None) -> dict | None:
             "total_tokens": chat_usage.get("total_tokens") or inp + out}
 
 
-def message_item(text: str, status: str = "completed", item_id: str | None = None) -> dict:
+def item_id(prefix: str, response_id: str, index: int) -> str:
+    """The id of output item `index` of a response: it names the response, so an
+    `item_reference` to it finds the stored response (response_of_item)."""
+    return f"{prefix}{response_id.removeprefix('resp_')}_{index}"
+
+
+def response_of_item(reference: str) -> str | None:
+    """The response id an output item id (item_id) belongs to; None for another kind of id."""
+    prefix, sep, rest = reference.partition("_")
+    body, sep2, index = rest.rpartition("_")
+    if prefix in ("msg", "fc") and sep and sep2 and body and index.isdigit():
+        return "resp_" + body
+    return None
+
+
+def message_item(text: str, item_id: str, status: str = "completed") -> dict:
     """An assistant message output item holding `text`."""
-    return {"id": item_id or new_id("msg_"), "type": "message", "role": "assistant", "status": status,
+    return {"id": item_id, "type": "message", "role": "assistant", "status": status,
             "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
 
 
-def call_item(call_id: str, name: str, arguments: str, status: str = "completed",
-              item_id: str | None = None) -> dict:
+def call_item(call_id: str, name: str, arguments: str, item_id: str, status: str = "completed") -> dict:
     """A function_call output item."""
-    return {"id": item_id or new_id("fc_"), "type": "function_call", "status": status,
+    return {"id": item_id, "type": "function_call", "status": status,
             "call_id": call_id, "name": name, "arguments": arguments}
 
 
@@ -242,6 +259,7 @@ def finish(response: dict, finish_reason: str | None) -> dict:
 def from_chat(chat: dict, model: str, body: dict | None = None, response_id: str | None = None) -> dict:
     """The `response` object for a chat.completion, naming `model` (the one asked for)."""
     response = response_shell(body or {}, model, response_id or new_id("resp_"), chat.get("created"))
+    output = response["output"]
     choice = (chat.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     status = "incomplete" if choice.get("finish_reason") in ("length", "content_filter") else "completed"
@@ -249,14 +267,14 @@ def from_chat(chat: dict, model: str, body: dict | None = None, response_id: str
     if isinstance(content, list):
         content = "".join(p.get("text") or "" for p in content if isinstance(p, dict))
     if content:
-        response["output"].append(message_item(content, status))
+        output.append(message_item(content, item_id("msg_", response["id"], 0), status))
     elif message.get("refusal"):
-        item = message_item("", status)
+        item = message_item("", item_id("msg_", response["id"], 0), status)
         item["content"] = [{"type": "refusal", "refusal": message["refusal"]}]
-        response["output"].append(item)
+        output.append(item)
     for call in message.get("tool_calls") or ():
         fn = call.get("function") or {}
-        response["output"].append(call_item(call.get("id") or new_id("call_"), fn.get("name") or "",
-                                            fn.get("arguments") or ""))
+        output.append(call_item(call.get("id") or new_id("call_"), fn.get("name") or "", fn.get("arguments") or "",
+                                item_id("fc_", response["id"], len(output))))
     response["usage"] = usage_of(chat.get("usage"))
     return finish(response, choice.get("finish_reason"))

@@ -73,8 +73,9 @@ class ResponsesStream:
     def _text(self, text: str) -> Iterator[bytes]:
         if self.text_item is None:
             yield from self._close_calls()
-            self.text_item = dialect.message_item("", "in_progress")
             self.text_index = len(self.response["output"])
+            self.text_item = dialect.message_item(
+                "", dialect.item_id("msg_", self.response["id"], self.text_index), "in_progress")
             self.response["output"].append(self.text_item)
             yield self._event("response.output_item.added", output_index=self.text_index,
                               item=dict(self.text_item, content=[]))
@@ -102,6 +103,7 @@ class ResponsesStream:
         if index not in self.calls:
             yield from self._close_text()
             item = dialect.call_item(call.get("id") or dialect.new_id("call_"), fn.get("name") or "", "",
+                                     dialect.item_id("fc_", self.response["id"], len(self.response["output"])),
                                      "in_progress")
             self.calls[index] = (len(self.response["output"]), item)
             self.open_calls.append(index)
