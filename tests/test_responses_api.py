@@ -183,8 +183,14 @@ def test_vendor_kinds_plain_and_streamed(app, live, mock, kind):
     assert events[-1].type == "response.completed"
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "Echo: one two"
     assert events[-1].response.usage.output_tokens == 3
+    [call] = client.responses.create(model="chat", input="weather in Paris", tools=[TOOL]).output
+    assert call.type == "function_call" and json.loads(call.arguments) == {"query": "weather in Paris"}
+    done = client.responses.create(model="chat", tools=[TOOL], input=[
+        {"role": "user", "content": "weather in Paris"}, call.model_dump(exclude_none=True),
+        {"type": "function_call_output", "call_id": call.call_id, "output": '{"temp": 21}'}])
+    assert done.output_text == "Echo: weather in Paris"
     recs = usage_records(app)
-    assert [(x.endpoint, x.provider, x.status) for x in recs] == [("responses", f"p-{kind}", 200)] * 2
+    assert [(x.endpoint, x.provider, x.status) for x in recs] == [("responses", f"p-{kind}", 200)] * 4
 
 
 def test_length_cut_is_incomplete(app, sdk):
