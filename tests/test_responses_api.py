@@ -127,6 +127,7 @@ def test_unstored_or_foreign_response_is_not_found(app, sdk, live):
 def test_store_off_refuses_previous_response_id(app, sdk):
     app.config["RESPONSES_STORE"] = False
     r = sdk.responses.create(model="chat", input="hi")
+    assert r.store is False
     with pytest.raises(openai.BadRequestError) as e:
         sdk.responses.create(model="chat", input="more", previous_response_id=r.id)
     assert e.value.body["param"] == "previous_response_id" and "RESPONSES_STORE" in e.value.body["message"]
@@ -238,6 +239,10 @@ def test_sdk_stream_helper_and_input_items(app, sdk):
     assert final.output_text == "Echo: one two" and final.status == "completed"
     items = sdk.responses.input_items.list(final.id)
     assert [(i.type, i.role) for i in items.data] == [("message", "user")]
+    later = sdk.responses.create(model="chat", input="three", previous_response_id=final.id)
+    assert [i.type for i in sdk.responses.input_items.list(later.id, order="asc").data] == [
+        "message", "message", "message"]
+    assert sdk.responses.input_items.list(later.id).data[0].content[0].text == "three"
 
 
 def test_stored_responses_go_with_the_prompt_retention(app, sdk):

@@ -101,15 +101,16 @@ def create_response():
     turn = _Turn()
     req, plan, admission = views._admitted("responses", turn)
     model = turn.body["model"]
+    shown = dict(turn.body, store=turn.store)      # what the answer echoes: stored or not
     app = current_app._get_current_object()
     response_id = dialect.new_id("resp_")
     if req.stream:
         inner, headers = open_stream(req, plan, admission)
-        events = ResponsesStream(turn.body, model, response_id, on_end=lambda r: turn.keep(app, r))
+        events = ResponsesStream(shown, model, response_id, on_end=lambda r: turn.keep(app, r))
         return Response(events.frames(inner), mimetype="text/event-stream",
                         headers={**views.SSE_HEADERS, **admission.rate_headers, **headers})
     data, headers = views.relayed(req, plan, admission)
-    answer = dialect.from_chat(orjson.loads(data), model, turn.body, response_id)
+    answer = dialect.from_chat(orjson.loads(data), model, shown, response_id)
     turn.keep(app, answer)
     return views._json(orjson.dumps(answer), headers=headers)
 
@@ -129,10 +130,21 @@ def list_input_items(response_id: str):
     stored = stored_responses.find(current_app, key.id, response_id)
     if stored is None:
         raise _not_found(response_id, None)
-    items = [dict(item, id=item.get("id") or f"item_{i}") for i, item in enumerate(stored.items)]
+    items = [_listed(item, i) for i, item in enumerate(stored.items)]
+    if request.args.get("order", "desc") != "asc":     # OpenAI lists the newest first by default
+        items.reverse()
     return views._json(orjson.dumps({"object": "list", "data": items, "has_more": False,
                                      "first_id": items[0]["id"] if items else None,
                                      "last_id": items[-1]["id"] if items else None}))
+
+
+def _listed(item: dict, index: int) -> dict:
+    """An input item as OpenAI lists it: with an id, and text content as a part."""
+    item = dict(item, id=item.get("id") or f"item_{index}")
+    if item.get("type", "message") == "message" and isinstance(item.get("content"), str):
+        kind = "output_text" if item.get("role") == "assistant" else "input_text"
+        item.update(type="message", content=[{"type": kind, "text": item["content"]}])
+    return item
 
 
 @bp.delete("/responses/<response_id>")
