@@ -273,3 +273,21 @@ def test_item_references_to_stored_output(app, sdk, live):
     with pytest.raises(openai.NotFoundError) as e:
         other.responses.create(model="chat", input=[{"type": "item_reference", "id": answer.id}])
     assert e.value.body["param"] == "input[0].id"
+
+
+def test_json_schema_output(app, sdk):
+    fmt = {"type": "json_schema", "name": "echo", "strict": True,
+           "schema": {"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"]}}
+    r = sdk.responses.create(model="chat", input="hi there", text={"format": fmt})
+    assert json.loads(r.output_text) == {"echo": "hi there"} and r.text.format.name == "echo"
+
+
+def test_client_fallbacks_apply(app, live, mock):
+    add_provider(app, "p-openai", "openai", mock + "/v1", ["chat=echo-model"])
+    add_provider(app, "p-mock", "mock", None, ["backup=echo-model"])
+    client = openai.OpenAI(base_url=live.url + "/v1", api_key=make_key(app), max_retries=0)
+    requests.post(mock + "/_mock/faults", timeout=5, json={"faults": ["fail=503"]})
+    r = client.responses.create(model="chat", input="hello", extra_body={"models": ["backup"]})
+    assert r.output_text == "Echo: hello" and r.model == "chat"
+    [rec] = usage_records(app)
+    assert rec.provider == "p-mock" and [a["status"] for a in rec.attempts] == [503, 200]
