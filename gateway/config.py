@@ -74,4 +74,5 @@ class Defaults:
     TRUSTED_ORIGINS = ""                 # more origins allowed to post to the console, comma-separated
     SETTINGS_CACHE_SECONDS = 5.0
     PROMPT_LOG_MAX_CHARS = 32 * 1024     # per stored prompt or answer, when storage is on
+    RESPONSES_STORE = True               # keep /v1/responses answers (store) for previous_response_id
     RETENTION_INTERVAL_SECONDS = 3600    # how often old usage and prompts are purged; 0: only by CLI

@@ -169,6 +169,19 @@ class UsageRecord(db.Model):
     response_text: Mapped[str | None] = mapped_column(Text, nullable=True, deferred=True)
 
 
+class StoredResponse(db.Model):
+    """A Responses API answer kept (`store`) so `previous_response_id` can continue it: the
+    conversation so far and the response object, both encrypted (prompt_log.seal_text)."""
+    __tablename__ = "stored_responses"
+    __table_args__ = (Index("ix_stored_responses_created", "created_at"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)      # resp_...
+    key_id: Mapped[int] = mapped_column(Integer, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    model: Mapped[str] = mapped_column(String(200))
+    items: Mapped[str] = mapped_column(Text)        # the input items, earlier turns included
+    output: Mapped[str] = mapped_column(Text)       # the response object
+
+
 class AuditLog(db.Model):
     """Who changed what, in the console, the CLI or gateway.yaml. Append-only: no route edits
     or deletes these rows."""

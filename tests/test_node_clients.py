@@ -89,7 +89,7 @@ def test_ai_sdk_chat_model(gw, call):
     assert out["usage"]["totalTokens"] > 0
 
 
-@pytest.mark.xfail(reason="needs /v1/responses", strict=False)
+
 @pytest.mark.parametrize("call", ["generate", "stream"])
 def test_ai_sdk_default_model_uses_responses(gw, call):
     out = node(gw, "ai_sdk.mjs", "oa-chat", "responses", call)

@@ -41,4 +41,4 @@ def finish_response(response: Response) -> Response:
 
 # The API modules attach their routes to `bp`, so they load once it exists; create_app
 # imports this package before registering the blueprint.
-from gateway.proxy import messages, views  # noqa: E402,F401
+from gateway.proxy import completions, messages, responses, views  # noqa: E402,F401

@@ -21,7 +21,7 @@ from gateway.services.routing.stream import open_stream
 
 @bp.post("/messages")
 def messages():
-    req, plan, admission = _admitted("messages", dialect.to_chat)
+    req, plan, admission = _admitted("messages", lambda body, key: dialect.to_chat(body))
     if req.stream:
         frames, headers = open_stream(req, plan, admission)
         events = to_events(frames, req.model, plan.need.prompt_tokens)

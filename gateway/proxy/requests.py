@@ -115,8 +115,9 @@ def _token_ids(x) -> bool:
                                                    for t in x)
 
 
+# Dialects are validated as the chat body they were translated to (gateway/proxy/dialects/).
 VALIDATORS = {"chat": _validate_chat, "embeddings": _validate_embeddings,
-              "messages": _validate_chat}     # translated to chat first (proxy/messages.py)
+              "messages": _validate_chat, "responses": _validate_chat, "completions": _validate_chat}
 
 
 def _fallbacks(request: Request, body: dict) -> list[str]:

@@ -20,9 +20,10 @@ from gateway.services.routing.stream import open_stream
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def _admitted(endpoint: str, translate: Callable[[dict], dict] | None = None):
+def _admitted(endpoint: str, translate: Callable[[dict, object], dict] | None = None):
     """The request parsed, authenticated, planned and admitted; a failure on the way is
-    recorded, then raised. `translate` turns another dialect's body into a chat body first."""
+    recorded, then raised. `translate(body, key)`, when given, turns another API's body (a
+    dialect) into the chat body that is validated and sent."""
     app = current_app._get_current_object()
     req = ApiRequest(g.request_id, endpoint)       # what a failure's record can say so far
     key = None
@@ -30,7 +31,7 @@ def _admitted(endpoint: str, translate: Callable[[dict], dict] | None = None):
         key = keys.authenticate(requests.secret(request), client_ip())
         req = requests.read(request, g.request_id, endpoint, req.started, app.config["MAX_REQUEST_BYTES"])
         if translate is not None:
-            req = replace(req, body=translate(req.body))
+            req = replace(req, body=translate(req.body, key))
         req = requests.validated(request, req)
         plan = plan_for(req, key)
         return req, plan, quota.admit(req, key, plan)
@@ -59,10 +60,16 @@ def embeddings():
 
 
 def _complete(req, plan, admission) -> Response:
-    """A whole answer; a client that leaves meanwhile stops the upstream call (recorded 499)."""
+    data, headers = relayed(req, plan, admission)
+    return _json(data, headers=headers)
+
+
+def relayed(req, plan, admission) -> tuple[bytes, dict]:
+    """A whole answer and its response headers; a client that leaves meanwhile stops the
+    upstream call (recorded 499)."""
     with disconnect.watch(request.environ) as cancel:
         data, headers = relay.complete(req, plan, admission, cancel)
-    return _json(data, headers={**admission.rate_headers, **headers})
+    return data, {**admission.rate_headers, **headers}
 
 
 def _model_obj(name: str) -> dict:

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 # endpoint -> the deployment mode serving it. Responses, Messages and legacy completions are
 # translated to chat and back (gateway/proxy/dialects/), so chat deployments serve them.
-MODES = {"chat": "chat", "embeddings": "embedding", "messages": "chat"}
+MODES = {"chat": "chat", "embeddings": "embedding", "messages": "chat", "responses": "chat",
+         "completions": "chat"}
 
 
 @dataclass(frozen=True, slots=True)

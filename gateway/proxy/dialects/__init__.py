@@ -1,1 +1,2 @@
-"""Inbound API dialects translated to OpenAI chat and back: pure functions, one module per family."""
+"""Inbound API dialects (Responses, Messages, legacy Completions) translated to OpenAI chat and
+back: pure functions, one module per family."""

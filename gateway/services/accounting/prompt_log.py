@@ -123,13 +123,18 @@ class StreamText:
         return _redacted_clip("".join(self.parts).lstrip("\n"), self.cap, self.redactor) if self.parts else None
 
 
+def seal_text(fernet: Fernet, value: str) -> str:
+    """`value` encrypted, marked so unseal() knows it."""
+    return SEALED + fernet.encrypt(value.encode()).decode()
+
+
 def seal_rows(fernet: Fernet, rows: list[dict]) -> None:
     """Encrypt the stored prompt and answer of insert rows in place (only rows that have one)."""
     for r in rows:
         for name in STORED:
             value = r.get(name)
             if value is not None:
-                r[name] = SEALED + fernet.encrypt(value.encode()).decode()
+                r[name] = seal_text(fernet, value)
 
 
 def unseal(fernet: Fernet, value: str | None) -> str | None:

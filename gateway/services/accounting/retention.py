@@ -25,7 +25,7 @@ from flask import Flask
 from sqlalchemy import delete, or_, select, text, update
 
 from gateway.extensions import db
-from gateway.models import Reservation, Setting, UsageRecord, utcnow
+from gateway.models import Reservation, Setting, StoredResponse, UsageRecord, utcnow
 from gateway.services.accounting import rollup
 from gateway.services.admin import settings
 from gateway.threads import PerProcessThread
@@ -49,6 +49,7 @@ class Busy(RuntimeError):
 class Purged:
     usage: int = 0              # usage records deleted
     prompts: int = 0            # records whose stored prompt and answer were erased
+    responses: int = 0          # stored Responses API answers deleted (they hold prompts too)
     reservations: int = 0       # settled reservations deleted
     usage_before: datetime | None = None
     prompts_before: datetime | None = None
@@ -75,6 +76,9 @@ def _purge(usage_days: int | None, prompt_days: int | None, now: datetime, echo)
     if prompt_days:
         out.prompts_before = now - timedelta(days=prompt_days)
         out.prompts = _erase_prompts(out.prompts_before)
+        out.responses = _in_batches(
+            select(StoredResponse.id).where(StoredResponse.created_at < out.prompts_before),
+            lambda ids: delete(StoredResponse).where(StoredResponse.id.in_(ids)))
     if usage_days:
         out.usage_before = midnight(now - timedelta(days=usage_days))
         read = rollup.complete(echo=echo)       # the charts keep what is deleted below
