@@ -17,12 +17,14 @@ from gateway.providers import registry, ssrf
 from gateway.services.accounting import pricing
 from gateway.services.accounting.redaction import check_mode
 from gateway.services.admin import audit
+from gateway.services.api_request import MEDIA_MODES
 from gateway.services.routing import probe
 from gateway.services.routing.policies import STRATEGIES
 from gateway.services.routing.catalog import catalog
 
 DEPLOYMENT_FIELDS = ("upstream_model", "mode", "weight", "enabled", "region", "input_per_1k", "output_per_1k",
-                     "context_window", "capabilities", "rpm_limit", "tpm_limit")
+                     "context_window", "capabilities", "rpm_limit", "tpm_limit", "unit_price", "price_unit")
+MODES = ("chat", "embedding", *MEDIA_MODES)
 POLICY_FIELDS = ("strategy", "candidates", "weights", "capabilities", "regions", "sticky", "ab", "shadow",
                  "redact", "enabled")
 
@@ -36,10 +38,11 @@ def _commit() -> None:
 def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key: str | None = None,
                   models: list[str] | None = None, region: str = "", options: dict | None = None,
                   embedding_models: list[str] | None = None, source: str = "cli",
-                  exists_ok: bool = True) -> Provider:
+                  exists_ok: bool = True, media_models: dict[str, list[str]] | None = None) -> Provider:
     """Create or update a provider by name and make sure each listed model has a deployment.
     Models may be given as `public=upstream` to expose an upstream model under another name.
-    With exists_ok=False an existing name is an error instead of an update (the console's create)."""
+    `media_models`: mode (image, audio, moderation, rerank) -> models, for the kinds that have
+    those APIs. With exists_ok=False an existing name is an error instead of an update (the console's create)."""
     kind = kind.strip().lower()
     if kind not in registry.KINDS:
         raise InvalidRequest(f"unknown provider kind '{kind}'; choose one of {', '.join(registry.KINDS)}",
@@ -59,6 +62,9 @@ def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key:
         raise InvalidRequest(f"base URL refused: {e}", param="base_url") from None
     if api_key is None:
         require_key_for(provider, base_url)
+    for mode, names in (media_models or {}).items():
+        if names:
+            check_mode_for_kind(kind, mode)
     if provider is None:
         provider = Provider(name=name, kind=kind, source=source)
         db.session.add(provider)
@@ -69,13 +75,23 @@ def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key:
         provider.api_key_enc = secrets.encrypt(api_key)
         provider.key_last4 = api_key[-4:] if len(api_key) >= 8 else ""
     db.session.flush()
-    for mode, names in (("chat", models or []), ("embedding", embedding_models or [])):
+    for mode, names in (("chat", models or []), ("embedding", embedding_models or []),
+                        *(media_models or {}).items()):
         for spec in names:
             public, _, upstream = spec.strip().partition("=")
             if public:
                 _ensure_deployment(provider, public.strip(), (upstream or public).strip(), mode)
     _commit()
     return provider
+
+
+def check_mode_for_kind(kind: str, mode: str) -> None:
+    """Refuse a deployment mode the provider kind has no API for (anthropic has no images)."""
+    if mode not in MODES:
+        raise InvalidRequest(f"mode must be one of {', '.join(MODES)}", param="mode")
+    if mode in MEDIA_MODES and registry.KINDS[kind].media is None:
+        raise InvalidRequest(f"{kind} providers have no {mode} API: serve {mode} models from an "
+                             "OpenAI-format provider (openai, azure, an OpenAI-compatible server).", param="mode")
 
 
 def _ensure_deployment(provider: Provider, model: str, upstream: str, mode: str) -> None:
@@ -196,8 +212,11 @@ def save_deployment(model: str, provider: str, upstream_model: str | None = None
         db.session.add(d)
     elif source:
         d.source = source
-    if fields.get("mode") not in (None, "chat", "embedding"):
-        raise InvalidRequest("mode must be chat or embedding", param="mode")
+    if fields.get("mode") is not None:
+        check_mode_for_kind(p.kind, fields["mode"])
+    elif d.mode in MEDIA_MODES:     # an existing media deployment moved to another kind's provider
+        check_mode_for_kind(p.kind, d.mode)
+    check_unit_price(fields.get("unit_price"), fields.get("price_unit"))
     caps = fields.get("capabilities")
     if caps is not None:
         fields["capabilities"] = sorted({str(c).strip().lower() for c in caps if str(c).strip()})
@@ -205,6 +224,14 @@ def save_deployment(model: str, provider: str, upstream_model: str | None = None
         setattr(d, name, value)
     _commit()
     return d
+
+
+def check_unit_price(price: float | None, unit: str | None) -> None:
+    """A media price is 0 or more, in one of pricing.PRICE_UNITS."""
+    if price is not None and price < 0:
+        raise InvalidRequest("Enter a price of 0 or more.", param="unit_price")
+    if unit is not None and unit not in pricing.PRICE_UNITS:
+        raise InvalidRequest(f"price_unit must be one of {', '.join(pricing.PRICE_UNITS)}", param="price_unit")
 
 
 def set_deployment_enabled(deployment: Deployment, enabled: bool) -> Deployment:
