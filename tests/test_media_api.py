@@ -10,6 +10,7 @@ import wave
 import openai
 import pytest
 import requests
+from console_client import Console, make_user
 from sqlalchemy import select
 
 from gateway.errors import InvalidRequest
@@ -258,3 +259,14 @@ def test_cli_adds_media_deployments(app, mock):
     out = run(args=["providers", "add", "--name", "cl", "--kind", "anthropic", "--api-key", "sk-ant-123456789",
                     "--image-models", "x"])
     assert out.exit_code != 0 and "no image API" in out.output
+
+
+def test_console_lists_media_models_and_the_playground_chat_only(app, mock):
+    make_user(app, "admin@example.com", "admin")
+    provider(app, "p-openai", mock + "/v1", MEDIA)
+    c = Console(app, "admin@example.com")
+    page = c.get("/models")
+    assert page.status_code == 200 and "img" in page.text and "whisper" in page.text
+    assert c.get("/models/tts").status_code == 200
+    playground = c.get("/playground").text
+    assert ">chat</option>" in playground and ">img</option>" not in playground and ">tts</option>" not in playground

@@ -159,7 +159,13 @@ def routes_for(model: str) -> list[Route]:
     return snap.routes.get(model, [])
 
 
-def model_names() -> list[str]:
-    """Models and the aliases that lead to one (what /v1/models lists)."""
+def model_names(mode: str | None = None) -> list[str]:
+    """Models and the aliases that lead to one (what /v1/models lists); with `mode`, only
+    those with a deployment of that mode (the playground's chat models)."""
     snap = catalog().snapshot()
-    return sorted(set(snap.routes) | {a for a in snap.aliases if routes_for(a)})
+
+    def served(routes: list[Route]) -> bool:
+        return bool(routes) and (mode is None or any(r.mode == mode for r in routes))
+
+    return sorted({m for m, routes in snap.routes.items() if served(routes)}
+                  | {a for a in snap.aliases if served(routes_for(a))})
