@@ -270,3 +270,36 @@ def test_console_lists_media_models_and_the_playground_chat_only(app, mock):
     assert c.get("/models/tts").status_code == 200
     playground = c.get("/playground").text
     assert ">chat</option>" in playground and ">img</option>" not in playground and ">tts</option>" not in playground
+
+
+def test_gateway_yaml_declares_media_deployments(app, mock):
+    from gateway.services.admin import declarative
+    provider(app, "oa", mock + "/v1", {})
+    doc = {"models": {"img": {"deployments": [
+        {"provider": "oa", "upstream": "dall-e-3", "mode": "image", "unit_price": 0.1, "price_unit": "image"}]}}}
+    with app.app_context():
+        declarative.apply(doc, out=lambda *a: None)
+        [d] = [d for d in catalog_admin.provider_named("oa").deployments if d.model == "img"]
+        assert (d.mode, d.unit_price, d.price_unit) == ("image", 0.1, "image")
+        bad = {"models": {"img": {"deployments": [{"provider": "oa", "mode": "video"}]}}}
+        with pytest.raises(declarative.ConfigError, match="mode must be one of"):
+            declarative.apply(bad, out=lambda *a: None)
+
+
+def test_speech_cut_mid_body_breaks_the_transfer_and_is_recorded(app, live, mock):
+    provider(app, "p-openai", mock + "/v1", {"audio": ["tts=tts-1+cut=1"], "image": ["img=fail-500"]})
+    key = make_key(app, "budget", budget_usd=10)
+    r = requests.post(live.url + "/v1/audio/speech", headers={"Authorization": f"Bearer {key}"},
+                      json={"model": "tts", "voice": "alloy", "input": "x" * 300}, stream=True, timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"] == "audio/mpeg"
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        b"".join(r.iter_content(None))
+    client = openai.OpenAI(base_url=live.url + "/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.InternalServerError):
+        client.images.generate(model="img", prompt="a cat")
+    cut, failed = usage_records(app)
+    assert cut.status == 502 and cut.error_type and cut.units == 300     # the provider bills the input
+    assert failed.status == 502 and failed.cost_usd == 0 and failed.units is None
+    with app.app_context():
+        [counter] = db.session.scalars(select(QuotaCounter)).all()
+        assert counter.used_usd == pytest.approx(cut.cost_usd) and counter.reserved_usd == pytest.approx(0)
