@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import struct
 import wave
 
 import openai
@@ -303,3 +302,19 @@ def test_speech_cut_mid_body_breaks_the_transfer_and_is_recorded(app, live, mock
     with app.app_context():
         [counter] = db.session.scalars(select(QuotaCounter)).all()
         assert counter.used_usd == pytest.approx(cut.cost_usd) and counter.reserved_usd == pytest.approx(0)
+
+
+@pytest.mark.parametrize("kind", ["mock", "azure"])
+def test_other_openai_format_kinds(app, live, mock, kind):
+    with app.app_context():
+        catalog_admin.save_provider(f"p-{kind}", kind, base_url=None if kind == "mock" else mock,
+                                    api_key=UPSTREAM_KEY, options={"api_version": "2024-10-21"} if kind == "azure" else None,
+                                    media_models={"audio": ["whisper=whisper-1"], "rerank": ["rr=rr-1"]})
+    client = openai.OpenAI(base_url=live.url + "/v1", api_key=make_key(app), max_retries=0)
+    r = client.audio.transcriptions.create(model="whisper", file=("a.wav", wav(0.25), "audio/wav"),
+                                           response_format="verbose_json")
+    assert r.duration == 0.25
+    r = requests.post(live.url + "/v1/rerank", headers={"Authorization": f"Bearer {client.api_key}"},
+                      json={"model": "rr", "query": "a", "documents": ["a", "b"]}, timeout=10)
+    assert r.status_code == 200 and r.json()["results"][0]["index"] == 0
+    assert [(x.units, x.unit) for x in usage_records(app)] == [(0.25, "second"), (1, "search_unit")]

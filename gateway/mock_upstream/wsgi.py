@@ -197,8 +197,8 @@ def _read_form(environ: dict) -> dict:
     body: dict = {k: (v[0] if len(v) == 1 else v) for k, v in form.lists()}
     for name, f in files.items():
         body[name] = describe_upload(f.filename or "", f.mimetype, f.read())
-    if "n" in body or "temperature" in body:
-        body = {k: _number(v) if k in ("n", "temperature") else v for k, v in body.items()}
+    if "temperature" in body:
+        body["temperature"] = _number(body["temperature"])
     return body
 
 

@@ -162,7 +162,8 @@ def plan(req: ApiRequest, key) -> Plan:
     if not ordered:
         raise _nothing_fits(model, skipped, required)
     ordered = _by_health(ordered, need, skipped)
-    return Plan(ordered, need, policy.get("name"), variant, _pick_shadow(policy, snap, mode), skipped,
+    shadow = _pick_shadow(policy, snap, mode) if need.units is None else None     # media: never mirrored
+    return Plan(ordered, need, policy.get("name"), variant, shadow, skipped,
                 policy.get("redact"), output_field(req.body, ordered))
 
 
