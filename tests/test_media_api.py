@@ -318,3 +318,14 @@ def test_other_openai_format_kinds(app, live, mock, kind):
                       json={"model": "rr", "query": "a", "documents": ["a", "b"]}, timeout=10)
     assert r.status_code == 200 and r.json()["results"][0]["index"] == 0
     assert [(x.units, x.unit) for x in usage_records(app)] == [(0.25, "second"), (1, "search_unit")]
+
+
+def test_console_log_and_export_show_units(app, sdk):
+    make_user(app, "admin@example.com", "admin")
+    sdk.images.generate(model="img", prompt="a cat", n=3)
+    [rec] = usage_records(app)
+    c = Console(app, "admin@example.com")
+    assert "3 image" in c.get("/logs").text
+    assert "3 images" in c.get(f"/logs/{rec.id}", headers={"HX-Request": "true"}).text
+    header, line = c.get("/export.csv").text.splitlines()[:2]
+    assert header.endswith("Units,Unit") and line.endswith("3.0,image")
