@@ -16,7 +16,7 @@ from gateway.errors import InvalidRequest
 from gateway.extensions import db
 from gateway.models import QuotaCounter
 from gateway.services.admin import catalog_admin
-from tests.helpers import make_key, usage_records
+from tests.helpers import make_key, records_when_written, usage_records
 
 UPSTREAM_KEY = "sk-upstream-secret-123456"
 MEDIA = {"image": ["img=dall-e-3"], "audio": ["whisper=whisper-1", "tts=tts-1"],
@@ -329,3 +329,15 @@ def test_console_log_and_export_show_units(app, sdk):
     assert "3 images" in c.get(f"/logs/{rec.id}", headers={"HX-Request": "true"}).text
     header, line = c.get("/export.csv").text.splitlines()[:2]
     assert header.endswith("Units,Unit") and line.endswith("3.0,image")
+
+
+def test_speech_client_that_leaves_is_recorded_and_billed(app, live, mock):
+    provider(app, "p-openai", mock + "/v1", {"audio": ["tts=tts-1+chunk_delay=100"]})
+    key = make_key(app)
+    text = "y" * 2000        # 40 frames, one every 100 ms
+    r = requests.post(live.url + "/v1/audio/speech", headers={"Authorization": f"Bearer {key}"},
+                      json={"model": "tts", "voice": "alloy", "input": text}, stream=True, timeout=10)
+    assert r.status_code == 200 and next(r.iter_content(64)).startswith(b"ID3")
+    r.close()
+    [rec] = records_when_written(app, 1)
+    assert rec.status == 499 and rec.error_type == "client_disconnected" and rec.units == len(text)
