@@ -341,3 +341,18 @@ def test_speech_client_that_leaves_is_recorded_and_billed(app, live, mock):
     r.close()
     [rec] = records_when_written(app, 1)
     assert rec.status == 499 and rec.error_type == "client_disconnected" and rec.units == len(text)
+
+
+def test_console_provider_form_adds_media_models(app, mock):
+    make_user(app, "admin@example.com", "admin")
+    c = Console(app, "admin@example.com")
+    assert 'name="audio_models"' in c.get("/providers/new").text
+    r = c.post("/providers", {"name": "oa", "kind": "openai", "base_url": mock + "/v1", "api_key": UPSTREAM_KEY,
+                              "models": "chat", "image_models": "dall-e-3", "audio_models": "whisper-1, tts-1"})
+    assert r.status_code == 303, r.text[:300]
+    with app.app_context():
+        modes = {d.model: d.mode for d in catalog_admin.provider_named("oa").deployments}
+    assert modes == {"chat": "chat", "dall-e-3": "image", "whisper-1": "audio", "tts-1": "audio"}
+    r = c.post("/providers", {"name": "cl", "kind": "anthropic", "api_key": "sk-ant-123456789",
+                              "rerank_models": "rr"})
+    assert r.status_code == 422 and "anthropic providers have no rerank API" in r.text
