@@ -22,6 +22,8 @@ class Defaults:
     SECRET_KEY = None                   # generated into instance/ on first start if unset
     MAX_REQUEST_BYTES = 4 * 1024 * 1024  # /v1 bodies over this get 413 (gzip: once decompressed)
     CORS_ORIGINS = ""                    # browser origins allowed to call /v1, comma-separated, or *
+    AUDIO_MAX_REQUEST_BYTES = 26 * 1024 * 1024   # audio uploads (OpenAI takes files up to 25 MB)
+    MODERATION_DEFAULT_MODEL = "omni-moderation-latest"     # /v1/moderations without a model
     UPSTREAM_CONNECT_TIMEOUT = 5.0
     UPSTREAM_FIRST_BYTE_TIMEOUT = 120.0  # slow models think for a long time before answering
     UPSTREAM_IDLE_TIMEOUT = 60.0         # longest silence between two stream chunks

@@ -65,7 +65,7 @@ class Deployment(db.Model):
     model: Mapped[str] = mapped_column(String(200))              # what clients ask for
     provider_id: Mapped[int] = mapped_column(ForeignKey("providers.id", ondelete="CASCADE"))
     upstream_model: Mapped[str] = mapped_column(String(200))
-    mode: Mapped[str] = mapped_column(String(16), default="chat")   # chat or embedding
+    mode: Mapped[str] = mapped_column(String(16), default="chat")   # chat, embedding, image, audio, moderation, rerank
     weight: Mapped[int] = mapped_column(Integer, default=1)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -79,6 +79,9 @@ class Deployment(db.Model):
     rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
     source: Mapped[str] = mapped_column(String(16), default="cli")        # cli, console, config, demo
+    # Media prices (pricing.PRICE_UNITS): USD per image, second, minute, 1K characters, search unit
+    unit_price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    price_unit: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class ModelPrice(db.Model):
@@ -89,6 +92,8 @@ class ModelPrice(db.Model):
     input_per_1k: Mapped[float] = mapped_column(Float, default=0.0)
     output_per_1k: Mapped[float] = mapped_column(Float, default=0.0)
     cached_input_per_1k: Mapped[float | None] = mapped_column(Float, nullable=True)
+    unit_price: Mapped[float | None] = mapped_column(Float, nullable=True)     # media: USD per price_unit
+    price_unit: Mapped[str | None] = mapped_column(String(16), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
@@ -140,7 +145,7 @@ class UsageRecord(db.Model):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    endpoint: Mapped[str] = mapped_column(String(32))            # chat, embeddings
+    endpoint: Mapped[str] = mapped_column(String(32))            # chat, embeddings, images, speech, ...
     key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     key_prefix: Mapped[str | None] = mapped_column(String(16), nullable=True)
     user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -155,6 +160,9 @@ class UsageRecord(db.Model):
     cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
     estimated: Mapped[bool] = mapped_column(Boolean, default=False)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    # What a media request is billed by: 2 image, 31.5 second, 120 character, 1 search_unit
+    units: Mapped[float | None] = mapped_column(Float, nullable=True)
+    unit: Mapped[str | None] = mapped_column(String(16), nullable=True)
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
     ttft_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     status: Mapped[int] = mapped_column(Integer)

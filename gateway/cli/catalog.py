@@ -9,7 +9,7 @@ from gateway.cli import audited, command, confirm, echo_row, given, list_command
 from gateway.extensions import db
 from gateway.models import Alias, Deployment, Policy, Provider
 from gateway.providers import registry
-from gateway.services.accounting import keys, redaction
+from gateway.services.accounting import keys, pricing, redaction
 from gateway.services.admin import catalog_admin
 from gateway.services.routing.health import deployment_status
 
@@ -32,16 +32,24 @@ COMMANDS = (providers_cli, deployments_cli, aliases_cli, policies_cli)
 @click.option("--models", help="models to expose, comma-separated; public=upstream renames; "
                                "the model catalogue tells chat from embedding")
 @click.option("--embedding-models", help="embedding models to expose, comma-separated")
+@click.option("--image-models", help="image generation models, comma-separated (OpenAI-format kinds)")
+@click.option("--audio-models", help="transcription and speech models, e.g. whisper-1,tts-1")
+@click.option("--moderation-models", help="moderation models, comma-separated")
+@click.option("--rerank-models", help="rerank models ({base}/rerank), comma-separated")
 @click.option("--region", default="", help="for routing constraints; bedrock: the AWS region, "
               "which also builds the endpoint URL")
 @click.option("--api-version", help="Azure OpenAI api-version")
-def providers_add(name, kind, preset, base_url, api_key, models, embedding_models, region, api_version):
+def providers_add(name, kind, preset, base_url, api_key, models, embedding_models, image_models, audio_models,
+                  moderation_models, rerank_models, region, api_version):
     """Add a provider, or update the one with this name (idempotent)."""
     api_key = api_key if api_key is not None else os.environ.get("PROVIDER_API_KEY")
     existed = catalog_admin.provider_named(name) is not None
+    media = {"image": split_csv(image_models), "audio": split_csv(audio_models),
+             "moderation": split_csv(moderation_models), "rerank": split_csv(rerank_models)}
     p = catalog_admin.save_provider(name, kind, base_url=base_url, api_key=api_key, models=split_csv(models),
                               embedding_models=split_csv(embedding_models), region=region, preset=preset,
-                              options={"api_version": api_version} if api_version else None)
+                              options={"api_version": api_version} if api_version else None,
+                              media_models={m: names for m, names in media.items() if names})
     served = sorted(d.model for d in p.deployments)
     audited("provider.update" if existed else "provider.create", p.name, kind=p.kind, base_url=p.base_url,
             region=p.region, models=served, key_changed=api_key is not None)
@@ -88,7 +96,9 @@ _deployment_options = options(
     click.option("--rpm", type=int, help="requests per minute cap"),
     click.option("--tpm", type=int, help="tokens per minute cap"),
     click.option("--enabled/--disabled", default=None),
-    click.option("--mode", type=click.Choice(["chat", "embedding"])),
+    click.option("--mode", type=click.Choice(list(catalog_admin.MODES))),
+    click.option("--unit-price", type=float, help="media: USD per --price-unit (image, second, 1K characters, ...)"),
+    click.option("--price-unit", type=click.Choice(list(pricing.PRICE_UNITS))),
 )
 
 
@@ -96,7 +106,8 @@ def _save_deployment(action, model, provider, upstream, **o):
     fields = given(weight=o["weight"], region=o["region"], input_per_1k=o["input_price"],
                    output_per_1k=o["output_price"], context_window=o["context_window"],
                    capabilities=split_csv(o["capabilities"]), rpm_limit=o["rpm"], tpm_limit=o["tpm"],
-                   enabled=o["enabled"], mode=o["mode"])
+                   enabled=o["enabled"], mode=o["mode"], unit_price=o["unit_price"],
+                   price_unit=o["price_unit"])
     d = catalog_admin.save_deployment(model, provider, upstream, **fields)
     audited(action, f"{provider}/{d.model}", deployment_id=d.id, upstream_model=d.upstream_model, **fields)
     click.echo(f"deployment {d.id}: {d.model} -> {provider}/{d.upstream_model}")
@@ -130,7 +141,9 @@ def deployments_update(deployment_id, upstream, **o):
               help="Every deployment with its routing facts and live health (this process's view).")
 def _deployment_row(d) -> tuple:
     price = f"{d.input_per_1k}/{d.output_per_1k}" if d.input_per_1k is not None else "table"
-    return (d.id, d.model, f"{d.provider.name}/{d.upstream_model}", d.region or d.provider.region or "-",
+    if d.unit_price is not None:
+        price = f"{d.unit_price}/{d.price_unit}"
+    return (d.id, d.model, d.mode, f"{d.provider.name}/{d.upstream_model}", d.region or d.provider.region or "-",
             f"w={d.weight}", f"price={price}", f"ctx={d.context_window or '-'}",
             f"caps={','.join(d.capabilities or []) or '-'}", f"rpm={d.rpm_limit or '-'}",
             f"tpm={d.tpm_limit or '-'}", "enabled" if d.enabled else "disabled", d.source,

@@ -14,6 +14,7 @@ from gateway.htmx import render
 from gateway.models import Deployment, Provider
 from gateway.providers import registry
 from gateway.services.admin import catalog_admin
+from gateway.services.api_request import MEDIA_MODES
 from gateway.services.reporting import marketplace as market
 from gateway.services.routing.health import deployment_status
 
@@ -108,7 +109,8 @@ def _form() -> dict:
     return {"name": f.get("name", "").strip()[:100], "kind": f.get("kind", "openai"),
             "base_url": f.get("base_url", "").strip()[:500], "region": f.get("region", "").strip()[:64],
             "api_key": f.get("api_key", "").strip(), "api_version": f.get("api_version", "").strip()[:32],
-            "models": f.get("models", ""), "embedding_models": f.get("embedding_models", "")}
+            "models": f.get("models", ""), "embedding_models": f.get("embedding_models", ""),
+            **{f"{m}_models": f.get(f"{m}_models", "") for m in MEDIA_MODES}}
 
 
 def _save(form: dict, provider: Provider | None):
@@ -124,7 +126,8 @@ def _save(form: dict, provider: Provider | None):
             form["name"], form["kind"], base_url=form["base_url"] or None,
             api_key=form["api_key"] or None,        # empty on edit: keep the stored key
             models=_split_models(form["models"]), embedding_models=_split_models(form["embedding_models"]),
-            region=form["region"], options=options or None, source="console", exists_ok=provider is not None)
+            region=form["region"], options=options or None, source="console", exists_ok=provider is not None,
+            media_models={m: _split_models(form[f"{m}_models"]) for m in MEDIA_MODES})
     except InvalidRequest as e:
         return None, {e.param or "name": e.message}
     return saved, {}

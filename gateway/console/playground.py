@@ -23,7 +23,7 @@ MAX_PROMPT_CHARS = 100_000
 @bp.get("/playground")
 @require_role(*WRITE)
 def playground():
-    return render_template("console/playground.html", model_names=catalog.model_names(),
+    return render_template("console/playground.html", model_names=catalog.model_names("chat"),
                            policies=catalog_admin.policy_names(enabled_only=True),
                            selected=request.args.get("model", ""))
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.mock_upstream import anthropic, bedrock, gemini, openai
+from gateway.mock_upstream import anthropic, bedrock, gemini, openai, openai_media
 from gateway.mock_upstream.base import Handler, Vendor
 
 OPENAI, ANTHROPIC, GEMINI, BEDROCK = openai.VENDOR, anthropic.VENDOR, gemini.VENDOR, bedrock.VENDOR
@@ -14,8 +14,14 @@ ROUTES: dict[tuple[str, str], tuple[Vendor, Handler]] = {
     ("GET", "/v1/models"): (OPENAI, openai.models),
     ("POST", "/v1/messages"): (ANTHROPIC, anthropic.messages),
 }
+MEDIA: dict[str, Handler] = {"images/generations": openai_media.images,
+                             "audio/transcriptions": openai_media.transcriptions,
+                             "audio/translations": openai_media.translations,
+                             "audio/speech": openai_media.speech,
+                             "moderations": openai_media.moderations, "rerank": openai_media.rerank}
+ROUTES.update({("POST", "/v1/" + path): (OPENAI, handler) for path, handler in MEDIA.items()})
 _AZURE_ROUTES: dict[str, Handler] = {"chat/completions": openai.chat,
-                                     "embeddings": openai.embeddings}
+                                     "embeddings": openai.embeddings, **MEDIA}
 _GEMINI_ROUTES: dict[str, Handler] = {"generateContent": gemini.generate,
                                       "streamGenerateContent": gemini.generate,
                                       "embedContent": gemini.embed,

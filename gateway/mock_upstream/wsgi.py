@@ -9,9 +9,12 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from werkzeug.formparser import parse_form_data
+
 from gateway.mock_upstream.base import Call, Result, error_result, json_result
 from gateway.mock_upstream.faults import (NO_FAULTS, Faults, apply_directives, paced,
                                           request_faults, run_faulty)
+from gateway.mock_upstream.openai_media import describe_upload
 from gateway.mock_upstream.routes import ROUTES, route, vendor_for
 
 _REQUEST_LOG_SIZE = 200
@@ -188,8 +191,29 @@ def _status_line(status: int) -> str:
     return _STATUS_LINES.get(status) or f"{status} Error"
 
 
+def _read_form(environ: dict) -> dict:
+    """A multipart/form-data body (audio uploads) as a dict: its fields, the file described."""
+    _, form, files = parse_form_data(environ)
+    body: dict = {k: (v[0] if len(v) == 1 else v) for k, v in form.lists()}
+    for name, f in files.items():
+        body[name] = describe_upload(f.filename or "", f.mimetype, f.read())
+    if "temperature" in body:
+        body["temperature"] = _number(body["temperature"])
+    return body
+
+
+def _number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
 def _read_json(environ: dict):
-    """The request body parsed as JSON ({} when empty); raises ValueError if invalid."""
+    """The request body parsed as JSON ({} when empty), or a multipart form's fields; raises
+    ValueError if invalid."""
+    if (environ.get("CONTENT_TYPE") or "").startswith("multipart/form-data"):
+        return _read_form(environ)
     length = environ.get("CONTENT_LENGTH")
     stream = environ.get("wsgi.input")
     if stream is None:

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from gateway.providers import anthropic_messages, bedrock_converse, gemini, openai_chat
+from gateway.providers import anthropic_messages, bedrock_converse, gemini, openai_chat, openai_media
 
 # AWS region names, e.g. us-east-1, eu-central-2, us-gov-west-1: nothing that could change the host.
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
@@ -29,13 +29,15 @@ class ProviderKind:
     preset_of: str | None = None    # the base kind whose wire format this vendor speaks
     regional_url: str | None = None     # the default URL built from the region, "{region}" in it
     embeddings: bool = True         # the adapter can serve embedding deployments
+    media: ModuleType | None = None     # images, audio, moderations, rerank; None: the vendor has no such API
 
 
 def _preset(label: str, base_url: str | None, models: tuple[str, ...], *, needs_key: bool = True,
             **quirks: str) -> ProviderKind:
-    """An OpenAI-compatible vendor: its URL, models and openai_chat quirk options (see there)."""
+    """An OpenAI-compatible vendor: its URL, models and openai_chat quirk options (see there).
+    Media paths are OpenAI's too; a vendor without one answers its own 404 at call time."""
     return ProviderKind(openai_chat, base_url, dict(quirks), needs_key=needs_key, label=label,
-                        models=models, preset_of="openai")
+                        models=models, preset_of="openai", media=openai_media)
 
 
 # Quirks (openai_chat reads them from the provider's options):
@@ -84,17 +86,18 @@ PRESETS: dict[str, ProviderKind] = {
 }
 
 KINDS: dict[str, ProviderKind] = {     # in the order the console lists them
-    "openai": ProviderKind(openai_chat, "https://api.openai.com/v1"),
+    "openai": ProviderKind(openai_chat, "https://api.openai.com/v1", media=openai_media),
     # Same format; the api_version option switches URL and auth. No default host: each
     # Azure resource has its own.
-    "azure": ProviderKind(openai_chat, default_options={"api_version": "2024-10-21"}),
+    "azure": ProviderKind(openai_chat, default_options={"api_version": "2024-10-21"}, media=openai_media),
     "anthropic": ProviderKind(anthropic_messages, "https://api.anthropic.com/v1"),
     "gemini": ProviderKind(gemini, "https://generativelanguage.googleapis.com/v1beta"),
     # Converse/ConverseStream, SigV4-signed; each region has its own host.
     "bedrock": ProviderKind(bedrock_converse, embeddings=False,
                             regional_url="https://bedrock-runtime.{region}.amazonaws.com"),
     # Answered in-process (create_app gives the transport gateway.mock_upstream for mock://).
-    "mock": ProviderKind(openai_chat, "mock://local/v1", needs_key=False, fixed_base_url=True),
+    "mock": ProviderKind(openai_chat, "mock://local/v1", needs_key=False, fixed_base_url=True,
+                         media=openai_media),
     **PRESETS,
 }
 ADAPTERS: dict[str, ModuleType] = {name: kind.adapter for name, kind in KINDS.items()}

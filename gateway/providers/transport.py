@@ -203,7 +203,8 @@ def _send_in_process(app: WSGIApp, req: UpstreamRequest) -> Response:
     environ = {"REQUEST_METHOD": req.method, "PATH_INFO": parts.path, "QUERY_STRING": parts.query,
                "SERVER_NAME": "mock", "SERVER_PORT": "0", "SERVER_PROTOCOL": "HTTP/1.1",
                "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(req.body),
-               "CONTENT_LENGTH": str(len(req.body)), "CONTENT_TYPE": "application/json"}
+               "CONTENT_LENGTH": str(len(req.body)),
+               "CONTENT_TYPE": req.headers.get("content-type", "application/json")}
     for name, value in req.headers.items():
         environ["HTTP_" + name.upper().replace("-", "_")] = value
     started: dict = {}

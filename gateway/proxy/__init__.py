@@ -1,5 +1,6 @@
 """The /v1 API blueprint. Each API family lives in a module of its own (views.py: chat,
-embeddings, models); they share the request path in views.py."""
+embeddings, models; media.py: images, audio, moderations, rerank); they share the request
+path in views.py."""
 from __future__ import annotations
 
 import re
@@ -41,4 +42,4 @@ def finish_response(response: Response) -> Response:
 
 # The API modules attach their routes to `bp`, so they load once it exists; create_app
 # imports this package before registering the blueprint.
-from gateway.proxy import completions, messages, responses, views  # noqa: E402,F401
+from gateway.proxy import completions, media, messages, responses, views  # noqa: E402,F401

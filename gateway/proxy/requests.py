@@ -2,12 +2,14 @@
 and the checks a body must pass before anything else looks at it."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 from flask import Request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
-from gateway.proxy import compression, params
+from gateway.proxy import compression, media_params, params
 from gateway.services.api_request import ApiRequest
 
 GATEWAY_FIELDS = ("metadata", "models")      # ours; never forwarded upstream
@@ -67,7 +69,7 @@ def validated(request: Request, req: ApiRequest) -> ApiRequest:
     VALIDATORS[req.endpoint](req.body)
     fallbacks = _fallbacks(request, req.body)
     body = {k: v for k, v in req.body.items() if k not in GATEWAY_FIELDS}
-    return ApiRequest(req.request_id, req.endpoint, body, req.tags, tuple(fallbacks), req.started)
+    return replace(req, body=body, fallbacks=tuple(fallbacks))
 
 
 def _tags(request: Request, body: dict) -> dict:
@@ -117,7 +119,8 @@ def _token_ids(x) -> bool:
 
 # Dialects are validated as the chat body they were translated to (gateway/proxy/dialects/).
 VALIDATORS = {"chat": _validate_chat, "embeddings": _validate_embeddings,
-              "messages": _validate_chat, "responses": _validate_chat, "completions": _validate_chat}
+              "messages": _validate_chat, "responses": _validate_chat, "completions": _validate_chat,
+              **media_params.VALIDATORS}
 
 
 def _fallbacks(request: Request, body: dict) -> list[str]:

@@ -20,16 +20,18 @@ from gateway.services.routing.stream import open_stream
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def _admitted(endpoint: str, translate: Callable[[dict, object], dict] | None = None):
+def _admitted(endpoint: str, translate: Callable[[dict, object], dict] | None = None, read=None):
     """The request parsed, authenticated, planned and admitted; a failure on the way is
     recorded, then raised. `translate(body, key)`, when given, turns another API's body (a
-    dialect) into the chat body that is validated and sent."""
+    dialect) into the chat body that is validated and sent. `read`: how the body is read
+    (requests.read's signature), for endpoints whose body is not plain JSON."""
     app = current_app._get_current_object()
     req = ApiRequest(g.request_id, endpoint)       # what a failure's record can say so far
     key = None
     try:
         key = keys.authenticate(requests.secret(request), client_ip())
-        req = requests.read(request, g.request_id, endpoint, req.started, app.config["MAX_REQUEST_BYTES"])
+        req = (read or requests.read)(request, g.request_id, endpoint, req.started,
+                                      app.config["MAX_REQUEST_BYTES"])
         if translate is not None:
             req = replace(req, body=translate(req.body, key))
         req = requests.validated(request, req)

@@ -7,7 +7,19 @@ from dataclasses import dataclass, field
 # endpoint -> the deployment mode serving it. Responses, Messages and legacy completions are
 # translated to chat and back (gateway/proxy/dialects/), so chat deployments serve them.
 MODES = {"chat": "chat", "embeddings": "embedding", "messages": "chat", "responses": "chat",
-         "completions": "chat"}
+         "completions": "chat", "images": "image", "transcriptions": "audio",
+         "translations": "audio", "speech": "audio", "moderations": "moderation", "rerank": "rerank"}
+# endpoint -> what one upstream attempt does, where a mode serves several (audio); else the mode
+OPERATIONS = {"transcriptions": "transcription", "translations": "translation", "speech": "speech"}
+MEDIA_MODES = ("image", "audio", "moderation", "rerank")     # billed per unit, not per token
+
+
+@dataclass(frozen=True, slots=True)
+class FilePart:
+    """An uploaded file of a multipart request (audio), forwarded upstream as it came."""
+    filename: str
+    content_type: str
+    data: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +36,11 @@ class ApiRequest:
     @property
     def mode(self) -> str:
         return MODES[self.endpoint]
+
+    @property
+    def operation(self) -> str:
+        """What an upstream attempt does for this request (upstream.OPERATIONS)."""
+        return OPERATIONS.get(self.endpoint) or self.mode
 
     @property
     def model(self) -> str | None:

@@ -7,6 +7,7 @@ upstream is told to stop there (max_tokens), instead of the request being refuse
 """
 from __future__ import annotations
 
+from gateway.services.accounting import pricing
 from gateway.services.accounting.limits import Counter
 
 _EMPTY = Counter("", 0, 0, 0.0, 0.0, 0, 0)
@@ -21,6 +22,13 @@ def prices(plan) -> list[tuple[float, float]]:
         if price:
             out.append((price[0] or 0.0, price[1] or 0.0))
     return out
+
+
+def media_worst(plan) -> float:
+    """USD of a media request's worst-case units (plan.need.units) at the dearest deployment."""
+    units = plan.need.units
+    return max((pricing.unit_cost(route.unit_price_of(), units.count, units.unit) for route in plan.routes),
+               default=0.0)
 
 
 def worst(prompt: int, completion: int, costs: list[tuple[float, float]]) -> tuple[int, float]:

@@ -1,6 +1,7 @@
-"""Cost of a request (USD per 1K tokens): the admin's price table first, else the list price
-genai-prices knows for the model. Both are resolved once per model and cached, so billing on
-the hot path is a dict lookup."""
+"""Cost of a request: USD per 1K tokens, or per unit for media (images, seconds of audio,
+characters of speech, rerank search units). The admin's price table comes first, else the list
+price genai-prices knows for the model. Both are resolved once per model and cached, so billing
+on the hot path is a dict lookup."""
 from __future__ import annotations
 
 import time
@@ -21,6 +22,18 @@ DEFAULT_PRICES: dict[str, tuple[float, float, float | None]] = {
     "demo-embed": (0.00002, 0.0, None),
 }
 
+# price_unit -> (the unit a usage record counts, how many of those one price_unit is)
+PRICE_UNITS: dict[str, tuple[str, int]] = {
+    "image": ("image", 1), "second": ("second", 1), "minute": ("second", 60),
+    "1k_chars": ("character", 1000), "search_unit": ("search_unit", 1), "request": ("request", 1)}
+# Media list prices (USD per price_unit); moderation is free.
+DEFAULT_UNIT_PRICES: dict[str, tuple[float, str]] = {
+    "dall-e-2": (0.02, "image"), "dall-e-3": (0.04, "image"), "gpt-image-1": (0.042, "image"),
+    "whisper-1": (0.006, "minute"), "tts-1": (0.015, "1k_chars"), "tts-1-hd": (0.03, "1k_chars"),
+    "omni-moderation": (0.0, "request"), "text-moderation": (0.0, "request"),
+    "rerank-english-v3.0": (0.002, "search_unit"), "rerank-multilingual-v3.0": (0.002, "search_unit"),
+}
+
 
 def seed_prices() -> None:
     """Insert the default price of every model not yet in the table."""
@@ -29,6 +42,10 @@ def seed_prices() -> None:
         if model not in have:
             db.session.add(ModelPrice(model=model, input_per_1k=inp, output_per_1k=out,
                                       cached_input_per_1k=cached))
+    for model, (price, unit) in DEFAULT_UNIT_PRICES.items():
+        if model not in have:
+            db.session.add(ModelPrice(model=model, input_per_1k=0.0, output_per_1k=0.0,
+                                      unit_price=price, price_unit=unit))
     db.session.commit()
 
 
@@ -76,7 +93,9 @@ class PriceBook:
     def __init__(self, ttl: float):
         self.ttl = ttl
         self.prices: dict[str, Price] = {}
+        self.unit_prices: dict[str, tuple[float, str]] = {}     # model -> (USD, price_unit)
         self.matches: dict[str, tuple | None] = {}      # model -> its price, found once per reload
+        self.unit_matches: dict[str, tuple | None] = {}
         self.listed: dict[str, Price | None] = {}       # model -> genai-prices' price, kept
         self.loaded_at = float("-inf")
 
@@ -84,32 +103,37 @@ class PriceBook:
         if time.monotonic() - self.loaded_at >= self.ttl:
             try:
                 with bounded_session():
+                    rows = db.session.scalars(select(ModelPrice)).all()
                     self.prices = {p.model: (p.input_per_1k, p.output_per_1k, p.cached_input_per_1k)
-                                   for p in db.session.scalars(select(ModelPrice))}
+                                   for p in rows}
+                    self.unit_prices = {p.model: (p.unit_price, p.price_unit) for p in rows
+                                        if p.unit_price is not None and p.price_unit in PRICE_UNITS}
             except Exception:
                 db.session.rollback()
                 current_app.logger.warning("price table reload failed", exc_info=True)
             finally:
                 db.session.remove()
-            self.matches = {}
+            self.matches, self.unit_matches = {}, {}
             self.loaded_at = time.monotonic()
         if model not in self.matches:
             self.matches[model] = self._match(model)
         return self.matches[model]
+
+    def unit_lookup(self, model: str) -> tuple[float, str] | None:
+        """(USD, price_unit) of a media model, or None when the table has no unit price."""
+        self.lookup(model)      # reloads when due
+        if model not in self.unit_matches:
+            self.unit_matches[model] = self._prefix_match(model, self.unit_prices)
+        return self.unit_matches[model]
 
     def invalidate(self) -> None:
         """Reread the table on the next lookup."""
         self.loaded_at = float("-inf")
 
     def _match(self, model: str) -> Price | None:
-        if model in self.prices:
-            return self.prices[model]
-        name = model.rsplit("/", 1)[-1]     # "models/gemini-2.0-flash", "org/model"
-        best = max((m for m in self.prices if name.startswith(m)), key=len, default=None)
-        if best:
-            return self.prices[best]
-        if not model:
-            return None
+        found = self._prefix_match(model, self.prices)
+        if found is not None or not model:
+            return found
         if model not in self.listed:
             try:
                 self.listed[model] = listed_price(model)
@@ -117,6 +141,14 @@ class PriceBook:
                 current_app.logger.warning("genai-prices lookup failed for %s", model, exc_info=True)
                 self.listed[model] = None
         return self.listed[model]
+
+    @staticmethod
+    def _prefix_match(model: str, prices: dict) -> tuple | None:
+        if model in prices:
+            return prices[model]
+        name = model.rsplit("/", 1)[-1]     # "models/gemini-2.0-flash", "org/model"
+        best = max((m for m in prices if name.startswith(m)), key=len, default=None)
+        return prices[best] if best else None
 
 
 def cost_of(price: tuple[float, float, float | None] | None, usage: Usage) -> float:
@@ -127,6 +159,16 @@ def cost_of(price: tuple[float, float, float | None] | None, usage: Usage) -> fl
     cached_tokens = min(usage.cached_tokens, usage.prompt_tokens) if cached is not None else 0
     return ((usage.prompt_tokens - cached_tokens) * inp + cached_tokens * (cached or 0)
             + usage.completion_tokens * out) / 1000.0
+
+
+def unit_cost(price: tuple[float, str] | None, units: float, unit: str) -> float:
+    """USD for `units` of `unit` at `price` (USD, price_unit); 0 when unpriced or priced in a
+    unit that does not measure this request (a per-image price on a transcription)."""
+    if price is None or not units:
+        return 0.0
+    usd, price_unit = price
+    counted, per = PRICE_UNITS.get(price_unit, ("", 1))
+    return units / per * usd if counted == unit else 0.0
 
 
 def price_book() -> PriceBook:

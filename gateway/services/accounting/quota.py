@@ -51,8 +51,16 @@ def _wanted(req, plan) -> int:
 def estimate(req, plan) -> tuple[int, float]:
     """Worst-case (tokens, USD) of a request: the prompt estimate plus every answer token allowed,
     at the price of the dearest deployment in its plan (fallbacks, policy and A/B arms included)."""
+    return _worst(plan, _wanted(req, plan), allowance.prices(plan))
+
+
+def _worst(plan, want: int, costs) -> tuple[int, float]:
+    """Tokens and USD to reserve; a media request (billed per image, second, ...) reserves
+    no tokens, so token quotas never count it."""
     need = plan.need
-    return allowance.worst(need.prompt_tokens, _wanted(req, plan) * need.n, allowance.prices(plan))
+    if getattr(need, "units", None) is not None:
+        return 0, allowance.media_worst(plan)
+    return allowance.worst(need.prompt_tokens, want * need.n, costs)
 
 
 def backend(app: Flask):
@@ -91,8 +99,7 @@ def _reserve(store, req, plan, key_id: int, limits: tuple[Limit, ...], now: date
     times under concurrency (the guarded reserve never lets two requests share the same room)."""
     need, want = plan.need, _wanted(req, plan)
     costs = allowance.prices(plan)
-    res = Reservation(req.request_id, key_id, limits,
-                      *allowance.worst(need.prompt_tokens, want * need.n, costs), created_at=now)
+    res = Reservation(req.request_id, key_id, limits, *_worst(plan, want, costs), created_at=now)
     counters = store.reserve(res, now)
     answer = want
     shrink = want > 0 and res.capped
@@ -128,9 +135,11 @@ def refusal(failed: Limit | None, res: Reservation, now: datetime, at_least: boo
                           f"This request needs up to {res.tokens} tokens.")
     else:
         what = failed.label or "quota"
+        needs = f"{res.tokens} tokens" + (f" (${res.usd:.4f})" if failed.usd is not None else "")
+        if not res.tokens:      # a media request: priced per unit
+            needs = f"${res.usd:.4f}"
         err = QuotaExceeded(f"You exceeded the {what} of this key: it allows {_limits_text(failed)}; "
-                            f"this request needs {'at least' if at_least else 'up to'} {res.tokens} tokens"
-                            + (f" (${res.usd:.4f})" if failed.usd is not None else "") + ".")
+                            f"this request needs {'at least' if at_least else 'up to'} {needs}.")
     err.headers = headers
     return err
 
@@ -184,7 +193,7 @@ def actual_of(entry) -> tuple[int, float]:
     # A failure before any answer carries no tokens and is released; a stream the client cut
     # carries what was streamed, and that is charged.
     used = entry.total_tokens or (entry.prompt_tokens + entry.completion_tokens)
-    return used, (entry.cost_usd or 0.0) if used else 0.0
+    return used, (entry.cost_usd or 0.0) if used or getattr(entry, "units", None) else 0.0
 
 
 def settle(app: Flask, admission: Admission, entry, now: datetime | None = None) -> dict | None:

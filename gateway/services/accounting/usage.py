@@ -52,6 +52,8 @@ class UsageEntry:
     cached_tokens: int = 0
     estimated: bool = False
     cost_usd: float = 0.0
+    units: float | None = None          # media requests: what they are billed by
+    unit: str | None = None
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     error_type: str | None = None

@@ -17,13 +17,14 @@ from gateway.providers import model_catalogue, registry, ssrf
 from gateway.services.accounting import pricing
 from gateway.services.accounting.redaction import check_mode
 from gateway.services.admin import audit
+from gateway.services.api_request import MEDIA_MODES
 from gateway.services.routing import probe
 from gateway.services.routing.policies import STRATEGIES
 from gateway.services.routing.catalog import catalog
 
-MODES = ("chat", "embedding")      # deployment modes the gateway serves; the catalogue knows more
 DEPLOYMENT_FIELDS = ("upstream_model", "mode", "weight", "enabled", "region", "input_per_1k", "output_per_1k",
-                     "context_window", "capabilities", "rpm_limit", "tpm_limit")
+                     "context_window", "capabilities", "rpm_limit", "tpm_limit", "unit_price", "price_unit")
+MODES = ("chat", "embedding", *MEDIA_MODES)   # deployment modes the gateway serves; the catalogue knows more
 POLICY_FIELDS = ("strategy", "candidates", "weights", "capabilities", "regions", "sticky", "ab", "shadow",
                  "redact", "enabled")
 
@@ -37,12 +38,14 @@ def _commit() -> None:
 def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key: str | None = None,
                   models: list[str] | None = None, region: str = "", options: dict | None = None,
                   embedding_models: list[str] | None = None, source: str = "cli",
-                  exists_ok: bool = True, preset: str | None = None) -> Provider:
+                  exists_ok: bool = True, preset: str | None = None,
+                  media_models: dict[str, list[str]] | None = None) -> Provider:
     """Create or update a provider by name and make sure each listed model has a deployment.
     Models may be given as `public=upstream` to expose an upstream model under another name;
     a model's mode comes from the model catalogue (embedding_models force embedding).
     `preset` (registry.PRESETS) fills in a vendor's URL and quirks; the kind is stored as given.
-    With exists_ok=False an existing name is an error instead of an update (the console's create)."""
+    `media_models`: mode (image, audio, moderation, rerank) -> models, for the kinds that have
+    those APIs. With exists_ok=False an existing name is an error instead of an update (the console's create)."""
     kind = kind.strip().lower()
     if kind not in registry.KINDS:
         raise InvalidRequest(f"unknown provider kind '{kind}'; choose one of {', '.join(registry.KINDS)}",
@@ -76,6 +79,9 @@ def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key:
         raise InvalidRequest(f"base URL refused: {e}", param="base_url") from None
     if api_key is None:
         require_key_for(provider, base_url)
+    for mode, names in (media_models or {}).items():
+        if names:
+            check_mode_for_kind(kind, mode)
     if provider is None:
         provider = Provider(name=name, kind=kind, source=source)
         db.session.add(provider)
@@ -86,7 +92,8 @@ def save_provider(name: str, kind: str, *, base_url: str | None = None, api_key:
         provider.api_key_enc = secrets.encrypt(api_key)
         provider.key_last4 = api_key[-4:] if len(api_key) >= 8 else ""
     db.session.flush()
-    for mode, names in ((None, models or []), ("embedding", embedding_models or [])):
+    for mode, names in ((None, models or []), ("embedding", embedding_models or []),
+                        *(media_models or {}).items()):
         for spec in names:
             public, _, upstream = spec.strip().partition("=")
             if public:
@@ -112,11 +119,24 @@ def _mode_of(info: model_catalogue.ModelInfo | None) -> str:
     return info.mode if info is not None and info.mode in MODES else "chat"
 
 
+def check_mode_for_kind(kind: str, mode: str) -> None:
+    """Refuse a deployment mode the provider kind has no API for (anthropic has no images)."""
+    if mode not in MODES:
+        raise InvalidRequest(f"mode must be one of {', '.join(MODES)}", param="mode")
+    if mode in MEDIA_MODES and registry.KINDS[kind].media is None:
+        raise InvalidRequest(f"{kind} providers have no {mode} API: serve {mode} models from an "
+                             "OpenAI-format provider (openai, azure, an OpenAI-compatible server).", param="mode")
+    if mode == "embedding" and not registry.KINDS[kind].embeddings:
+        raise InvalidRequest(f"{kind} providers serve chat models only here (Converse has no "
+                             "embeddings); add embedding models to another provider", param="mode")
+
+
 def _ensure_deployment(provider: Provider, model: str, upstream: str, mode: str | None) -> None:
     """Serve `model` as `upstream` in `mode` (None: the catalogue's); a new deployment takes its
     context window and capabilities from the catalogue."""
     info = catalogued(upstream)
     mode = mode or _mode_of(info)
+    check_mode_for_kind(provider.kind, mode)
     for d in provider.deployments:
         if d.model == model:
             d.upstream_model, d.mode = upstream, mode
@@ -244,18 +264,14 @@ def save_deployment(model: str, provider: str, upstream_model: str | None = None
         db.session.add(d)
     elif source:
         d.source = source
-    if fields.get("mode") not in (None, *MODES):
-        raise InvalidRequest(f"mode must be {' or '.join(MODES)}", param="mode")
     info = catalogued(upstream)
     if fields.get("mode") is None and (d.id is None or "mode" in fields):
         fields["mode"] = d.mode if d.id is not None else _mode_of(info)    # as it was, or the catalogue's
     for name, value in _catalogue_fields(info, fields.get("mode", d.mode)).items():
         if fields.get(name, getattr(d, name)) is None:      # not set: the catalogue's
             fields[name] = value
-    kind = registry.KINDS.get(p.kind)
-    if fields.get("mode", d.mode) == "embedding" and kind is not None and not kind.embeddings:
-        raise InvalidRequest(f"{p.kind} providers serve chat models only here (Converse has no "
-                             "embeddings)", param="mode")
+    check_mode_for_kind(p.kind, fields.get("mode") or d.mode)   # also a deployment moved to another kind
+    check_unit_price(fields.get("unit_price"), fields.get("price_unit"))
     caps = fields.get("capabilities")
     if caps is not None:
         fields["capabilities"] = sorted({str(c).strip().lower() for c in caps if str(c).strip()})
@@ -263,6 +279,14 @@ def save_deployment(model: str, provider: str, upstream_model: str | None = None
         setattr(d, name, value)
     _commit()
     return d
+
+
+def check_unit_price(price: float | None, unit: str | None) -> None:
+    """A media price is 0 or more, in one of pricing.PRICE_UNITS."""
+    if price is not None and price < 0:
+        raise InvalidRequest("Enter a price of 0 or more.", param="unit_price")
+    if unit is not None and unit not in pricing.PRICE_UNITS:
+        raise InvalidRequest(f"price_unit must be one of {', '.join(pricing.PRICE_UNITS)}", param="price_unit")
 
 
 def set_deployment_enabled(deployment: Deployment, enabled: bool) -> Deployment:

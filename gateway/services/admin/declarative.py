@@ -29,7 +29,7 @@ SOURCE = "config"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 DEPLOYMENT_KEYS = {"provider", "upstream", "upstream_model", "mode", "weight", "enabled", "region",
                    "input_per_1k", "output_per_1k", "context_window", "capabilities", "rpm", "tpm",
-                   "rpm_limit", "tpm_limit"}
+                   "rpm_limit", "tpm_limit", "unit_price", "price_unit"}
 PROVIDER_KEYS = {"kind", "base_url", "api_key", "api_key_env", "region", "options", "enabled"}
 # What the audit compares before and after an apply, per kind of row.
 AUDITED = {"provider": ("kind", "base_url", "region", "options", "enabled", "source"),
@@ -141,7 +141,8 @@ def apply(doc: dict, out=print) -> dict:
                       "region": d.get("region"), "input_per_1k": d.get("input_per_1k"),
                       "output_per_1k": d.get("output_per_1k"), "context_window": d.get("context_window"),
                       "capabilities": d.get("capabilities"),
-                      "rpm_limit": d.get("rpm", d.get("rpm_limit")), "tpm_limit": d.get("tpm", d.get("tpm_limit"))}
+                      "rpm_limit": d.get("rpm", d.get("rpm_limit")), "tpm_limit": d.get("tpm", d.get("tpm_limit")),
+                      "unit_price": d.get("unit_price"), "price_unit": d.get("price_unit")}
             provider = _named_row(Provider, str(d["provider"]))
             before = _state("deployment", next((x for x in provider.deployments if (x.model, x.upstream_model)
                                                 == (model, upstream)), None) if provider else None)

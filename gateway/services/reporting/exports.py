@@ -27,7 +27,7 @@ COLUMNS = [  # header, attribute, width, kind
     ("Estimated", "estimated", 10, "bool"), ("Cost (USD)", "cost_usd", 12, "money"),
     ("Latency (ms)", "latency_ms", 12, "ms"), ("TTFT (ms)", "ttft_ms", 10, "ms"),
     ("Error type", "error_type", 18, "text"), ("Error", "error_message", 40, "text"),
-    ("Tags", "tags", 30, "tags"),
+    ("Tags", "tags", 30, "tags"), ("Units", "units", 10, "num"), ("Unit", "unit", 12, "text"),
 ]
 
 
@@ -75,7 +75,7 @@ def xlsx_bytes(f: UsageFilter, title: str = "Usage") -> bytes:
     head = wb.add_format({"bold": True, "bg_color": "#1d2330", "font_color": "#ffffff"})
     fmt = {"time": wb.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"}),
            "int": wb.add_format({"num_format": "#,##0"}), "money": wb.add_format({"num_format": "$#,##0.000000"}),
-           "ms": wb.add_format({"num_format": "#,##0.0"})}
+           "ms": wb.add_format({"num_format": "#,##0.0"}), "num": wb.add_format({"num_format": "#,##0.###"})}
 
     summary = wb.add_worksheet("Summary")
     summary.set_column(0, 0, 28)
@@ -138,7 +138,7 @@ def xlsx_bytes(f: UsageFilter, title: str = "Usage") -> bytes:
                 continue
             if kind == "time":
                 detail.write_datetime(n, col, value, fmt["time"])
-            elif kind in ("int", "money", "ms"):
+            elif kind in ("int", "money", "ms", "num"):
                 detail.write_number(n, col, value, fmt[kind])
             else:
                 detail.write_string(n, col, str(value))

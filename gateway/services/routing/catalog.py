@@ -42,6 +42,8 @@ class Route:
         return f"{self.provider}/{self.target.model}"
 
     own_price: bool = False                 # the deployment sets its price (else the price table)
+    unit_price: float | None = None         # media: the deployment's USD per price_unit, if it sets one
+    price_unit: str | None = None
 
     def price(self) -> tuple | None:
         """The price the request is billed at, as pricing.cost_of takes it."""
@@ -49,6 +51,13 @@ class Route:
             return (self.input_per_1k or 0.0, self.output_per_1k or 0.0, None)
         from gateway.services.accounting import pricing
         return pricing.price_book().lookup(self.target.model)
+
+    def unit_price_of(self) -> tuple | None:
+        """A media request's price (USD, price_unit), as pricing.unit_cost takes it."""
+        if self.unit_price is not None and self.price_unit:
+            return (self.unit_price, self.price_unit)
+        from gateway.services.accounting import pricing
+        return pricing.price_book().unit_lookup(self.target.model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +133,7 @@ def _snapshot(book) -> Snapshot:
         table.setdefault(d.model, []).append(Route(
             d.id, d.model, d.mode, p.id, p.name, p.kind, region, max(d.weight, 0),
             target, inp, out, d.context_window, caps, d.rpm_limit, d.tpm_limit,
-            d.input_per_1k is not None or d.output_per_1k is not None))
+            d.input_per_1k is not None or d.output_per_1k is not None, d.unit_price, d.price_unit))
     by_id = {r.deployment_id: r for routes in table.values() for r in routes}
     aliases = {a.name: a.target for a in db.session.scalars(select(Alias))}
     policies = {p.name: policy_dict(p) for p in db.session.scalars(select(Policy).where(Policy.enabled))}
@@ -153,7 +162,13 @@ def routes_for(model: str) -> list[Route]:
     return snap.routes.get(model, [])
 
 
-def model_names() -> list[str]:
-    """Models and the aliases that lead to one (what /v1/models lists)."""
+def model_names(mode: str | None = None) -> list[str]:
+    """Models and the aliases that lead to one (what /v1/models lists); with `mode`, only
+    those with a deployment of that mode (the playground's chat models)."""
     snap = catalog().snapshot()
-    return sorted(set(snap.routes) | {a for a in snap.aliases if routes_for(a)})
+
+    def served(routes: list[Route]) -> bool:
+        return bool(routes) and (mode is None or any(r.mode == mode for r in routes))
+
+    return sorted({m for m, routes in snap.routes.items() if served(routes)}
+                  | {a for a in snap.aliases if served(routes_for(a))})

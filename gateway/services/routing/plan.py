@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 from flask import current_app
 
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamError
-from gateway.services.accounting import tokens
+from gateway.services.accounting import tokens, units as media_units
+from gateway.services.accounting.units import Units
 from gateway.services.api_request import ApiRequest
 from gateway.services.routing.catalog import Route, Snapshot, catalog
 from gateway.services.routing.health import health
@@ -31,6 +32,7 @@ class Need:
     prompt_tokens: int
     max_output: int | None      # the request's max_tokens, when it set one
     n: int = 1                  # choices asked for
+    units: Units | None = None  # media: the most units (images, seconds, ...) it may be billed for
 
     @property
     def tokens(self) -> int:
@@ -56,8 +58,11 @@ class Plan:
     output_field: str = "max_tokens"    # the body field that caps the answer's length upstream
 
 
-def needs(body: dict, mode: str) -> Need:
+def needs(body: dict, mode: str, operation: str | None = None) -> Need:
     """Capabilities and size of a request, read from its body."""
+    worst = media_units.worst(operation or mode, body)
+    if worst is not None:       # billed per unit: no tokens to estimate or fit in a context
+        return Need(mode, frozenset(), 0, None, units=worst)
     caps = set()
     if mode == "embedding":
         caps.add("embeddings")
@@ -109,7 +114,7 @@ def plan(req: ApiRequest, key) -> Plan:
         if policy is None and key.policy:      # bound to the key, or its plan's default
             policy = policy_named(key.policy, snap)
     policy = policy or {}
-    need = needs(req.body, mode)
+    need = needs(req.body, mode, req.operation)
     required = need.capabilities | frozenset(policy.get("capabilities") or ())
     regions = policy.get("regions")
     skipped: dict[str, str] = {}
@@ -157,7 +162,8 @@ def plan(req: ApiRequest, key) -> Plan:
     if not ordered:
         raise _nothing_fits(model, skipped, required)
     ordered = _by_health(ordered, need, skipped)
-    return Plan(ordered, need, policy.get("name"), variant, _pick_shadow(policy, snap, mode), skipped,
+    shadow = _pick_shadow(policy, snap, mode) if need.units is None else None     # media: never mirrored
+    return Plan(ordered, need, policy.get("name"), variant, shadow, skipped,
                 policy.get("redact"), output_field(req.body, ordered))
 
 

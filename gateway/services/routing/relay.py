@@ -122,7 +122,7 @@ def start(app: Flask, ex: Exchange) -> Answer:
             continue
         t0 = time.perf_counter()
         try:
-            answer = attempt(app, route, ex.body, req.mode, req.stream, cancel=ex.cancel)
+            answer = attempt(app, route, ex.body, req.operation, req.stream, cancel=ex.cancel)
         except ClientGone as e:     # the provider's connection is closed; the deployment did no wrong
             h.release(route)
             attempts.append(_attempt(route, t0, e.status, e.type, None))

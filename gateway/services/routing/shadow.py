@@ -41,7 +41,7 @@ def _run(app: Flask, sem: threading.BoundedSemaphore, req: ApiRequest, route) ->
     try:
         with app.app_context():
             try:
-                answer = attempt(app, route, req.body, req.mode, stream=False)
+                answer = attempt(app, route, req.body, req.operation, stream=False)
             except UpstreamError as e:
                 health(app).failure(route, (time.perf_counter() - t0) * 1000,
                                     status=e.upstream_status, retry_after=e.retry_after)

@@ -17,7 +17,7 @@ from flask import Flask
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.providers import sse, transport
 from gateway.providers.base import Reply, StreamError
-from gateway.providers.registry import ADAPTERS
+from gateway.providers.registry import ADAPTERS, KINDS
 from gateway.services.routing.cancel import Cancel
 from gateway.services.routing.catalog import Route
 
@@ -105,23 +105,54 @@ class Answer:
     attempts: list = field(default_factory=list)    # every attempt of the request, this one last
 
 
-def attempt(app: Flask, route: Route, body: dict, mode: str, stream: bool,
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """What one attempt of an operation calls on the kind's adapter."""
+    media: bool                 # the kind's media adapter (ProviderKind.media), not its chat one
+    request: str                # builds the upstream request: f(target, body)
+    response: str | None        # reads a whole answer: f(data, target, body); None: relayed as it arrives
+
+
+OPERATIONS = {      # ApiRequest.operation -> what an attempt does
+    "chat": Operation(False, "chat_request", "chat_response"),
+    "embedding": Operation(False, "embeddings_request", "embeddings_response"),
+    "image": Operation(True, "image_request", "image_response"),
+    "transcription": Operation(True, "transcription_request", "audio_text_response"),
+    "translation": Operation(True, "translation_request", "audio_text_response"),
+    "speech": Operation(True, "speech_request", None),
+    "moderation": Operation(True, "moderation_request", "moderation_response"),
+    "rerank": Operation(True, "rerank_request", "rerank_response"),
+}
+
+
+def _adapter(route: Route, op: Operation):
+    spec = KINDS[route.kind]
+    module = spec.media if op.media else spec.adapter
+    if module is None:      # refused at save time; a deployment from before that lands here
+        raise UpstreamError(f"{route.kind} providers have no API for this request.", status=400,
+                            type="invalid_request_error", code="unsupported_by_provider")
+    return module
+
+
+def attempt(app: Flask, route: Route, body: dict, operation: str, stream: bool,
             timeouts: transport.Timeouts | None = None, cancel: Cancel | None = None) -> Answer:
     """Send `body` to `route` once and read far enough to know it is good; raises UpstreamError.
+    `operation` is ApiRequest.operation (its mode, or what it does where a mode does several).
     `cancel` may interrupt the wait on the provider (ClientGone), and only that."""
-    adapter = ADAPTERS[route.kind]
-    if mode == "embedding":
-        req = adapter.embeddings_request(route.target, body)
-    else:
+    op = OPERATIONS[operation]
+    adapter = _adapter(route, op)
+    if operation == "chat":     # the one operation that streams
         req = adapter.chat_request(route.target, body, stream)
+    else:
+        req = getattr(adapter, op.request)(route.target, body)
     price = route.price()       # may read the database: before the wait a cancel can cut short
     with cancel.armed() if cancel is not None else nullcontext():
-        return _call(app, route, req, body, mode, stream, price, timeouts)
+        return _call(app, route, req, body, op, stream, price, timeouts)
 
 
-def _call(app: Flask, route: Route, req, body: dict, mode: str, stream: bool, price,
+def _call(app: Flask, route: Route, req, body: dict, op: Operation, stream: bool, price,
           timeouts: transport.Timeouts | None) -> Answer:
-    adapter = ADAPTERS[route.kind]
+    adapter = _adapter(route, op)
     t0 = time.perf_counter()
     resp = app.extensions["transport"].send(req, timeouts)
     if resp.status >= 400:
@@ -131,9 +162,13 @@ def _call(app: Flask, route: Route, req, body: dict, mode: str, stream: bool, pr
         if stream:
             _peek(answer, adapter.ChatStream(route.target, body), events_of(adapter),
                   int(app.config["UPSTREAM_MAX_EVENT_BYTES"]))
+        elif op.response is None:       # raw bytes (speech): its first chunk, so a dead one fails over
+            answer.events = iter(resp.chunks())
+            answer.pending = [next(answer.events, b"")]
+            answer.first_at = time.perf_counter()
+            return answer
         else:
-            parse = adapter.embeddings_response if mode == "embedding" else adapter.chat_response
-            answer.reply = parse(resp.read(), route.target, body)
+            answer.reply = getattr(adapter, op.response)(resp.read(), route.target, body)
     except StreamError as e:
         resp.close()
         raise UpstreamError(f"The provider sent a malformed answer: {sanitize(str(e), route.target.api_key)}",
