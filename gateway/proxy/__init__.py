@@ -3,6 +3,7 @@ embeddings, models); they share the request path in views.py."""
 from __future__ import annotations
 
 import re
+import time
 
 from flask import Blueprint, Response, g, request
 
@@ -15,6 +16,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 
 @bp.before_request
 def assign_request_id():
+    g.started = time.perf_counter()
     given = request.headers.get("x-request-id", "")
     g.request_id = given if _REQUEST_ID.match(given) else usage.new_request_id()
 
@@ -23,6 +25,11 @@ def assign_request_id():
 def add_request_id(response: Response) -> Response:
     if request.path.startswith("/v1/"):
         response.headers["x-request-id"] = g.get("request_id") or usage.new_request_id()
+        if "x-gateway-overhead-ms" not in response.headers:
+            # Answered without an upstream (errors, /models, replays): all of it was ours.
+            started = g.get("started")
+            ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0
+            response.headers["x-gateway-overhead-ms"] = f"{ms:.2f}"
     return response
 
 

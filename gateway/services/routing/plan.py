@@ -54,6 +54,8 @@ class Plan:
     skipped: dict = field(default_factory=dict)     # deployment label -> why it was left out
     redact: str | None = None                       # the policy's redaction mode, if it sets one
     output_field: str = "max_tokens"    # the body field that caps the answer's length upstream
+    cache_ttl: int | None = None        # the policy's response cache TTL, if it sets one
+    resolved: str | None = None         # the model after aliases: what cached answers are keyed by
 
 
 def needs(body: dict, mode: str) -> Need:
@@ -158,7 +160,8 @@ def plan(req: ApiRequest, key) -> Plan:
         raise _nothing_fits(model, skipped, required)
     ordered = _by_health(ordered, need, skipped)
     return Plan(ordered, need, policy.get("name"), variant, _pick_shadow(policy, snap, mode), skipped,
-                policy.get("redact"), output_field(req.body, ordered))
+                policy.get("redact"), output_field(req.body, ordered), policy.get("cache_ttl"),
+                resolve(model, snap))
 
 
 PASS_THROUGH = ("openai", "azure")     # kinds whose adapter forwards the body's fields as they are
