@@ -36,3 +36,4 @@ def add_request_id(response: Response) -> Response:
 # The API modules attach their routes to `bp`, so they load once it exists; create_app
 # imports this package before registering the blueprint.
 from gateway.proxy import views  # noqa: E402,F401
+from gateway.proxy import idempotency  # noqa: E402,F401  (its hooks run after assign_request_id)

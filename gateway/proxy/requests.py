@@ -39,10 +39,15 @@ def read(request: Request, request_id: str, endpoint: str, started: float, limit
 
 def body_bytes(request: Request, limit: int) -> bytes:
     """The raw body, read once (Idempotency-Key fingerprints it before the route parses it)."""
-    raw = request.environ.get("gateway.body")
-    if raw is None:
-        raw = request.environ["gateway.body"] = _body(request, limit)
-    return raw
+    env = request.environ
+    if "gateway.body" not in env:
+        try:
+            env["gateway.body"] = _body(request, limit)
+        except PayloadTooLarge as e:      # raised again to whoever asks next (the route records it)
+            env["gateway.body"] = e
+    if isinstance(env["gateway.body"], PayloadTooLarge):
+        raise env["gateway.body"]
+    return env["gateway.body"]
 
 
 def _body(request: Request, limit: int) -> bytes:
