@@ -250,3 +250,24 @@ def test_redis_down_means_no_cache(tmp_path, mock):
         assert upstream_calls(mock) == 3        # nothing kept, nothing failed
     finally:
         silent.close()
+
+
+def test_cli_settings(gw):
+    run = gw.test_cli_runner().invoke
+    out = run(args=["keys", "create", "--name", "cli", "--cache-ttl", "120"])
+    assert out.exit_code == 0, out.output
+    secret = out.output.strip().splitlines()[-1]
+    assert "cache=120s" in run(args=["keys", "list"]).output
+    assert run(args=["policies", "set", "p", "--cache-ttl", "60"]).exit_code == 0
+    assert "cache=60s" in run(args=["policies", "list"]).output
+    from sqlalchemy import select
+
+    from gateway.models import ApiKey, Policy
+    with gw.app_context():
+        assert db.session.scalar(select(ApiKey.cache_ttl).where(ApiKey.name == "cli")) == 120
+        assert db.session.scalar(select(Policy.cache_ttl).where(Policy.name == "p")) == 60
+    c = gw.test_client()
+    post(c, secret)
+    assert post(c, secret).headers["x-gateway-cache"] == "hit"
+    assert run(args=["keys", "update", secret[:14], "--cache-ttl", "0"]).exit_code == 0
+    assert "x-gateway-cache" not in post(c, secret).headers
