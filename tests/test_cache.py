@@ -271,3 +271,22 @@ def test_cli_settings(gw):
     assert post(c, secret).headers["x-gateway-cache"] == "hit"
     assert run(args=["keys", "update", secret[:14], "--cache-ttl", "0"]).exit_code == 0
     assert "x-gateway-cache" not in post(c, secret).headers
+
+
+def test_console_tiles_and_key_form(gw):
+    from tests.console_client import Console, make_user
+    key = make_key(gw)
+    c = gw.test_client()
+    for _ in range(4):
+        post(c, key, headers=ON)        # 1 miss, 3 hits
+    usage_records(gw)
+    make_user(gw, "admin@example.com", "admin")
+    console = Console(gw, "admin@example.com")
+    page = console.get("/usage?range=24h").text
+    assert 'id="cache-hit-rate">75.0%<' in page
+    saved = sum(r.saved_usd for r in usage_records(gw))
+    assert saved > 0 and f'id="cache-saved">${saved:.4f}<' in page
+    pct = page.split('id="overhead-pct">')[1].split("<")[0]
+    assert " ms / " in pct and "—" not in pct
+    assert " ms / " in page.split('id="upstream-pct">')[1].split("<")[0]
+    assert 'name="cache_ttl"' in console.get("/keys/1/edit").text
