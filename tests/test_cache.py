@@ -293,3 +293,16 @@ def test_console_tiles_and_key_form(gw):
     assert " ms / " in pct and "—" not in pct
     assert " ms / " in page.split('id="upstream-pct">')[1].split("<")[0]
     assert 'name="cache_ttl"' in console.get("/keys/1/edit").text
+
+
+def test_big_answers_are_not_kept(tmp_path, mock):
+    app = make_app(f"sqlite:///{tmp_path}/t.db", instance_path=str(tmp_path / "i"), CACHE_MAX_BYTES=100)
+    add_provider(app, "up", "openai", mock + "/v1", ["chat=echo-model"])
+    key = make_key(app)
+    c = app.test_client()
+    for body in (CHAT, {**CHAT, "stream": True}):
+        for _ in range(2):
+            r = post(c, key, body, ON)
+            assert r.status_code == 200 and r.headers["x-gateway-cache"] == "miss"
+            r.get_data()
+    assert upstream_calls(mock) == 4

@@ -34,11 +34,21 @@ class Lookup:
     scope: str = ""
     ttl: int = 0
     hit: dict | None = None
-    chunks: list = field(default_factory=list)     # a stream being kept, as it goes out
+    chunks: list | None = field(default_factory=list)     # a stream being kept; None: too big
+    limit: int = 0                                          # CACHE_MAX_BYTES
+    size: int = 0
 
     @property
     def on(self) -> bool:
         return self.key_hash is not None
+
+    def add(self, chunk: bytes) -> None:
+        """Keep one chunk of a stream going out; past the size limit, keep none."""
+        if self.chunks is not None:
+            self.size += len(chunk)
+            self.chunks = self.chunks if self.size <= self.limit else None
+            if self.chunks is not None:
+                self.chunks.append(chunk)
 
     @property
     def headers(self) -> dict:
@@ -82,7 +92,8 @@ def lookup(app: Flask, ex) -> Lookup:
     if ttl is None:
         return Lookup()
     scope = scope_of(app, key)
-    look = Lookup(key_hash(scope, req.mode, ex.plan.resolved or req.model, ex.body), scope, ttl)
+    look = Lookup(key_hash(scope, req.mode, ex.plan.resolved or req.model, ex.body), scope, ttl,
+                  limit=int(app.config["CACHE_MAX_BYTES"]))
     if req.cache != "refresh":
         raw = store(app).get(look.key_hash)
         if raw is not None:
@@ -127,7 +138,7 @@ def replay(app: Flask, ex, look: Lookup) -> Iterator[bytes]:
 def keep(app: Flask, look: Lookup, fields: dict, body: bytes | None = None) -> None:
     """Store a served answer (its body, or the stream's chunks kept in `look`) with what it
     cost; never an error, and nothing past CACHE_MAX_BYTES."""
-    if not look.on:
+    if not look.on or body is None and look.chunks is None:
         return
     entry = {"usage": [fields.get("prompt_tokens", 0), fields.get("completion_tokens", 0),
                        fields.get("total_tokens", 0), fields.get("cached_tokens", 0)],

@@ -147,8 +147,7 @@ def _relay(app: Flask, ex: Exchange, answer: Answer, look: cache.Lookup) -> Iter
     recorded = False
     text = prompt_log.StreamText(ex.capture, ex.redactor) if ex.capture else None
 
-    kept = look.chunks if look.on else None     # what the cache keeps, when the stream ends well
-
+    kept = look if look.on else None     # what the cache keeps, when the stream ends well
     def finish(status: int, error: GatewayError | None) -> dict:
         # Recorded before the last event goes out, so a client that saw the end can count on it.
         nonlocal recorded
@@ -160,7 +159,7 @@ def _relay(app: Flask, ex: Exchange, answer: Answer, look: cache.Lookup) -> Iter
             if text is not None:
                 text.add(out)
             if kept is not None:
-                kept.append(out)
+                kept.add(out)
             yield b"data: " + out + b"\n\n"
         for event, data in (_timed(ex, answer.events) if not parser.done else ()):
             for out in parser.feed(event, data):
@@ -169,7 +168,7 @@ def _relay(app: Flask, ex: Exchange, answer: Answer, look: cache.Lookup) -> Iter
                 if text is not None:
                     text.add(out)
                 if kept is not None:
-                    kept.append(out)
+                    kept.add(out)
                 yield b"data: " + out + b"\n\n"
             if parser.done:
                 break
