@@ -135,3 +135,30 @@ def test_server_errors_are_not_kept(gw, mock):
 def test_bad_header(gw):
     r = post(gw.test_client(), make_key(gw), "x" * 300)
     assert r.status_code == 400 and r.json["error"]["param"] == "Idempotency-Key"
+
+
+def test_on_redis(tmp_path, mock):
+    import uuid
+
+    from tests.helpers import REDIS_URL, make_app, redis_or_skip
+    r = redis_or_skip()
+    prefix = f"gw:test:{uuid.uuid4().hex[:8]}:"
+    app = make_app(f"sqlite:///{tmp_path}/t.db", instance_path=str(tmp_path / "i"), REDIS_URL=REDIS_URL,
+                   RESPONSE_STORE_REDIS_PREFIX=prefix, QUOTA_REDIS_PREFIX=prefix + "q:", HEALTH_SYNC_SECONDS=3600)
+    add_provider(app, "up", "openai", mock + "/v1", ["chat=echo-model"])
+    clock = [3_000_000.0]
+    store(app).clock = lambda: clock[0]
+    key = make_key(app)
+    c = app.test_client()
+    try:
+        first = post(c, key, "r-1")
+        again = post(c, key, "r-1")
+        assert again.headers.get("idempotent-replayed") == "true" and again.get_data() == first.get_data()
+        assert post(c, key, "r-1", {**CHAT, "max_tokens": 3}).json["error"]["code"] == "idempotency_key_reused"
+        assert len(list(r.scan_iter(match=prefix + "*"))) == 1
+        clock[0] += 24 * 3600 + 1
+        assert "idempotent-replayed" not in post(c, key, "r-1").headers
+        assert upstream_calls(mock) == 2 and len(usage_records(app)) == 2
+    finally:
+        for k in r.scan_iter(match=prefix + "*"):
+            r.delete(k)
