@@ -306,3 +306,18 @@ def test_big_answers_are_not_kept(tmp_path, mock):
             assert r.status_code == 200 and r.headers["x-gateway-cache"] == "miss"
             r.get_data()
     assert upstream_calls(mock) == 4
+
+
+def test_the_playground_is_never_cached(gw):
+    from gateway.services.api_request import ApiRequest
+    from gateway.services.accounting.keys import KeyInfo
+    from gateway.services.routing import cache
+    from gateway.services.routing.plan import Need, Plan
+    console = KeyInfo(id=None, name="console playground", prefix="console", user_id=1, models=None,
+                      expires_at=None, revoked=False, team_id=1)
+    plan = Plan([], Need("chat", frozenset(), 1, None), cache_ttl=60)
+    req = ApiRequest("r", "chat", CHAT, cache="on")
+    assert cache.ttl_for(gw, req, console, plan) is None
+    keyed = KeyInfo(id=7, name="k", prefix="p", user_id=1, models=None, expires_at=None, revoked=False)
+    assert cache.ttl_for(gw, req, keyed, plan) == 60
+    assert cache.ttl_for(gw, ApiRequest("r", "chat", CHAT, cache="off"), keyed, plan) is None

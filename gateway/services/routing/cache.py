@@ -60,7 +60,7 @@ class Lookup:
 def ttl_for(app: Flask, req, key, plan) -> int | None:
     """Seconds to keep the answer, or None when the cache is off: the request's header, else
     the key's setting, else its policy's; `x-gateway-cache: on` without any uses the default."""
-    if key is None or req.cache == "off":
+    if key is None or key.id is None or req.cache == "off":     # the console's playground: never
         return None
     ttl = req.cache_ttl
     if ttl is None:
