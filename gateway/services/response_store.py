@@ -19,6 +19,7 @@ from flask import Flask
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from gateway.database import locks
 from gateway.extensions import db
 from gateway.models import CachedResponse
 from gateway.redis_link import RedisDown, RedisLink
@@ -133,8 +134,8 @@ class ResponseStore:
             if self._engine is None:
                 with self.app.app_context():
                     self._engine = db.engine
-            with self._engine.begin() as conn:
-                return fn(conn)
+            with self._engine.begin() as conn, locks(self.app).wait(conn, self.app.config["DB_LOCK_TIMEOUT"]):
+                return fn(conn)     # a locked SQLite holds the gevent worker: wait a bounded time
         except Exception:       # noqa: BLE001 - a store that cannot answer keeps nothing
             log.warning("response store: the database did not answer", exc_info=True)
             return None
