@@ -293,6 +293,7 @@ def test_console_tiles_and_key_form(gw):
     assert " ms / " in pct and "—" not in pct
     assert " ms / " in page.split('id="upstream-pct">')[1].split("<")[0]
     assert 'name="cache_ttl"' in console.get("/keys/1/edit").text
+    assert console.get("/logs").text.count(">cached</span>") == 3
 
 
 def test_big_answers_are_not_kept(tmp_path, mock):
