@@ -78,3 +78,11 @@ class Defaults:
     PROMPT_LOG_MAX_CHARS = 32 * 1024     # per stored prompt or answer, when storage is on
     RESPONSES_STORE = True               # keep /v1/responses answers (store) for previous_response_id
     RETENTION_INTERVAL_SECONDS = 3600    # how often old usage and prompts are purged; 0: only by CLI
+    # Response cache and Idempotency-Key (README: Response cache, idempotency and overhead)
+    CACHE_SCOPE = "key"                  # who shares cached answers: key, or team (keys without one: key)
+    CACHE_DEFAULT_TTL = 300              # seconds, when `x-gateway-cache: on` names no TTL
+    CACHE_MAX_TTL = 7 * 86400            # longest TTL a header, key or policy may ask for
+    CACHE_MAX_BYTES = 1024 * 1024        # answers larger than this are not cached
+    RESPONSE_STORE_REDIS_PREFIX = "gw:rs:"
+    IDEMPOTENCY_TTL_SECONDS = 86400      # how long an Idempotency-Key's response is replayed
+    IDEMPOTENCY_LOCK_SECONDS = 600       # a request in flight holds its key at most this long

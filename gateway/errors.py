@@ -58,6 +58,11 @@ class RateLimited(GatewayError):
     status, type, code = 429, "rate_limit_exceeded", "rate_limit_exceeded"
 
 
+class Conflict(GatewayError):
+    status = 409
+    type = "idempotency_error"
+
+
 class ServiceUnavailable(GatewayError):
     """The gateway cannot check the request's key or limits now (its database or Redis is down);
     retrying after `retry_after` seconds may succeed."""

@@ -75,6 +75,11 @@ class Metrics:
         self.tokens = Counter("gateway_tokens", "Tokens billed, by requested model and kind.",
                               ["model", "kind"], registry=r)
         self.cost = Counter("gateway_cost_usd", "Cost billed in USD, by requested model.", ["model"], registry=r)
+        self.cache = Counter("gateway_cache_lookups", "Response cache lookups by result (hit, miss).",
+                             ["result"], registry=r)
+        self.cache_saved = Counter("gateway_cache_saved_usd", "USD the cached answers would have cost.",
+                                   registry=r)
+        self._cache_hit, self._cache_miss = self.cache.labels("hit"), self.cache.labels("miss")
         self.attempts = Counter("gateway_upstream_attempts", "Upstream attempts by deployment and outcome.",
                                 ["deployment_id", "deployment", "outcome"], registry=r)
         # livesum/livemax: a dead worker's value goes with it (gunicorn_conf.child_exit)
@@ -133,6 +138,14 @@ class Metrics:
             series.cost.inc(entry.cost_usd)
         for a in entry.attempts:
             self._attempt(a).inc()
+        if entry.cached and entry.status == 200:
+            self._cache_hit.inc()
+            if entry.saved_usd:
+                self.cache_saved.inc(entry.saved_usd)
+
+    def cache_miss(self) -> None:
+        """A cache lookup that found nothing (hits are counted from their usage record)."""
+        self._cache_miss.inc()
 
     def refresh(self) -> None:
         """Set the gauges from this process's state now."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
+                        String, Text)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from gateway.extensions import db
@@ -124,6 +125,7 @@ class ApiKey(db.Model):
     policy: Mapped[str | None] = mapped_column(String(100), nullable=True)  # bound routing policy
     ip_allow: Mapped[list | None] = mapped_column(JSON, nullable=True)      # CIDRs; None: anywhere
     redact: Mapped[str | None] = mapped_column(String(8), nullable=True)    # off, store, upstream; None: default
+    cache_ttl: Mapped[int | None] = mapped_column(Integer, nullable=True)   # response cache seconds; None: off
     # The ceiling a member edits within (key_ceiling.py): these settings as an admin last set
     # them. None on keys from before it existed: their current settings are the ceiling.
     admin_limits: Mapped[dict | None] = mapped_column(JSON, nullable=True)
@@ -165,6 +167,9 @@ class UsageRecord(db.Model):
     unit: Mapped[str | None] = mapped_column(String(16), nullable=True)
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
     ttft_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    overhead_ms: Mapped[float | None] = mapped_column(Float, nullable=True)  # the gateway's own time
+    cached: Mapped[bool] = mapped_column(Boolean, default=False)     # answered from the response cache
+    saved_usd: Mapped[float] = mapped_column(Float, default=0.0)     # a cached answer: what it cost first
     status: Mapped[int] = mapped_column(Integer)
     error_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(String(500), nullable=True)
@@ -188,6 +193,17 @@ class StoredResponse(db.Model):
     model: Mapped[str] = mapped_column(String(200))
     items: Mapped[str] = mapped_column(Text)        # the input items, earlier turns included
     output: Mapped[str] = mapped_column(Text)       # the response object
+
+
+class CachedResponse(db.Model):
+    """A stored answer (response cache) or idempotent response, when Redis is not configured.
+    `key_hash` covers the scope; rows past `expires_at` are never read and purged in batches."""
+    __tablename__ = "cached_responses"
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(80))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 
 class AuditLog(db.Model):
@@ -343,6 +359,7 @@ class Policy(db.Model):
     ab: Mapped[dict | None] = mapped_column(JSON, nullable=True)          # {"model": ..., "percent": ...}
     shadow: Mapped[dict | None] = mapped_column(JSON, nullable=True)      # {"model": ..., "percent": ...}
     redact: Mapped[str | None] = mapped_column(String(8), nullable=True)   # off, store, upstream; None: not set
+    cache_ttl: Mapped[int | None] = mapped_column(Integer, nullable=True)  # response cache seconds; None: off
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     source: Mapped[str] = mapped_column(String(16), default="cli")
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)

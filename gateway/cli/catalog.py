@@ -196,13 +196,16 @@ def _experiment(value: str | None) -> dict | None:
 @click.option("--shadow", help="MODEL:PERCENT of requests mirrored to a candidate, not billed")
 @click.option("--redact", type=click.Choice([*redaction.MODES, "default"]),
               help="PII redaction of requests under this policy (the stricter of it and the key's applies)")
-def policies_set(name, strategy, candidates, regions, capabilities, sticky, ab, shadow, redact):
+@click.option("--cache-ttl", type=int, help="cache answers this many seconds (0: off; a key's own setting wins)")
+def policies_set(name, strategy, candidates, regions, capabilities, sticky, ab, shadow, redact, cache_ttl):
     """Create or update a policy; options not given keep their value."""
     fields = given(strategy=strategy, candidates=split_csv(candidates), regions=split_csv(regions),
                    capabilities=split_csv(capabilities), sticky=sticky, ab=_experiment(ab),
                    shadow=_experiment(shadow))
     if redact is not None:
         fields["redact"] = None if redact == "default" else redact
+    if cache_ttl is not None:
+        fields["cache_ttl"] = cache_ttl or None
     p = catalog_admin.save_policy(name, **fields)
     audited("policy.save", p.name, **fields)
     click.echo(f"policy {p.name}: {p.strategy}; use model \"policy:{p.name}\"")
@@ -212,7 +215,7 @@ def policies_set(name, strategy, candidates, regions, capabilities, sticky, ab, 
 def _policy_row(p) -> tuple:
     return (p.name, p.strategy, f"candidates={','.join(p.candidates or []) or 'any'}",
             f"regions={','.join(p.regions or []) or 'any'}", f"ab={p.ab or '-'}", f"shadow={p.shadow or '-'}",
-            f"redact={p.redact or 'default'}", p.source)
+            f"redact={p.redact or 'default'}", f"cache={f'{p.cache_ttl}s' if p.cache_ttl else 'off'}", p.source)
 
 
 @command(policies_cli, "bind")

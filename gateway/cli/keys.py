@@ -43,12 +43,13 @@ _limit_options = options(
     click.option("--redact", type=click.Choice([*redaction.MODES, "default"]),
                  help="PII redaction: off, store (what is logged), upstream (also what is sent); "
                       "default: the policy's or the console's default"),
+    click.option("--cache-ttl", type=int, help="cache answers this many seconds (0 on update: the policy's)"),
 )
 
 
 def _settings(models=None, expires=None, team=None, plan=None, token_quota=None, quota_period=None,
               quota_tz=None, budget=None, rpm=None, tpm=None, parallel=None, policy=None, ip_allow=None,
-              redact=None, update=False) -> dict:
+              redact=None, cache_ttl=None, update=False) -> dict:
     """Only what was given; on update, 0 / 'none' / 'all' / 'never' clear a limit."""
     s: dict = {}
     for name, value in (("token_quota", token_quota), ("rpm", rpm), ("tpm", tpm), ("max_parallel", parallel),
@@ -73,6 +74,8 @@ def _settings(models=None, expires=None, team=None, plan=None, token_quota=None,
         s["ip_allow"] = None if ip_allow.strip().lower() in ("", "any", "none") else ip_allow
     if redact is not None:
         s["redact"] = None if redact == "default" else redact
+    if cache_ttl is not None:
+        s["cache_ttl"] = None if update and cache_ttl == 0 else cache_ttl
     return s
 
 
@@ -91,6 +94,8 @@ def _key_row(k) -> tuple:
         limits.append("ip=" + ",".join(k.ip_allow))
     if k.redact:
         limits.append(f"redact={k.redact}")
+    if k.cache_ttl is not None:
+        limits.append(f"cache={k.cache_ttl}s")
     state = "revoked" if k.revoked_at else ("disabled" if not k.enabled else "active")
     return (f"{k.prefix}…", k.name, state, f"team={k.team.name if k.team else '-'}",
             f"models={','.join(sorted(i.models)) if i.models is not None else 'all'}",

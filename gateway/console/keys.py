@@ -102,7 +102,7 @@ def _parse_form(existing: ApiKey | None, ceiling: key_ceiling.Ceiling | None) ->
     member's settings against the key's ceiling included."""
     f = request.form
     form = {k: f.get(k, "") for k in ("name", "expires_at", "quota_period", "ip_allow", "policy",
-                                       "team_id", "user_id", "redact", *LIMIT_FIELDS)}
+                                       "team_id", "user_id", "redact", "cache_ttl", *LIMIT_FIELDS)}
     form["models"] = f.getlist("models")
     form["enabled"] = f.get("enabled") == "on"
     errors: dict[str, str] = {}
@@ -123,6 +123,7 @@ def _parse_form(existing: ApiKey | None, ceiling: key_ceiling.Ceiling | None) ->
     if ceiling is None:
         s["policy"] = form["policy"].strip()[:100] or None
         s["redact"] = form["redact"] or None        # empty: the policy's or the default mode
+        s["cache_ttl"] = _number(form["cache_ttl"], int, "cache_ttl", errors)     # empty: the policy's
         s["team_id"] = int(form["team_id"]) if form["team_id"].isdigit() else None
         s["user_id"] = int(form["user_id"]) if form["user_id"].isdigit() else None
     elif existing is None:      # a member's key is theirs, their team's, on their team's plan
@@ -163,7 +164,7 @@ def key_edit(key_id: int):
     form = {"name": key.name, "models": key.models or [],
             "expires_at": key.expires_at.strftime("%Y-%m-%d") if key.expires_at else "",
             "ip_allow": ", ".join(key.ip_allow or []), "enabled": key.enabled, "policy": key.policy or "",
-            "redact": key.redact or "",
+            "redact": key.redact or "", "cache_ttl": "" if key.cache_ttl is None else str(key.cache_ttl),
             "quota_period": key.quota_period, "team_id": str(key.team_id or ""), "user_id": str(key.user_id or "")}
     for name in LIMIT_FIELDS:
         v = getattr(key, name)

@@ -10,7 +10,7 @@ from gateway.console.scope import owner, usage_filter
 from gateway.htmx import render
 from gateway.services.accounting import key_scope
 from gateway.services.admin import settings
-from gateway.services.reporting import charts, exports, filters, marketplace
+from gateway.services.reporting import cache_stats, charts, exports, filters, marketplace
 from gateway.services.reporting import logs as request_logs  # `logs` is the page below
 from gateway.services.routing import catalog
 
@@ -27,6 +27,7 @@ def _filter_choices() -> dict:
 def usage():
     f, errors = usage_filter()
     ctx = dict(filter=f, errors=errors, totals=charts.totals(f), breakdown=charts.breakdown(f),
+               cache=cache_stats.summary(f),
                charts=charts.figures(f, charts.budget_line(f)), args=request.args, export_args=f.query_args())
     return render("console/usage.html", "console/_usage_panel.html", **ctx, **_filter_choices())
 

@@ -4,6 +4,7 @@ path in views.py."""
 from __future__ import annotations
 
 import re
+import time
 
 from flask import Blueprint, Response, g, request
 
@@ -17,6 +18,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 
 @bp.before_request
 def assign_request_id():
+    g.started = time.perf_counter()
     given = request.headers.get("x-request-id", "")
     g.request_id = given if _REQUEST_ID.match(given) else usage.new_request_id()
 
@@ -25,6 +27,11 @@ def assign_request_id():
 def add_request_id(response: Response) -> Response:
     if request.path.startswith("/v1/"):
         response.headers["x-request-id"] = g.get("request_id") or usage.new_request_id()
+        if "x-gateway-overhead-ms" not in response.headers:
+            # Answered without an upstream (errors, /models, replays): all of it was ours.
+            started = g.get("started")
+            ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0
+            response.headers["x-gateway-overhead-ms"] = f"{ms:.2f}"
     return response
 
 
@@ -43,3 +50,4 @@ def finish_response(response: Response) -> Response:
 # The API modules attach their routes to `bp`, so they load once it exists; create_app
 # imports this package before registering the blueprint.
 from gateway.proxy import completions, media, messages, responses, views  # noqa: E402,F401
+from gateway.proxy import idempotency  # noqa: E402,F401  (its hooks run after assign_request_id)

@@ -30,7 +30,7 @@ def read(request: Request, request_id: str, endpoint: str, started: float, limit
         raise UnsupportedMediaType(f"The request body must be JSON (Content-Type: application/json), "
                                    f"not {kind[:100]}.")
     encoding = compression.request_encoding(request)
-    raw = _body(request, limit)
+    raw = body_bytes(request, limit)
     if encoding:
         raw = compression.decompress(raw, encoding, limit)
     try:
@@ -40,6 +40,19 @@ def read(request: Request, request_id: str, endpoint: str, started: float, limit
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     return ApiRequest(request_id, endpoint, body, _tags(request, body), started=started)
+
+
+def body_bytes(request: Request, limit: int) -> bytes:
+    """The raw body, read once (Idempotency-Key fingerprints it before the route parses it)."""
+    env = request.environ
+    if "gateway.body" not in env:
+        try:
+            env["gateway.body"] = _body(request, limit)
+        except PayloadTooLarge as e:      # raised again to whoever asks next (the route records it)
+            env["gateway.body"] = e
+    if isinstance(env["gateway.body"], PayloadTooLarge):
+        raise env["gateway.body"]
+    return env["gateway.body"]
 
 
 def _body(request: Request, limit: int) -> bytes:
@@ -69,7 +82,25 @@ def validated(request: Request, req: ApiRequest) -> ApiRequest:
     VALIDATORS[req.endpoint](req.body)
     fallbacks = _fallbacks(request, req.body)
     body = {k: v for k, v in req.body.items() if k not in GATEWAY_FIELDS}
-    return replace(req, body=body, fallbacks=tuple(fallbacks))
+    mode, ttl = cache_asked(request)
+    return replace(req, body=body, fallbacks=tuple(fallbacks), cache=mode, cache_ttl=ttl)
+
+
+CACHE_MODES = ("on", "off", "refresh")
+
+
+def cache_asked(request: Request) -> tuple[str | None, int | None]:
+    """The request's x-gateway-cache mode and x-gateway-cache-ttl seconds (None: not given)."""
+    mode = request.headers.get("x-gateway-cache", "").strip().lower() or None
+    if mode is not None and mode not in CACHE_MODES:
+        raise InvalidRequest("x-gateway-cache must be on, off or refresh.", param="x-gateway-cache")
+    ttl = request.headers.get("x-gateway-cache-ttl", "").strip() or None
+    if ttl is not None:
+        if not ttl.isdigit() or int(ttl) < 1:
+            raise InvalidRequest("x-gateway-cache-ttl must be a whole number of seconds, at least 1.",
+                                 param="x-gateway-cache-ttl")
+        ttl = int(ttl)
+    return mode, ttl
 
 
 def _tags(request: Request, body: dict) -> dict:

@@ -20,6 +20,7 @@ def init_app(app: Flask) -> None:
     from gateway.database import LockBreaker
     from gateway.redis_link import RedisLink
     from gateway.services import gauges
+    from gateway.services.response_store import ResponseStore
     from gateway.services.accounting import alerts, keys, limits, pricing, retention, usage
     from gateway.services.accounting.counters import DbCounters
     from gateway.services.accounting.redis_counters import RedisCounters
@@ -58,6 +59,7 @@ def init_app(app: Flask) -> None:
                                    functools.partial(gauges.read, app)),
         "retention": retention.RetentionJob(app),
         "login_failures": throttle.build(app),
+        "response_store": ResponseStore(app, redis if c["REDIS_URL"] else None, c["RESPONSE_STORE_REDIS_PREFIX"]),
     })
     if bus.url:     # another process changed a key or a setting: drop our copy
         bus.subscribe(keys.INVALIDATE_CHANNEL, key_cache.on_message, key_cache.drop_all)

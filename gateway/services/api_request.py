@@ -32,6 +32,8 @@ class ApiRequest:
     tags: dict = field(default_factory=dict)
     fallbacks: tuple[str, ...] = ()     # models to try after `model` (the client's list)
     started: float = field(default_factory=time.perf_counter)
+    cache: str | None = None            # x-gateway-cache: on, off or refresh; None: not asked
+    cache_ttl: int | None = None        # x-gateway-cache-ttl, seconds
 
     @property
     def mode(self) -> str:

@@ -67,6 +67,7 @@ class KeyInfo:
     team_tz: str = "UTC"
     valid_until: datetime | None = None     # set when this is a rotated-out secret in its grace
     redact: str | None = None               # the key's own redaction mode; None: the default
+    cache_ttl: int | None = None            # response cache seconds; None: the policy's, else off
 
     def allows(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -135,13 +136,13 @@ def info(key: ApiKey, valid_until: datetime | None = None) -> KeyInfo:
         team_budget_usd=team.budget_usd if team else None,
         team_period=team.budget_period if team else "month",
         team_tz=team.timezone if team else "UTC",
-        valid_until=valid_until, redact=key.redact)
+        valid_until=valid_until, redact=key.redact, cache_ttl=key.cache_ttl)
 
 
 # Settings update_key() accepts, with the column each one sets.
 SETTINGS = ("name", "models", "expires_at", "user_id", "team_id", "plan_id", "enabled", "token_quota",
             "quota_period", "quota_tz", "budget_usd", "rpm", "tpm", "max_parallel", "policy", "ip_allow",
-            "redact")
+            "redact", "cache_ttl")
 
 
 def check(settings: dict, ceiling: key_ceiling.Ceiling | None = None) -> tuple[dict, dict[str, str]]:
@@ -158,7 +159,7 @@ def check(settings: dict, ceiling: key_ceiling.Ceiling | None = None) -> tuple[d
             zone(s["quota_tz"])
         except InvalidRequest as e:
             errors["quota_tz"] = e.message
-    for name in ("token_quota", "rpm", "tpm", "max_parallel"):
+    for name in ("token_quota", "rpm", "tpm", "max_parallel", "cache_ttl"):
         v = s.get(name)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
             errors[name] = f"{name} must be a whole number of at least 0."

@@ -191,7 +191,10 @@ def rate_headers(key, limits: list[Limit], counters: dict[str, Counter], now: da
 def actual_of(entry) -> tuple[int, float]:
     """What a finished request costs: its tokens and USD; a failure that produced none is free."""
     # A failure before any answer carries no tokens and is released; a stream the client cut
-    # carries what was streamed, and that is charged.
+    # carries what was streamed, and that is charged. A cached answer is free (its tokens are
+    # recorded for reporting only).
+    if getattr(entry, "cached", False):
+        return 0, 0.0
     used = entry.total_tokens or (entry.prompt_tokens + entry.completion_tokens)
     return used, (entry.cost_usd or 0.0) if used or getattr(entry, "units", None) else 0.0
 

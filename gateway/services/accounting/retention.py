@@ -21,13 +21,14 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from flask import Flask
+from flask import Flask, current_app
 from sqlalchemy import delete, or_, select, text, update
 
 from gateway.extensions import db
 from gateway.models import Reservation, Setting, StoredResponse, UsageRecord, utcnow
 from gateway.services.accounting import rollup
 from gateway.services.admin import settings
+from gateway.services.response_store import store
 from gateway.threads import PerProcessThread
 
 log = logging.getLogger("gateway.retention")
@@ -51,6 +52,7 @@ class Purged:
     prompts: int = 0            # records whose stored prompt and answer were erased
     responses: int = 0          # stored Responses API answers deleted (they hold prompts too)
     reservations: int = 0       # settled reservations deleted
+    cached: int = 0             # expired cached and idempotent responses deleted (database store)
     usage_before: datetime | None = None
     prompts_before: datetime | None = None
 
@@ -73,6 +75,8 @@ def purge(usage_days: int | None, prompt_days: int | None, now: datetime | None 
 
 def _purge(usage_days: int | None, prompt_days: int | None, now: datetime, echo) -> Purged:
     out = Purged()
+    if store(current_app).kind == "database":      # Redis expires its own
+        out.cached = store(current_app).purge_expired()
     if prompt_days:
         out.prompts_before = now - timedelta(days=prompt_days)
         out.prompts = _erase_prompts(out.prompts_before)

@@ -56,6 +56,9 @@ class UsageEntry:
     unit: str | None = None
     latency_ms: float = 0.0
     ttft_ms: float | None = None
+    overhead_ms: float | None = None    # latency less the waits on providers and the client
+    cached: bool = False                # answered from the response cache
+    saved_usd: float = 0.0              # a cached answer: what the original cost
     error_type: str | None = None
     error_message: str | None = None
     tags: dict = field(default_factory=dict)
@@ -78,13 +81,15 @@ def new_request_id() -> str:
     return f"req_{random.getrandbits(128):032x}"
 
 
-def entry_for(req, key, status: int, **fields) -> UsageEntry:
-    """The usage record of `req` made by `key` (None: the console or a shadow), as it ended."""
+def entry_for(req, key, status: int, waited_ms: float = 0.0, **fields) -> UsageEntry:
+    """The usage record of `req` made by `key` (None: the console or a shadow), as it ended;
+    `waited_ms`: how much of its latency was spent waiting on others (not overhead)."""
+    latency = (time.perf_counter() - req.started) * 1000
     return UsageEntry(request_id=req.request_id, endpoint=req.endpoint, status=status,
                       key_id=key.id if key else None, key_prefix=key.prefix if key else None,
                       user_id=key.user_id if key else None, requested_model=req.model,
-                      stream=req.stream, tags=req.tags,
-                      latency_ms=(time.perf_counter() - req.started) * 1000, **fields)
+                      stream=req.stream, tags=req.tags, latency_ms=latency,
+                      overhead_ms=max(0.0, latency - waited_ms), **fields)
 
 
 def record(app: Flask, req, admission, entry: UsageEntry, capture: int = 0, redactor=None) -> None:

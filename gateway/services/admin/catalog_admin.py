@@ -26,7 +26,7 @@ DEPLOYMENT_FIELDS = ("upstream_model", "mode", "weight", "enabled", "region", "i
                      "context_window", "capabilities", "rpm_limit", "tpm_limit", "unit_price", "price_unit")
 MODES = ("chat", "embedding", *MEDIA_MODES)   # deployment modes the gateway serves; the catalogue knows more
 POLICY_FIELDS = ("strategy", "candidates", "weights", "capabilities", "regions", "sticky", "ab", "shadow",
-                 "redact", "enabled")
+                 "redact", "cache_ttl", "enabled")
 
 
 def _commit() -> None:
@@ -360,6 +360,9 @@ def save_policy(name: str, source: str = "cli", **fields):
             raise InvalidRequest(f"{exp} needs a model and a percent from 0 to 100", param=exp)
     if problem := check_mode(fields.get("redact")):
         raise InvalidRequest(problem, param="redact")
+    ttl = fields.get("cache_ttl")
+    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0):
+        raise InvalidRequest("cache_ttl must be a whole number of seconds, at least 0", param="cache_ttl")
     if not name.strip():
         raise InvalidRequest("a policy needs a name", param="name")
     row = db.session.scalar(select(Policy).where(Policy.name == name))

@@ -144,7 +144,8 @@ def policy_dict(p) -> dict:
     """A Policy row as the plain dict routing reads."""
     return {"name": p.name, "strategy": p.strategy, "candidates": p.candidates, "weights": p.weights,
             "capabilities": p.capabilities, "regions": p.regions, "sticky": p.sticky,
-            "ab": p.ab, "shadow": p.shadow, "redact": p.redact}
+            "ab": p.ab, "shadow": p.shadow, "redact": p.redact,
+            "cache_ttl": p.cache_ttl}
 
 
 def catalog() -> Catalog:

@@ -56,6 +56,8 @@ class Plan:
     skipped: dict = field(default_factory=dict)     # deployment label -> why it was left out
     redact: str | None = None                       # the policy's redaction mode, if it sets one
     output_field: str = "max_tokens"    # the body field that caps the answer's length upstream
+    cache_ttl: int | None = None        # the policy's response cache TTL, if it sets one
+    resolved: str | None = None         # the model after aliases: what cached answers are keyed by
 
 
 def needs(body: dict, mode: str, operation: str | None = None) -> Need:
@@ -164,7 +166,8 @@ def plan(req: ApiRequest, key) -> Plan:
     ordered = _by_health(ordered, need, skipped)
     shadow = _pick_shadow(policy, snap, mode) if need.units is None else None     # media: never mirrored
     return Plan(ordered, need, policy.get("name"), variant, shadow, skipped,
-                policy.get("redact"), output_field(req.body, ordered))
+                policy.get("redact"), output_field(req.body, ordered), policy.get("cache_ttl"),
+                resolve(model, snap))
 
 
 PASS_THROUGH = ("openai", "azure")     # kinds whose adapter forwards the body's fields as they are

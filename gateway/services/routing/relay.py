@@ -13,12 +13,33 @@ from gateway.errors import ClientGone, GatewayError, UpstreamError, UpstreamTime
 from gateway.providers.base import Usage
 from gateway.services.accounting import pricing, prompt_log, redaction, usage
 from gateway.services.api_request import ApiRequest
-from gateway.services.routing import shadow
+from gateway.services.routing import cache, shadow
 from gateway.services.routing.cancel import Cancel
 from gateway.services.routing.catalog import Route
 from gateway.services.routing.health import health
 from gateway.services.routing.plan import Plan
 from gateway.services.routing.upstream import Answer, attempt
+
+
+class Waited:
+    """Seconds a request spent waiting (on providers, backoff, a slow client), not working:
+    its latency less this is the gateway's overhead. The one part of an Exchange that changes."""
+    __slots__ = ("seconds",)
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def add(self, since: float) -> None:
+        self.seconds += time.perf_counter() - since
+
+    def overhead_ms(self, started: float) -> float:
+        """The gateway's own milliseconds since `started` (a perf_counter reading)."""
+        return max(0.0, (time.perf_counter() - started - self.seconds) * 1000)
+
+
+def overhead_header(ex: "Exchange") -> dict:
+    """x-gateway-overhead-ms as of now."""
+    return {"x-gateway-overhead-ms": f"{ex.waited.overhead_ms(ex.req.started):.2f}"}
 
 
 @dataclass(frozen=True)
@@ -31,6 +52,7 @@ class Exchange:
     capture: int = 0            # characters of prompt and completion to log; 0: storage is off
     redactor: redaction.Redactor | None = None
     cancel: Cancel = field(default_factory=Cancel)      # the client left: stop waiting upstream
+    waited: Waited = field(default_factory=Waited)
 
     @property
     def body(self) -> dict:
@@ -38,7 +60,8 @@ class Exchange:
         return self.admission.body if self.admission.body is not None else self.req.body
 
     def record(self, app: Flask, status: int, **fields) -> None:
-        entry = usage.entry_for(self.req, self.admission.key, status, variant=self.plan.variant, **fields)
+        entry = usage.entry_for(self.req, self.admission.key, status, variant=self.plan.variant,
+                                waited_ms=self.waited.seconds * 1000, **fields)
         usage.record(app, self.req, self.admission, entry, self.capture, self.redactor)
 
 
@@ -109,12 +132,15 @@ def start(app: Flask, ex: Exchange) -> Answer:
             if wait > wait_cap or time.perf_counter() + wait >= deadline:
                 done.add(rid)
                 continue
+            slept = time.perf_counter()
             try:
                 with ex.cancel.armed():
                     time.sleep(wait)
             except ClientGone as e:
                 e.attempts, e.route = attempts, last_route
                 raise
+            finally:
+                ex.waited.add(slept)
         if time.perf_counter() >= deadline:
             break
         if not h.begin(route, plan.need.tokens):
@@ -122,7 +148,10 @@ def start(app: Flask, ex: Exchange) -> Answer:
             continue
         t0 = time.perf_counter()
         try:
-            answer = attempt(app, route, ex.body, req.operation, req.stream, cancel=ex.cancel)
+            try:
+                answer = attempt(app, route, ex.body, req.operation, req.stream, cancel=ex.cancel)
+            finally:
+                ex.waited.add(t0)
         except ClientGone as e:     # the provider's connection is closed; the deployment did no wrong
             h.release(route)
             attempts.append(_attempt(route, t0, e.status, e.type, None))
@@ -157,6 +186,7 @@ def start(app: Flask, ex: Exchange) -> Answer:
     last.attempts = attempts
     last.route = last_route     # the failure's record names the deployment tried last
     last.headers.update(gateway_headers(plan, attempts=len(attempts)))
+    last.headers.update(overhead_header(ex))
     raise last
 
 
@@ -215,6 +245,10 @@ def complete(req: ApiRequest, plan: Plan, admission, cancel: Cancel | None = Non
     usage either way. `cancel` stops the upstream call when the client leaves (recorded 499)."""
     app = current_app._get_current_object()
     ex = exchange(app, req, plan, admission, cancel)
+    look = cache.lookup(app, ex)
+    if look.hit is not None:
+        body = cache.answer(app, ex, look)
+        return body, {**gateway_headers(plan), **look.headers, **overhead_header(ex)}
     answer = start_recorded(app, ex)
     reply = answer.reply
     used = reply.usage or Usage(prompt_tokens=plan.need.prompt_tokens, estimated=True)
@@ -224,4 +258,5 @@ def complete(req: ApiRequest, plan: Plan, admission, cancel: Cancel | None = Non
     if ex.capture and req.mode == "chat":
         fields["response_text"] = prompt_log.reply_text(reply.body, ex.capture, ex.redactor)
     ex.record(app, 200, **fields)
-    return reply.body, gateway_headers(plan, answer)
+    cache.keep(app, look, fields, reply.body)
+    return reply.body, {**gateway_headers(plan, answer), **look.headers, **overhead_header(ex)}

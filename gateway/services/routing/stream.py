@@ -14,9 +14,11 @@ from gateway.errors import ClientGone, GatewayError, UpstreamError
 from gateway.providers.base import StreamError, Usage
 from gateway.services.accounting import prompt_log, tokens
 from gateway.services.api_request import ApiRequest
+from gateway.services.routing import cache
 from gateway.services.routing.health import health
 from gateway.services.routing.plan import Plan
-from gateway.services.routing.relay import Exchange, exchange, gateway_headers, served_fields, start_recorded
+from gateway.services.routing.relay import (Exchange, exchange, gateway_headers, overhead_header, served_fields,
+                                            start_recorded)
 from gateway.services.routing.upstream import Answer, sanitize
 
 
@@ -31,17 +33,51 @@ def open_stream(req: ApiRequest, plan: Plan, admission) -> tuple[Iterator[bytes]
     name the deployment in its headers: they went out before it was known."""
     app = current_app._get_current_object()
     ex = exchange(app, req, plan, admission)
+    look = cache.lookup(app, ex)
+    if look.hit is not None:
+        return _paced(ex, cache.replay(app, ex, look)), {**gateway_headers(plan), **look.headers,
+                                                         **overhead_header(ex)}
     wait = app.config["STREAM_KEEPALIVE_SECONDS"]
     if not wait:
         answer = start_recorded(app, ex)
-        return _relay(app, ex, answer), gateway_headers(plan, answer)
+        return _paced(ex, _relay(app, ex, answer, look)), _headers(ex, look, answer)
     starter = _Starter(app, ex)
+    ours = overhead_header(ex)      # before the wait on the starter, which counts its own
     if starter.done.wait(wait):
         if starter.error is not None:
             raise starter.error
         answer = starter.take()
-        return _relay(app, ex, answer), gateway_headers(plan, answer)
-    return _keepalive(app, ex, starter, wait), gateway_headers(plan)
+        return _paced(ex, _relay(app, ex, answer, look)), _headers(ex, look, answer)
+    return _keepalive(app, ex, starter, wait, look), {**gateway_headers(plan), **look.headers, **ours}
+
+
+def _headers(ex: Exchange, look: cache.Lookup, answer: Answer) -> dict:
+    return {**gateway_headers(ex.plan, answer), **look.headers, **overhead_header(ex)}
+
+
+def _paced(ex: Exchange, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """`chunks`, with the time the client takes to read each one counted as waiting."""
+    try:
+        for chunk in chunks:
+            t = time.perf_counter()
+            yield chunk
+            ex.waited.add(t)
+    finally:
+        chunks.close()      # a client that left: the inner generator records it now
+
+
+def _timed(ex: Exchange, events: Iterator) -> Iterator:
+    """The upstream's events, with the time spent waiting for each counted as waiting."""
+    it = iter(events)
+    while True:
+        t = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            ex.waited.add(t)
+            return
+        ex.waited.add(t)
+        yield item
 
 
 class _Starter:
@@ -90,7 +126,8 @@ class _Starter:
                     ClientGone())
 
 
-def _keepalive(app: Flask, ex: Exchange, starter: _Starter, wait: float) -> Iterator[bytes]:
+def _keepalive(app: Flask, ex: Exchange, starter: _Starter, wait: float,
+               look: cache.Lookup) -> Iterator[bytes]:
     """Comments every `wait` seconds until the stream starts; open_stream already waited once,
     so the first comment goes out at once (at `wait`, not twice that)."""
     try:
@@ -102,42 +139,48 @@ def _keepalive(app: Flask, ex: Exchange, starter: _Starter, wait: float) -> Iter
             return
         if starter.error is not None:
             raise starter.error
-        yield from _relay(app, ex, starter.take())
+        yield from _paced(ex, _relay(app, ex, starter.take(), look))
     finally:
         starter.abandon()
 
 
-def _relay(app: Flask, ex: Exchange, answer: Answer) -> Iterator[bytes]:
+def _relay(app: Flask, ex: Exchange, answer: Answer, look: cache.Lookup) -> Iterator[bytes]:
     started = ex.req.started
     parser = answer.parser
     ttft: float | None = (answer.first_at - started) * 1000 if answer.first_at else None
     recorded = False
     text = prompt_log.StreamText(ex.capture, ex.redactor) if ex.capture else None
 
-    def finish(status: int, error: GatewayError | None) -> None:
+    kept = look if look.on else None     # what the cache keeps, when the stream ends well
+    def finish(status: int, error: GatewayError | None) -> dict:
         # Recorded before the last event goes out, so a client that saw the end can count on it.
         nonlocal recorded
         recorded = True
-        _finish(app, ex, answer, status, ttft, error, text)
+        return _finish(app, ex, answer, status, ttft, error, text)
 
     try:
         for out in answer.pending:
             if text is not None:
                 text.add(out)
+            if kept is not None:
+                kept.add(out)
             yield b"data: " + out + b"\n\n"
-        for event, data in (answer.events if not parser.done else ()):
+        for event, data in (_timed(ex, answer.events) if not parser.done else ()):
             for out in parser.feed(event, data):
                 if ttft is None:
                     ttft = (time.perf_counter() - started) * 1000
                 if text is not None:
                     text.add(out)
+                if kept is not None:
+                    kept.add(out)
                 yield b"data: " + out + b"\n\n"
             if parser.done:
                 break
         if not parser.done:
             raise UpstreamError("The provider ended the stream before it was complete.",
                                 code="stream_incomplete")
-        finish(200, None)
+        fields = finish(200, None)
+        cache.keep(app, look, fields)
         yield b"data: [DONE]\n\n"
     except (UpstreamError, StreamError) as e:
         error = e if isinstance(e, UpstreamError) else UpstreamError(
@@ -151,8 +194,8 @@ def _relay(app: Flask, ex: Exchange, answer: Answer) -> Iterator[bytes]:
 
 
 def _finish(app: Flask, ex: Exchange, answer: Answer, status: int, ttft: float | None,
-            error: GatewayError | None, text=None) -> None:
-    """Close the upstream and leave the stream's one record, with what it streamed."""
+            error: GatewayError | None, text=None) -> dict:
+    """Close the upstream and leave the stream's one record, with what it streamed; its fields."""
     parser = answer.parser
     answer.response.close(finished=parser.done)
     used = parser.usage
@@ -166,6 +209,7 @@ def _finish(app: Flask, ex: Exchange, answer: Answer, status: int, ttft: float |
     if text is not None:        # the answer as streamed, when the admin stores them
         fields["response_text"] = text.value()
     ex.record(app, status, **fields)
+    return fields
 
 
 def _health(app: Flask, answer: Answer, status: int, error: GatewayError | None, used: Usage) -> None:
