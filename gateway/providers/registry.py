@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from gateway.providers import anthropic_messages, gemini, openai_chat
+from gateway.providers import anthropic_messages, anthropic_native, gemini, openai_chat
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +18,7 @@ class ProviderKind:
     default_options: dict = field(default_factory=dict)    # filled in where unset or empty
     needs_key: bool = True
     fixed_base_url: bool = False    # always default_base_url, whatever was entered
+    native: ModuleType | None = None    # passes an inbound dialect through as-is (its DIALECTS)
 
 
 KINDS: dict[str, ProviderKind] = {     # in the order the console lists them
@@ -25,12 +26,13 @@ KINDS: dict[str, ProviderKind] = {     # in the order the console lists them
     # Same format; the api_version option switches URL and auth. No default host: each
     # Azure resource has its own.
     "azure": ProviderKind(openai_chat, default_options={"api_version": "2024-10-21"}),
-    "anthropic": ProviderKind(anthropic_messages, "https://api.anthropic.com/v1"),
+    "anthropic": ProviderKind(anthropic_messages, "https://api.anthropic.com/v1", native=anthropic_native),
     "gemini": ProviderKind(gemini, "https://generativelanguage.googleapis.com/v1beta"),
     # Answered in-process (create_app gives the transport gateway.mock_upstream for mock://).
     "mock": ProviderKind(openai_chat, "mock://local/v1", needs_key=False, fixed_base_url=True),
 }
 ADAPTERS: dict[str, ModuleType] = {name: kind.adapter for name, kind in KINDS.items()}
+NATIVE: dict[str, ModuleType] = {name: kind.native for name, kind in KINDS.items() if kind.native}
 DEFAULT_BASE_URLS: dict[str, str] = {name: kind.default_base_url for name, kind in KINDS.items()
                                      if kind.default_base_url}
 

@@ -2,6 +2,8 @@
 and the checks a body must pass before anything else looks at it."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 from flask import Request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -64,7 +66,7 @@ def validated(request: Request, req: ApiRequest) -> ApiRequest:
     VALIDATORS[req.endpoint](req.body)
     fallbacks = _fallbacks(request, req.body)
     body = {k: v for k, v in req.body.items() if k not in GATEWAY_FIELDS}
-    return ApiRequest(req.request_id, req.endpoint, body, req.tags, tuple(fallbacks), req.started)
+    return replace(req, body=body, fallbacks=tuple(fallbacks))
 
 
 def _tags(request: Request, body: dict) -> dict:

@@ -9,10 +9,10 @@ from typing import Iterator
 import orjson
 from flask import Flask, current_app
 
-from gateway.errors import ClientGone, GatewayError, UpstreamError
+from gateway.errors import ClientGone, GatewayError, UpstreamError, anthropic_error
 from gateway.providers.base import StreamError, Usage
 from gateway.services.accounting import prompt_log, tokens
-from gateway.services.api_request import ApiRequest
+from gateway.services.api_request import ApiRequest, NativeBytes
 from gateway.services.routing.health import health
 from gateway.services.routing.plan import Plan
 from gateway.services.routing.relay import Exchange, exchange, gateway_headers, served_fields, start_recorded
@@ -109,6 +109,12 @@ def _relay(app: Flask, ex: Exchange, answer: Answer) -> Iterator[bytes]:
     ttft: float | None = (answer.first_at - started) * 1000 if answer.first_at else None
     recorded = False
     text = prompt_log.StreamText(ex.capture, ex.redactor) if ex.capture else None
+    frame = _native_frame if answer.native else _chat_frame
+
+    def keep(out: bytes) -> None:
+        # A native parser keeps the event it just read as OpenAI chunks too, for the log.
+        for chunk in parser.chat if answer.native else (out,):
+            text.add(chunk)
 
     def finish(status: int, error: GatewayError | None) -> None:
         # Recorded before the last event goes out, so a client that saw the end can count on it.
@@ -119,31 +125,45 @@ def _relay(app: Flask, ex: Exchange, answer: Answer) -> Iterator[bytes]:
     try:
         for out in answer.pending:
             if text is not None:
-                text.add(out)
-            yield b"data: " + out + b"\n\n"
+                keep(out)
+            yield frame(out)
         for event, data in (answer.events if not parser.done else ()):
             for out in parser.feed(event, data):
                 if ttft is None:
                     ttft = (time.perf_counter() - started) * 1000
                 if text is not None:
-                    text.add(out)
-                yield b"data: " + out + b"\n\n"
+                    keep(out)
+                yield frame(out)
             if parser.done:
                 break
         if not parser.done:
             raise UpstreamError("The provider ended the stream before it was complete.",
                                 code="stream_incomplete")
         finish(200, None)
-        yield b"data: [DONE]\n\n"
+        if not answer.native:       # Anthropic's stream ends with its own message_stop
+            yield b"data: [DONE]\n\n"
     except (UpstreamError, StreamError) as e:
         error = e if isinstance(e, UpstreamError) else UpstreamError(
             f"The provider's stream failed: {sanitize(str(e), answer.route.target.api_key)}",
             code="stream_error")
         finish(error.status, error)
-        yield b"data: " + orjson.dumps(error.body()) + b"\n\n"
+        if answer.native:
+            yield _native_frame(b"event: error\ndata: " + orjson.dumps(
+                anthropic_error(error.status, error.type, error.message)) + b"\n\n")
+        else:
+            yield b"data: " + orjson.dumps(error.body()) + b"\n\n"
     finally:
         if not recorded:        # the client went away (GeneratorExit) or something unexpected
             finish(499, ClientGone())
+
+
+def _chat_frame(chunk: bytes) -> bytes:
+    return b"data: " + chunk + b"\n\n"
+
+
+def _native_frame(frame: bytes) -> bytes:
+    """A frame already in the client's dialect (passed through), marked so it is not translated."""
+    return NativeBytes(frame)
 
 
 def _finish(app: Flask, ex: Exchange, answer: Answer, status: int, ttft: float | None,

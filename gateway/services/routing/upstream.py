@@ -14,7 +14,8 @@ from flask import Flask
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.providers import sse, transport
 from gateway.providers.base import Reply, StreamError
-from gateway.providers.registry import ADAPTERS
+from gateway.providers.registry import ADAPTERS, NATIVE
+from gateway.services.api_request import Native
 from gateway.services.routing.cancel import Cancel
 from gateway.services.routing.catalog import Route
 
@@ -71,33 +72,51 @@ class Answer:
     pending: list = field(default_factory=list)     # streaming: chunks parsed while peeking
     first_at: float | None = None       # streaming: when the first chunk arrived
     attempts: list = field(default_factory=list)    # every attempt of the request, this one last
+    native: bool = False                # passed through: the answer is in the client's dialect
+
+
+def speaks(route: Route, dialect: str) -> bool:
+    """Whether `route`'s provider kind takes `dialect` as-is."""
+    module = NATIVE.get(route.kind)
+    return module is not None and dialect in module.DIALECTS
 
 
 def attempt(app: Flask, route: Route, body: dict, mode: str, stream: bool,
-            timeouts: transport.Timeouts | None = None, cancel: Cancel | None = None) -> Answer:
+            timeouts: transport.Timeouts | None = None, cancel: Cancel | None = None,
+            native: Native | None = None) -> Answer:
     """Send `body` to `route` once and read far enough to know it is good; raises UpstreamError.
-    `cancel` may interrupt the wait on the provider (ClientGone), and only that."""
+    `cancel` may interrupt the wait on the provider (ClientGone), and only that. With `native`,
+    a route that speaks its dialect gets the client's own body instead (passed through)."""
     adapter = ADAPTERS[route.kind]
-    if mode == "embedding":
+    if native is not None and not speaks(route, native.dialect):
+        native = None           # this route gets the translated chat body
+    if native is not None:
+        req = NATIVE[route.kind].native_request(route.target, native.body, native.dialect, native.headers)
+    elif mode == "embedding":
         req = adapter.embeddings_request(route.target, body)
     else:
         req = adapter.chat_request(route.target, body, stream)
     price = route.price()       # may read the database: before the wait a cancel can cut short
     with cancel.armed() if cancel is not None else nullcontext():
-        return _call(app, route, req, body, mode, stream, price, timeouts)
+        return _call(app, route, req, body, mode, stream, price, timeouts, native)
 
 
 def _call(app: Flask, route: Route, req, body: dict, mode: str, stream: bool, price,
-          timeouts: transport.Timeouts | None) -> Answer:
+          timeouts: transport.Timeouts | None, native: Native | None = None) -> Answer:
     adapter = ADAPTERS[route.kind]
     t0 = time.perf_counter()
     resp = app.extensions["transport"].send(req, timeouts)
     if resp.status >= 400:
         raise upstream_failure(route, resp.status, _read_capped(resp), resp.headers)
-    answer = Answer(route, resp, price, t0)
+    answer = Answer(route, resp, price, t0, native=native is not None)
+    model = native.body.get("model") if native is not None else None
     try:
         if stream:
-            _peek(answer, adapter.ChatStream(route.target, body), int(app.config["UPSTREAM_MAX_EVENT_BYTES"]))
+            parser = (NATIVE[route.kind].NativeStream(route.target, model) if native is not None
+                      else adapter.ChatStream(route.target, body))
+            _peek(answer, parser, int(app.config["UPSTREAM_MAX_EVENT_BYTES"]))
+        elif native is not None:
+            answer.reply = NATIVE[route.kind].native_response(resp.read(), route.target, model)
         else:
             parse = adapter.embeddings_response if mode == "embedding" else adapter.chat_response
             answer.reply = parse(resp.read(), route.target)
