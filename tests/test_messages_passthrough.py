@@ -114,13 +114,32 @@ def test_upstream_redaction_redacts_the_native_body(app, gw):
     client.messages.create(model="claude", max_tokens=50, system="Write to ops@example.com",
                            messages=[{"role": "user", "content": [
                                {"type": "text", "text": "mail bob@example.com", "cache_control": {"type": "ephemeral"}},
-                               {"type": "tool_result", "tool_use_id": "t1", "content": "card 4111 1111 1111 1111"}]}])
+                               {"type": "tool_result", "tool_use_id": "t1", "content": "card 4111 1111 1111 1111"}]},
+                           {"role": "assistant", "content": [
+                               {"type": "thinking", "thinking": "a@b.example.org", "signature": "s"},
+                               {"type": "tool_use", "id": "t2", "name": "mail", "input": {"to": "eve@example.com"}}]},
+                           {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t2", "content": "ok"}]}])
     [sent] = _sent(gw)
     body = orjson.dumps(sent["body"]).decode()
     assert "example.com" not in body and "4111" not in body
+    thinking, use = sent["body"]["messages"][1]["content"]
+    assert thinking["thinking"] == "a@b.example.org"       # signed by the model: left as it is
+    assert use["input"] == {"to": "[EMAIL]"}
     assert sent["body"]["system"] == "Write to [EMAIL]"
     assert sent["body"]["messages"][0]["content"][0] == {"type": "text", "text": "mail [EMAIL]",
                                                           "cache_control": {"type": "ephemeral"}}
+
+
+def test_prompt_log_keeps_the_passed_through_answer(app, gw):
+    from tests.test_prompt_logging import enable, stored
+    enable(app)
+    client = _client(gw, make_key(app))
+    client.messages.create(model="claude", max_tokens=50, messages=[{"role": "user", "content": "red green"}])
+    with client.messages.stream(model="claude", max_tokens=50,
+                                messages=[{"role": "user", "content": "blue"}]) as stream:
+        stream.get_final_message()
+    (_, whole), (_, streamed) = stored(app)
+    assert whole == "Echo: red green" and streamed == "Echo: blue"
 
 
 def test_quota_cap_applies_to_the_native_body(app, gw):
