@@ -21,6 +21,7 @@ from gateway.services.routing.upstream import Answer, sanitize
 
 def open_stream(req: ApiRequest, plan: Plan, admission) -> tuple[Iterator[bytes], dict]:
     """Start a chat stream: the SSE bytes to send and the x-gateway-* headers known so far.
+    A deployment taking the request's dialect as-is streams its own events (NativeBytes frames).
     Failures before the first chunk fall back or raise (a proper HTTP error); the iterator
     records usage when it ends, however it ends.
 
