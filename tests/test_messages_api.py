@@ -65,7 +65,9 @@ def test_create_with_system_and_blocks(app, sdk):
     assert m.content[0].text == "Echo: one two"
     sent = _sent(sdk)[-1]["body"]
     if sdk.kind == "anthropic":
-        assert sent["system"] == "Be brief." and sent["top_k"] == 5 and sent["metadata"] == {"user_id": "u-1"}
+        # passed through as the client sent it (tests/test_messages_passthrough.py)
+        assert sent["system"] == [{"type": "text", "text": "Be brief."}]
+        assert sent["top_k"] == 5 and sent["metadata"] == {"user_id": "u-1"}
     else:
         assert sent["messages"][0] == {"role": "system", "content": "Be brief."}
         assert "top_k" not in sent and "anthropic" not in sent and sent["user"] == "u-1"
@@ -125,7 +127,8 @@ def test_stream_event_sequence(app, sdk):
                             "messages": [{"role": "user", "content": "a b"}]}, timeout=10)
     assert r.headers["content-type"].startswith("text/event-stream")
     names = [line[7:] for line in r.text.splitlines() if line.startswith("event: ")]
-    assert names[:3] == ["message_start", "ping", "content_block_start"]
+    # translated: ping right after message_start; passed through: where the upstream sent it
+    assert names[0] == "message_start" and sorted(names[1:3]) == ["content_block_start", "ping"]
     assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
     assert set(names[3:-3]) == {"content_block_delta"}
 

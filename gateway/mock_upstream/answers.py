@@ -59,6 +59,8 @@ class Answer:
     prompt_tokens: int
     tool: str | None = None     # the tool to call instead of replying
     arguments: str = ""         # its JSON arguments
+    stop_sequence: str | None = None    # the request's stop sequence the reply was cut at
+    cache_marks: int = 0        # cache_control marks in the request (Anthropic)
 
     @property
     def text(self) -> str:

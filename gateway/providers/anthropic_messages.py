@@ -24,7 +24,8 @@ FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "st
 TOOL_CHOICES = {"auto": "auto", "none": "none", "required": "any"}
 
 
-def _headers(target: Target) -> dict[str, str]:
+def headers_for(target: Target) -> dict[str, str]:
+    """Anthropic's auth, version and content-type headers for `target`."""
     return {"x-api-key": target.api_key,
             "anthropic-version": target.options.get("anthropic_version") or API_VERSION,
             "content-type": "application/json"}
@@ -239,7 +240,7 @@ def chat_request(target: Target, body: dict, stream: bool) -> UpstreamRequest:
     if stream:
         out["stream"] = True
     url = target.base_url.rstrip("/") + "/messages"
-    return UpstreamRequest(url, _headers(target), orjson.dumps(out))
+    return UpstreamRequest(url, headers_for(target), orjson.dumps(out))
 
 
 def _tool_call(block: dict) -> dict:

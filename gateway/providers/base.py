@@ -41,8 +41,9 @@ class Usage:
 @dataclass(slots=True)
 class Reply:
     """A complete upstream answer translated to OpenAI's shape."""
-    body: bytes             # OpenAI-shaped JSON, ready to send
+    body: bytes             # OpenAI-shaped JSON, ready to send (or the client's dialect, passed through)
     usage: Usage | None     # None when the upstream reported none
+    chat: bytes | None = None   # passed through: the answer in OpenAI's shape too, for the prompt log
 
 
 @dataclass(slots=True)

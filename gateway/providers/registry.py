@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from gateway.providers import anthropic_messages, bedrock_converse, gemini, openai_chat, openai_media
+from gateway.providers import (anthropic_messages, anthropic_native, bedrock_converse, gemini, openai_chat,
+                               openai_media)
 
 # AWS region names, e.g. us-east-1, eu-central-2, us-gov-west-1: nothing that could change the host.
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
@@ -30,6 +31,7 @@ class ProviderKind:
     regional_url: str | None = None     # the default URL built from the region, "{region}" in it
     embeddings: bool = True         # the adapter can serve embedding deployments
     media: ModuleType | None = None     # images, audio, moderations, rerank; None: the vendor has no such API
+    native: ModuleType | None = None    # passes an inbound dialect through as-is (its DIALECTS)
 
 
 def _preset(label: str, base_url: str | None, models: tuple[str, ...], *, needs_key: bool = True,
@@ -90,7 +92,7 @@ KINDS: dict[str, ProviderKind] = {     # in the order the console lists them
     # Same format; the api_version option switches URL and auth. No default host: each
     # Azure resource has its own.
     "azure": ProviderKind(openai_chat, default_options={"api_version": "2024-10-21"}, media=openai_media),
-    "anthropic": ProviderKind(anthropic_messages, "https://api.anthropic.com/v1"),
+    "anthropic": ProviderKind(anthropic_messages, "https://api.anthropic.com/v1", native=anthropic_native),
     "gemini": ProviderKind(gemini, "https://generativelanguage.googleapis.com/v1beta"),
     # Converse/ConverseStream, SigV4-signed; each region has its own host.
     "bedrock": ProviderKind(bedrock_converse, embeddings=False,
@@ -101,6 +103,7 @@ KINDS: dict[str, ProviderKind] = {     # in the order the console lists them
     **PRESETS,
 }
 ADAPTERS: dict[str, ModuleType] = {name: kind.adapter for name, kind in KINDS.items()}
+NATIVE: dict[str, ModuleType] = {name: kind.native for name, kind in KINDS.items() if kind.native}
 # What the console shows for an empty Base URL; regional kinds show their URL pattern.
 DEFAULT_BASE_URLS: dict[str, str] = {name: kind.default_base_url or kind.regional_url
                                      for name, kind in KINDS.items()

@@ -12,7 +12,7 @@ from gateway.auth.security import client_ip
 from gateway.errors import GatewayError, ModelNotFound
 from gateway.proxy import bp, disconnect, requests
 from gateway.services.accounting import keys, quota, usage
-from gateway.services.api_request import ApiRequest
+from gateway.services.api_request import ApiRequest, Native
 from gateway.services.routing import catalog, relay
 from gateway.services.routing.plan import plan as plan_for
 from gateway.services.routing.stream import open_stream
@@ -20,11 +20,13 @@ from gateway.services.routing.stream import open_stream
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def _admitted(endpoint: str, translate: Callable[[dict, object], dict] | None = None, read=None):
+def _admitted(endpoint: str, translate: Callable[[dict, object], dict] | None = None, read=None,
+              native: Callable[[dict], Native] | None = None):
     """The request parsed, authenticated, planned and admitted; a failure on the way is
     recorded, then raised. `translate(body, key)`, when given, turns another API's body (a
-    dialect) into the chat body that is validated and sent. `read`: how the body is read
-    (requests.read's signature), for endpoints whose body is not plain JSON."""
+    dialect) into the chat body that is validated and sent; `native` keeps the client's own
+    body for deployments that speak its dialect. `read`: how the body is read (requests.read's
+    signature), for endpoints whose body is not plain JSON."""
     app = current_app._get_current_object()
     req = ApiRequest(g.request_id, endpoint)       # what a failure's record can say so far
     key = None
@@ -33,7 +35,7 @@ def _admitted(endpoint: str, translate: Callable[[dict, object], dict] | None = 
         req = (read or requests.read)(request, g.request_id, endpoint, req.started,
                                       app.config["MAX_REQUEST_BYTES"])
         if translate is not None:
-            req = replace(req, body=translate(req.body, key))
+            req = replace(req, body=translate(req.body, key), native=native(req.body) if native else None)
         req = requests.validated(request, req)
         plan = plan_for(req, key)
         return req, plan, quota.admit(req, key, plan)

@@ -23,6 +23,20 @@ class FilePart:
 
 
 @dataclass(frozen=True, slots=True)
+class Native:
+    """The client's own body in its dialect, for a deployment that speaks that dialect: it is
+    passed through as-is there (gateway/providers/anthropic_native.py), translated elsewhere."""
+    dialect: str                # the endpoint's wire format, e.g. "messages"
+    body: dict                  # the client's body, the gateway's own fields removed
+    headers: dict = field(default_factory=dict)     # client headers allowed through (anthropic-beta)
+    only: str = ""              # where the chat translation lost content: only native deployments serve
+
+
+class NativeBytes(bytes):
+    """An answer, or one SSE frame of it, already in the client's dialect: not translated again."""
+
+
+@dataclass(frozen=True, slots=True)
 class ApiRequest:
     """What the client asked for: parsed once by the proxy (or built by the playground), never
     changed afterwards. `body` is what goes upstream: the gateway's own fields are removed."""
@@ -34,6 +48,7 @@ class ApiRequest:
     started: float = field(default_factory=time.perf_counter)
     cache: str | None = None            # x-gateway-cache: on, off or refresh; None: not asked
     cache_ttl: int | None = None        # x-gateway-cache-ttl, seconds
+    native: Native | None = None        # the body as the client sent it, when its dialect is not chat
 
     @property
     def mode(self) -> str:

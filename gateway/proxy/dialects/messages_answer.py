@@ -9,6 +9,7 @@ import orjson
 
 from gateway.errors import anthropic_error
 from gateway.providers.anthropic_messages import FINISH_REASONS
+from gateway.services.api_request import NativeBytes
 
 # chat finish_reason -> stop_reason: FINISH_REASONS read backwards, one Anthropic name for each.
 STOP_REASONS = {chat: ours for ours, chat in FINISH_REASONS.items()
@@ -123,13 +124,17 @@ def to_events(frames: Iterator[bytes], model: str, input_tokens: int) -> Iterato
     """open_stream's chat SSE frames as Anthropic stream events: message_start, the content
     blocks, message_delta (stop_reason, usage), message_stop; keepalives become pings and a
     failure an `error` event. `input_tokens` (the estimate) fills message_start until the
-    upstream's count arrives in message_delta. Closes `frames` however it ends, so a client
+    upstream's count arrives in message_delta. Frames passed through from an Anthropic
+    deployment (NativeBytes) go out as they are. Closes `frames` however it ends, so a client
     that leaves still reaches the inner stream and its usage record."""
     blocks = _Blocks()
     started = False
     stop, usage = None, None
     try:
         for frame in frames:
+            if isinstance(frame, NativeBytes):      # passed through: already Anthropic's event
+                yield frame
+                continue
             if not frame.startswith(b"data: "):
                 yield PING          # a keepalive comment
                 continue

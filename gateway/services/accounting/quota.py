@@ -43,7 +43,7 @@ class Admission:
 
 def _wanted(req, plan) -> int:
     """Answer tokens per choice the request may use: its max_tokens, else the default."""
-    if req.endpoint != "chat":
+    if req.mode != "chat":      # Messages and other dialects served by chat deployments too
         return 0
     return plan.need.max_output or current_app.config["QUOTA_DEFAULT_MAX_TOKENS"]
 

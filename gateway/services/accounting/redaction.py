@@ -202,6 +202,40 @@ class Redactor:
         name = "messages" if "messages" in body else "input" if "input" in body else None
         return body if name is None else {**body, name: self.part(body[name])}
 
+    def messages_body(self, body: dict) -> dict:
+        """An Anthropic Messages body (passed through as-is) with its text redacted: system, text
+        blocks, tool inputs and results, plain-text documents. Thinking blocks stay as they are:
+        their signature covers them. Base64 documents and images are not read."""
+        out = dict(body)
+        if "system" in body:
+            out["system"] = self._blocks(body["system"])
+        if isinstance(body.get("messages"), list):
+            out["messages"] = [dict(m, content=self._blocks(m.get("content"))) if isinstance(m, dict) else m
+                               for m in body["messages"]]
+        return out
+
+    def _blocks(self, content):
+        if isinstance(content, str):
+            return self.text(content)
+        if not isinstance(content, list):
+            return content
+        return [self._block(b) if isinstance(b, dict) and b.get("type") not in _SIGNED else b for b in content]
+
+    def _block(self, b: dict) -> dict:
+        out = dict(b)
+        if isinstance(b.get("text"), str):
+            out["text"] = self.text(b["text"])
+        if "content" in b:              # tool_result, or a document's content blocks
+            out["content"] = self._blocks(b["content"])
+        if isinstance(b.get("input"), dict):
+            out["input"] = orjson.loads(_json_text(orjson.dumps(b["input"]).decode(), self.text))
+        source = b.get("source")
+        if isinstance(source, dict) and source.get("type") == "text" and isinstance(source.get("data"), str):
+            out["source"] = dict(source, data=self.text(source["data"]))
+        elif isinstance(source, dict) and source.get("type") == "content":
+            out["source"] = dict(source, content=self._blocks(source.get("content")))
+        return out
+
     def _message(self, m: dict, text) -> dict:
         out = dict(m)
         content = m.get("content")
@@ -220,6 +254,9 @@ class Redactor:
         if not isinstance(fn, dict) or not isinstance(fn.get("arguments"), str):
             return call
         return {**call, "function": {**fn, "arguments": _json_text(fn["arguments"], text)}}
+
+
+_SIGNED = ("thinking", "redacted_thinking")    # Anthropic checks their signatures: left as they are
 
 
 def _json_text(raw: str, text) -> str:

@@ -9,16 +9,17 @@ from dataclasses import dataclass, field, replace
 
 from flask import Flask, current_app
 
-from gateway.errors import ClientGone, GatewayError, UpstreamError, UpstreamTimeout
+from gateway.errors import ClientGone, GatewayError, InvalidRequest, UpstreamError, UpstreamTimeout
+from gateway.providers import anthropic_native
 from gateway.providers.base import Usage
 from gateway.services.accounting import pricing, prompt_log, redaction, usage
-from gateway.services.api_request import ApiRequest
+from gateway.services.api_request import ApiRequest, Native, NativeBytes
 from gateway.services.routing import cache, shadow
 from gateway.services.routing.cancel import Cancel
 from gateway.services.routing.catalog import Route
 from gateway.services.routing.health import health
 from gateway.services.routing.plan import Plan
-from gateway.services.routing.upstream import Answer, attempt
+from gateway.services.routing.upstream import Answer, attempt, speaks
 
 
 class Waited:
@@ -110,6 +111,7 @@ def start(app: Flask, ex: Exchange) -> Answer:
     back on errors another attempt may not have (connection, 429, 5xx, timeout, a stream that
     breaks before its first chunk), within MAX_ATTEMPTS and the request's deadline."""
     req, plan = ex.req, ex.plan
+    routes = _servable(plan.routes, req.native)
     h = health(app)
     max_attempts = int(app.config["MAX_ATTEMPTS"])
     deadline = req.started + float(app.config["ROUTING_DEADLINE_SECONDS"])
@@ -121,8 +123,8 @@ def start(app: Flask, ex: Exchange) -> Answer:
     last: UpstreamError | None = None
     last_route: Route | None = None
     while len(attempts) < max_attempts:
-        fresh = [r for r in plan.routes if r.deployment_id not in done and not tries.get(r.deployment_id)]
-        again = [r for r in plan.routes if r.deployment_id not in done and tries.get(r.deployment_id)]
+        fresh = [r for r in routes if r.deployment_id not in done and not tries.get(r.deployment_id)]
+        again = [r for r in routes if r.deployment_id not in done and tries.get(r.deployment_id)]
         route = (fresh or again or [None])[0]
         if route is None:
             break
@@ -149,7 +151,8 @@ def start(app: Flask, ex: Exchange) -> Answer:
         t0 = time.perf_counter()
         try:
             try:
-                answer = attempt(app, route, ex.body, req.operation, req.stream, cancel=ex.cancel)
+                answer = attempt(app, route, ex.body, req.operation, req.stream, cancel=ex.cancel,
+                                 native=req.native)
             finally:
                 ex.waited.add(t0)
         except ClientGone as e:     # the provider's connection is closed; the deployment did no wrong
@@ -188,6 +191,18 @@ def start(app: Flask, ex: Exchange) -> Answer:
     last.headers.update(gateway_headers(plan, attempts=len(attempts)))
     last.headers.update(overhead_header(ex))
     raise last
+
+
+def _servable(routes: tuple, native: Native | None) -> tuple:
+    """The routes that may serve: all of them, unless the chat translation lost content only
+    deployments taking the client's dialect as-is can carry (then those, or InvalidRequest)."""
+    if native is None or not native.only:
+        return routes
+    kept = tuple(r for r in routes if speaks(r, native.dialect))
+    if not kept:
+        raise InvalidRequest(f"{native.only}: this content is passed through to Anthropic deployments "
+                             "only, and none serves this model", param=native.only)
+    return kept
 
 
 def _attempt(route: Route, t0: float, status: int, error: str | None, code: str | None) -> dict:
@@ -237,12 +252,26 @@ def exchange(app: Flask, req: ApiRequest, plan: Plan, admission, cancel: Cancel 
         req = replace(req, body=redactor.body(req.body))
         if admission.body is not None:      # the capped body goes upstream: redact it too
             admission = replace(admission, body=redactor.body(admission.body))
+    if req.native is not None:
+        req = replace(req, native=_native(req.native, admission.body, redactor if mode == redaction.UPSTREAM else None))
     return Exchange(req, plan, admission, prompt_log.limit(app), redactor, cancel or Cancel())
 
 
+def _native(native: Native, capped: dict | None, redactor: redaction.Redactor | None) -> Native:
+    """The client's own body as it may go upstream: with the answer cap admission put in the
+    chat body, and redacted in upstream mode."""
+    body = native.body
+    cap = (capped or {}).get("max_tokens")
+    if isinstance(cap, int):
+        body = anthropic_native.capped(body, cap)
+    if redactor is not None:
+        body = redactor.messages_body(body)
+    return replace(native, body=body)
+
+
 def complete(req: ApiRequest, plan: Plan, admission, cancel: Cancel | None = None) -> tuple[bytes, dict]:
-    """A whole (non-streaming) answer in OpenAI's shape and its x-gateway-* headers; records
-    usage either way. `cancel` stops the upstream call when the client leaves (recorded 499)."""
+    """A whole (non-streaming) answer in OpenAI's shape (passed through: NativeBytes, in the
+    client's dialect) and its x-gateway-* headers; records usage either way. `cancel` stops the upstream call when the client leaves (recorded 499)."""
     app = current_app._get_current_object()
     ex = exchange(app, req, plan, admission, cancel)
     look = cache.lookup(app, ex)
@@ -256,7 +285,9 @@ def complete(req: ApiRequest, plan: Plan, admission, cancel: Cancel | None = Non
     health(app).success(answer.route, ms, None, used.completion_tokens, used.total_tokens)
     fields = served_fields(answer, used)
     if ex.capture and req.mode == "chat":
-        fields["response_text"] = prompt_log.reply_text(reply.body, ex.capture, ex.redactor)
+        fields["response_text"] = prompt_log.reply_text(reply.chat or reply.body, ex.capture, ex.redactor)
     ex.record(app, 200, **fields)
-    cache.keep(app, look, fields, reply.body)
-    return reply.body, {**gateway_headers(plan, answer), **look.headers, **overhead_header(ex)}
+    if not answer.native:       # a hit is replayed as chat: a passed-through answer is not kept
+        cache.keep(app, look, fields, reply.body)
+    body = NativeBytes(reply.body) if answer.native else reply.body
+    return body, {**gateway_headers(plan, answer), **look.headers, **overhead_header(ex)}

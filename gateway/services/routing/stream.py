@@ -10,10 +10,10 @@ from typing import Iterator
 import orjson
 from flask import Flask, current_app
 
-from gateway.errors import ClientGone, GatewayError, UpstreamError
+from gateway.errors import ClientGone, GatewayError, UpstreamError, anthropic_error
 from gateway.providers.base import StreamError, Usage
 from gateway.services.accounting import prompt_log, tokens
-from gateway.services.api_request import ApiRequest
+from gateway.services.api_request import ApiRequest, NativeBytes
 from gateway.services.routing import cache
 from gateway.services.routing.health import health
 from gateway.services.routing.plan import Plan
@@ -24,6 +24,7 @@ from gateway.services.routing.upstream import Answer, sanitize
 
 def open_stream(req: ApiRequest, plan: Plan, admission) -> tuple[Iterator[bytes], dict]:
     """Start a chat stream: the SSE bytes to send and the x-gateway-* headers known so far.
+    A deployment taking the request's dialect as-is streams its own events (NativeBytes frames).
     Failures before the first chunk fall back or raise (a proper HTTP error); the iterator
     records usage when it ends, however it ends.
 
@@ -150,8 +151,17 @@ def _relay(app: Flask, ex: Exchange, answer: Answer, look: cache.Lookup) -> Iter
     ttft: float | None = (answer.first_at - started) * 1000 if answer.first_at else None
     recorded = False
     text = prompt_log.StreamText(ex.capture, ex.redactor) if ex.capture else None
+    frame = _native_frame if answer.native else _chat_frame
 
-    kept = look if look.on else None     # what the cache keeps, when the stream ends well
+    def keep(out: bytes) -> None:
+        # A native parser keeps the event it just read as OpenAI chunks too, for the log.
+        for chunk in parser.chat if answer.native else (out,):
+            text.add(chunk)
+
+    # What the cache keeps, when the stream ends well; never a passed-through (native) stream,
+    # since a hit is replayed as chat chunks.
+    kept = look if look.on and not answer.native else None
+
     def finish(status: int, error: GatewayError | None) -> dict:
         # Recorded before the last event goes out, so a client that saw the end can count on it.
         nonlocal recorded
@@ -161,36 +171,51 @@ def _relay(app: Flask, ex: Exchange, answer: Answer, look: cache.Lookup) -> Iter
     try:
         for out in answer.pending:
             if text is not None:
-                text.add(out)
+                keep(out)
             if kept is not None:
                 kept.add(out)
-            yield b"data: " + out + b"\n\n"
+            yield frame(out)
         for event, data in (_timed(ex, answer.events) if not parser.done else ()):
             for out in parser.feed(event, data):
                 if ttft is None:
                     ttft = (time.perf_counter() - started) * 1000
                 if text is not None:
-                    text.add(out)
+                    keep(out)
                 if kept is not None:
                     kept.add(out)
-                yield b"data: " + out + b"\n\n"
+                yield frame(out)
             if parser.done:
                 break
         if not parser.done:
             raise UpstreamError("The provider ended the stream before it was complete.",
                                 code="stream_incomplete")
         fields = finish(200, None)
-        cache.keep(app, look, fields)
-        yield b"data: [DONE]\n\n"
+        if kept is not None:
+            cache.keep(app, look, fields)
+        if not answer.native:       # Anthropic's stream ends with its own message_stop
+            yield b"data: [DONE]\n\n"
     except (UpstreamError, StreamError) as e:
         error = e if isinstance(e, UpstreamError) else UpstreamError(
             f"The provider's stream failed: {sanitize(str(e), answer.route.target.api_key)}",
             code="stream_error")
         finish(error.status, error)
-        yield b"data: " + orjson.dumps(error.body()) + b"\n\n"
+        if answer.native:
+            yield _native_frame(b"event: error\ndata: " + orjson.dumps(
+                anthropic_error(error.status, error.type, error.message)) + b"\n\n")
+        else:
+            yield b"data: " + orjson.dumps(error.body()) + b"\n\n"
     finally:
         if not recorded:        # the client went away (GeneratorExit) or something unexpected
             finish(499, ClientGone())
+
+
+def _chat_frame(chunk: bytes) -> bytes:
+    return b"data: " + chunk + b"\n\n"
+
+
+def _native_frame(frame: bytes) -> bytes:
+    """A frame already in the client's dialect (passed through), marked so it is not translated."""
+    return NativeBytes(frame)
 
 
 def _finish(app: Flask, ex: Exchange, answer: Answer, status: int, ttft: float | None,

@@ -17,7 +17,8 @@ from flask import Flask
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.providers import sse, transport
 from gateway.providers.base import Reply, StreamError
-from gateway.providers.registry import ADAPTERS, KINDS
+from gateway.providers.registry import ADAPTERS, KINDS, NATIVE
+from gateway.services.api_request import Native
 from gateway.services.routing.cancel import Cancel
 from gateway.services.routing.catalog import Route
 
@@ -103,6 +104,13 @@ class Answer:
     pending: list = field(default_factory=list)     # streaming: chunks parsed while peeking
     first_at: float | None = None       # streaming: when the first chunk arrived
     attempts: list = field(default_factory=list)    # every attempt of the request, this one last
+    native: bool = False                # passed through: the answer is in the client's dialect
+
+
+def speaks(route: Route, dialect: str) -> bool:
+    """Whether `route`'s provider kind takes `dialect` as-is."""
+    module = NATIVE.get(route.kind)
+    return module is not None and dialect in module.DIALECTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,33 +143,43 @@ def _adapter(route: Route, op: Operation):
 
 
 def attempt(app: Flask, route: Route, body: dict, operation: str, stream: bool,
-            timeouts: transport.Timeouts | None = None, cancel: Cancel | None = None) -> Answer:
+            timeouts: transport.Timeouts | None = None, cancel: Cancel | None = None,
+            native: Native | None = None) -> Answer:
     """Send `body` to `route` once and read far enough to know it is good; raises UpstreamError.
     `operation` is ApiRequest.operation (its mode, or what it does where a mode does several).
-    `cancel` may interrupt the wait on the provider (ClientGone), and only that."""
+    `cancel` may interrupt the wait on the provider (ClientGone), and only that. With `native`,
+    a route that speaks its dialect gets the client's own body instead (passed through)."""
     op = OPERATIONS[operation]
     adapter = _adapter(route, op)
-    if operation == "chat":     # the one operation that streams
+    if native is not None and not speaks(route, native.dialect):
+        native = None           # this route gets the translated chat body
+    if native is not None:
+        req = NATIVE[route.kind].native_request(route.target, native.body, native.dialect, native.headers)
+    elif operation == "chat":     # the one operation that streams
         req = adapter.chat_request(route.target, body, stream)
     else:
         req = getattr(adapter, op.request)(route.target, body)
     price = route.price()       # may read the database: before the wait a cancel can cut short
     with cancel.armed() if cancel is not None else nullcontext():
-        return _call(app, route, req, body, op, stream, price, timeouts)
+        return _call(app, route, req, body, op, stream, price, timeouts, native)
 
 
 def _call(app: Flask, route: Route, req, body: dict, op: Operation, stream: bool, price,
-          timeouts: transport.Timeouts | None) -> Answer:
+          timeouts: transport.Timeouts | None, native: Native | None = None) -> Answer:
     adapter = _adapter(route, op)
     t0 = time.perf_counter()
     resp = app.extensions["transport"].send(req, timeouts)
     if resp.status >= 400:
         raise upstream_failure(route, resp.status, _read_capped(resp), resp.headers)
-    answer = Answer(route, resp, price, t0)
+    answer = Answer(route, resp, price, t0, native=native is not None)
+    model = native.body.get("model") if native is not None else None
     try:
         if stream:
-            _peek(answer, adapter.ChatStream(route.target, body), events_of(adapter),
-                  int(app.config["UPSTREAM_MAX_EVENT_BYTES"]))
+            parser = (NATIVE[route.kind].NativeStream(route.target, model) if native is not None
+                      else adapter.ChatStream(route.target, body))
+            _peek(answer, parser, events_of(adapter), int(app.config["UPSTREAM_MAX_EVENT_BYTES"]))
+        elif native is not None:
+            answer.reply = NATIVE[route.kind].native_response(resp.read(), route.target, model)
         elif op.response is None:       # raw bytes (speech): its first chunk, so a dead one fails over
             answer.events = iter(resp.chunks())
             answer.pending = [next(answer.events, b"")]
