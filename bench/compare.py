@@ -302,9 +302,13 @@ def run_cells(name: str, url: str, key: str, proc: subprocess.Popen, d: float, w
         r = wrk(target, body(model, stream), key, c, d, proc.pid)
         r |= {"server": name, "mode": mode, "c": c}
         rows.append(r)
-        print(f"  {name:<22} {mode:<6} c={c:<3} {r['rps']:>8.0f} req/s  p50 {r['p50']:.2f} ms  "
-              f"p99 {r['p99']:.2f} ms  errors {r['errors']}  cpu {r['cpu_us']:.0f} µs/req", flush=True)
+        print(f"  {name:<22} {mode:<6} c={c:<3} {r['rps']:>8.0f} req/s  p50 {num(r['p50'])} ms  "
+              f"p99 {num(r['p99'])} ms  errors {r['errors']}  cpu {num(r['cpu_us'], 0)} µs/req", flush=True)
     return rows
+
+
+def num(v: float | None, digits: int = 2) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
 
 
 def direct(up: str, d: float) -> dict:
@@ -323,10 +327,11 @@ def table(rows: list[dict], base: dict, args) -> str:
     for r in rows:
         lite = ref.get((r["mode"], r["c"]))
         ratio = f"{r['rps'] / lite['rps']:.1f}×" if lite and r["server"] != "litellm" and lite["rps"] else "–"
-        added = f"{r['p50'] - base[r['mode']]['p50']:.2f}" if r["c"] == 1 else "–"
-        out.append(f"| {r['server']} | {r['mode']} c={r['c']} | {r['rps']:.0f} | {ratio} | {r['p50']:.2f} | "
-                   f"{r['p90']:.2f} | {r['p99']:.2f} | {r['p99'] / r['p50']:.1f} | {added} | {r['errors']} | "
-                   f"{r['cpu_us']:.0f} |")
+        p50, p99 = r["p50"], r["p99"]
+        added = num(p50 - base[r["mode"]]["p50"]) if r["c"] == 1 and p50 is not None else "–"
+        tail = num(p99 / p50, 1) if p50 and p99 else "–"
+        out.append(f"| {r['server']} | {r['mode']} c={r['c']} | {r['rps']:.0f} | {ratio} | {num(p50)} | "
+                   f"{num(r['p90'])} | {num(p99)} | {tail} | {added} | {r['errors']} | {num(r['cpu_us'], 0)} |")
     return "\n".join(out)
 
 
