@@ -245,8 +245,10 @@ def start_litellm(procs: Procs, tmp: Path, up: str, workers: int) -> tuple[subpr
     env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "NO_DOCS": "True",
            "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     env.pop("DATABASE_URL", None)
+    # uvicorn restarts a worker that does not answer its health check in 5 s, and importing
+    # LiteLLM takes longer than that on a busy machine: without the longer wait it never starts.
     p = procs.start([str(LITELLM), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port),
-                     "--num_workers", str(workers)], env=env, cwd=tmp,
+                     "--num_workers", str(workers), "--timeout_worker_healthcheck", "120"], env=env, cwd=tmp,
                     stdout=open(tmp / "litellm.log", "w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/health/liveliness", timeout=300)
@@ -347,12 +349,24 @@ def soak(url: str, key: str, proc: subprocess.Popen, n: int) -> None:
           f"({(sum(end) / sum(start) - 1) * 100:+.1f}%)")
 
 
+def pg_database(admin_url: str, create: bool, url: str = "") -> str:
+    """Create a fresh database (returns its URL), or drop the one at `url`."""
+    import psycopg
+    admin = admin_url.replace("postgresql+psycopg://", "postgresql://")
+    name = f"gw_bench_{os.getpid()}" if create else url.rsplit("/", 1)[1]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"' if create else f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return admin.rsplit("/", 1)[0] + "/" + name
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="3 s per cell, for iteration")
     ap.add_argument("--duration", type=float, default=15)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--database-url", help="the gateway's database (default: SQLite in a temp dir)")
+    ap.add_argument("--postgres", metavar="ADMIN_URL", help="make a database of its own on this server "
+                    "(e.g. postgresql://postgres@127.0.0.1:5432/test), drop it at the end")
     ap.add_argument("--redis", help="REDIS_URL for the gateway's counters")
     ap.add_argument("--only", choices=("gateway", "litellm"), help="run one server only")
     ap.add_argument("--soak", type=int, help="N requests on the limited key; RSS at start and end")
@@ -364,6 +378,8 @@ def main() -> None:
         sys.exit(f"{LITELLM} is missing: make bench-litellm")
     tmp = Path(tempfile.mkdtemp(prefix="gw-compare-"))
     procs = Procs()
+    if args.postgres:
+        args.database_url = pg_database(args.postgres, create=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))     # finally: below stops everything
     try:
         _, up = start_nginx(procs, tmp)
@@ -394,6 +410,8 @@ def main() -> None:
         (results / f"compare-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(rows, indent=2))
     finally:
         procs.stop_all()
+        if args.postgres:
+            pg_database(args.postgres, create=False, url=args.database_url)
         for log in tmp.glob("*.log"):       # for a look after a failed run
             shutil.copy(log, Path(tempfile.gettempdir()) / f"bench-{log.name}")
         shutil.rmtree(tmp, ignore_errors=True)
