@@ -78,3 +78,5 @@ def worker_exit(server, worker):
     store = getattr(app, "extensions", {}).get("quota_backend") if app else None
     if store is not None and hasattr(store, "leases"):
         store.close()
+    import gc
+    gc.unfreeze()       # let the interpreter's teardown collect as usual

@@ -79,6 +79,7 @@ def test_leased_usage_reaches_the_database_and_small_quotas_stay_exact(sqlite_ap
         tiny = _res("t1", small)
         assert store.reserve(tiny, now) is not None and tiny.store == "db"     # 10% of 1000 < 2 requests
         assert _counter(sqlite_app, "key:2").reserved_tokens == 100
+        assert _counter(sqlite_app).reserved_tokens == 100 * 100 - 150      # key:1 keeps its lease
         store.close()
         c = _counter(sqlite_app)
         assert (c.used_tokens, c.reserved_tokens, c.inflight) == (150, 0, 0)

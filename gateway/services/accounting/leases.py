@@ -180,13 +180,14 @@ class LeasedCounters:
         return self.exact.diagnose(res, now)
 
     # -- flushing and giving back -----------------------------------------------------------
-    def flush(self, now: datetime | None = None, give_back_all: bool = False) -> int:
+    def flush(self, now: datetime | None = None, give_back_all: bool = False, only=None) -> int:
         """Move settled usage from reserved to used in the database, refresh the leases' ledger
         rows, and give back the free room of idle, ended or running-low leases (all of it with
-        `give_back_all`); returns how many leases were written."""
+        `give_back_all`, of the (scope, period_start) in `only` if given); returns how many
+        leases were written."""
         now = now or utcnow()
         with self.refill_lock:          # a refill never adds to a lease being closed
-            work = self._plan(now, give_back_all)
+            work = self._plan(now, give_back_all, only)
             if not work:
                 return 0
             try:
@@ -199,14 +200,15 @@ class LeasedCounters:
                 step.lease.seen = rows.get(step.lease.lid, step.lease.seen)
         return len(work)
 
-    def _plan(self, now: datetime, give_back_all: bool) -> list[Step]:
+    def _plan(self, now: datetime, give_back_all: bool, only=None) -> list[Step]:
         t = time.monotonic()
         work = []
         with self.lock:
             for key, le in list(self.leases.items()) + [(None, le) for le in self.retired]:
-                ret = key is not None and (give_back_all or (le.seen is not None and low(le))
-                                           or t - le.touched > self.idle
-                                           or (le.limit.period_end is not None and now >= le.limit.period_end))
+                asked = give_back_all and (only is None or key in only)
+                ended = le.limit.period_end is not None and now >= le.limit.period_end
+                ret = key is not None and (asked or (le.seen is not None and low(le))
+                                           or t - le.touched > self.idle or ended)
                 rt, ru = (max(le.free_tokens, 0), max(le.free_usd, 0.0)) if ret else (0, 0.0)
                 step = Step(le, le.used_tokens, le.used_usd, le.requests, rt, ru)
                 if not (step.used_tokens or step.used_usd or step.requests or rt or ru) and key is not None \
@@ -288,7 +290,7 @@ class LeasedCounters:
             if not any((x.scope, x.period_start) in self.leases for x in limits):
                 return
         try:
-            self.flush(now, give_back_all=True)
+            self.flush(now, give_back_all=True, only={(x.scope, x.period_start) for x in limits})
         except Exception:       # noqa: BLE001 - the exact path will say what the database thinks
             log.warning("giving back quota leases failed", exc_info=True)
 
