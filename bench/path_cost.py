@@ -35,7 +35,7 @@ def app_for(tmp: Path, leases: str):
     with app.app_context():
         db.create_all()
         pricing.seed_prices()
-        catalog_admin.save_provider("up", "mock", base_url=None, api_key=None, models=["echo"])
+        catalog_admin.save_provider("up", "mock", base_url=None, api_key="sk-bench-upstream", models=["echo"])
         free = keys.create_key("free")[1]
         limited = keys.create_key("limited", token_quota=10**10, budget_usd=10**6)[1]
     return app, free, limited
