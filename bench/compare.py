@@ -342,8 +342,11 @@ def soak(url: str, key: str, proc: subprocess.Popen, n: int) -> None:
     wrk(f"{url}/v1/chat/completions", body("bench", False), key, 64, 5)     # warm
     start, done = rss_mb(workers), 0
     print(f"soak: {n} requests, workers' RSS at start {', '.join(f'{x:.1f}' for x in start)} MB", flush=True)
+    marks = []
     while done < n:
         done += wrk(f"{url}/v1/chat/completions", body("bench", False), key, 64, 10)["requests"]
+        marks.append(f"{done // 1000}k: {sum(rss_mb(workers)):.1f}")
+    print("soak: workers' RSS summed (MB) along the way: " + ", ".join(marks))
     end = rss_mb(workers)
     print(f"soak: {done} requests, workers' RSS at end {', '.join(f'{x:.1f}' for x in end)} MB "
           f"({(sum(end) / sum(start) - 1) * 100:+.1f}%)")
