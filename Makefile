@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: run test test-fast bench mock-upstream wheel clean
+.PHONY: run test test-fast bench bench-quick bench-overhead mock-upstream wheel clean
 
 $(BIN)/gateway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,19 @@ test: $(VENV)/.test-deps  ## the whole suite: SQLite, Postgres, Redis, browser
 test-fast: $(VENV)/.test-deps
 	$(BIN)/python -m pytest -m "not postgres and not browser" $(PYTEST_ARGS)
 
-bench: $(VENV)/.test-deps
+LITELLM_VENV := bench/.venv-litellm
+
+$(LITELLM_VENV)/bin/litellm:  ## LiteLLM in a venv of its own, for the side-by-side benchmark
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install -q 'litellm[proxy]==1.106.2'
+
+bench: $(VENV)/.test-deps $(LITELLM_VENV)/bin/litellm  ## the gateway against LiteLLM behind one nginx (~8 min)
+	$(BIN)/python bench/compare.py $(BENCH_ARGS)
+
+bench-quick: $(VENV)/.test-deps $(LITELLM_VENV)/bin/litellm
+	$(BIN)/python bench/compare.py --quick $(BENCH_ARGS)
+
+bench-overhead: $(VENV)/.test-deps  ## gateway against the mock upstream only, at 1, 16 and 64
 	$(BIN)/python bench/overhead.py
 
 mock-upstream: $(BIN)/gateway

@@ -70,6 +70,11 @@ class Defaults:
     QUOTA_DEFAULT_MAX_TOKENS = 4096      # worst case reserved when a request sets no max_tokens
     QUOTA_RESERVATION_TTL = 3600         # seconds before a reservation of a dead process is freed
     QUOTA_REDIS_PREFIX = "gw:q:"
+    QUOTA_LEASES = "auto"                # per-worker blocks of quota (leases.py): auto = on under gevent
+    QUOTA_LEASE_REQUESTS = 100           # a block holds room for this many requests of the asking size
+    QUOTA_LEASE_SHARE = 0.1              # and at most this share of what the counter has left
+    QUOTA_LEASE_FLUSH_SECONDS = 1.0      # settled usage reaches the database this often
+    QUOTA_LEASE_TTL = 60                 # seconds before a dead worker's lease is released
     QUOTA_REDIS_FALLBACK = "database"    # Redis down: count in the database, or "refuse" (503)
     # Console
     LOGIN_THROTTLE_REDIS_PREFIX = "gw:login:"

@@ -40,6 +40,40 @@ def _guarded(base: type[HTTPConnection], allow_private: bool) -> type[HTTPConnec
     so DNS rebinding cannot slip past a check made earlier."""
 
     class Guarded(base):
+        _hold = False
+        _held = b""
+
+        # urllib3 sends the headers, then the body: two writes, two packets with TCP_NODELAY.
+        # Keep the headers until the body (or getresponse, when there is none): one write.
+        def putrequest(self, *args, **kwargs):
+            self._held = b""        # nothing left from a request that failed half-way
+            return super().putrequest(*args, **kwargs)
+
+        def endheaders(self, message_body=None, *, encode_chunked=False):
+            self._hold = True
+            try:
+                super().endheaders(message_body, encode_chunked=encode_chunked)
+            finally:
+                self._hold = False
+
+        def send(self, data):
+            if self._hold and isinstance(data, bytes):
+                self._held += data
+                return
+            if self._held:
+                held, self._held = self._held, b""
+                if not isinstance(data, (bytes, bytearray, memoryview)):
+                    super().send(held)
+                else:
+                    data = held + bytes(data)
+            super().send(data)
+
+        def getresponse(self):
+            if self._held:
+                data, self._held = self._held, b""
+                super().send(data)
+            return super().getresponse()
+
         @property
         def is_connected(self) -> bool:
             # urllib3 asks this of every pooled connection before reuse; its check builds a

@@ -14,7 +14,6 @@ from typing import Iterator
 
 import gevent
 from gevent import monkey
-from gevent.socket import wait_read
 
 from gateway.services.routing.cancel import Cancel
 
@@ -32,18 +31,33 @@ def watch(environ: dict) -> Iterator[Cancel]:
     if sock is None or not monkey.is_module_patched("socket"):
         yield cancel
         return
-    watcher = gevent.spawn(_wait_gone, sock, cancel)
+    # A read watcher on the loop, stopped before the block ends: a greenlet parked in
+    # wait_read(fd) and killed asynchronously outlived the request, and once the fd was closed
+    # and reused, libev aborted the whole worker ("I/O watcher with invalid fd" in epoll_ctl).
+    # Also no greenlet per request.
+    done = []
+    io = gevent.get_hub().loop.io(sock.fileno(), 1)      # 1: readable
+
+    def readable():
+        io.stop()
+        if not done:
+            gevent.spawn(_check, sock, cancel, done)
+
+    io.start(readable)
     try:
         yield cancel
     finally:
-        watcher.kill(block=False)
+        done.append(True)
+        io.stop()
+        io.close()
 
 
-def _wait_gone(sock, cancel: Cancel) -> None:
+def _check(sock, cancel: Cancel, done: list) -> None:
+    if done:
+        return
     try:
-        wait_read(sock.fileno())
         gone = not sock.recv(1, socket.MSG_PEEK)
     except OSError:         # reset, or already closed
         gone = True
-    if gone:
+    if gone and not done:
         cancel.trigger()

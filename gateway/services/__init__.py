@@ -21,7 +21,7 @@ def init_app(app: Flask) -> None:
     from gateway.redis_link import RedisLink
     from gateway.services import gauges
     from gateway.services.response_store import ResponseStore
-    from gateway.services.accounting import alerts, keys, limits, pricing, retention, usage
+    from gateway.services.accounting import alerts, keys, leases, limits, pricing, retention, usage
     from gateway.services.accounting.counters import DbCounters
     from gateway.services.accounting.redis_counters import RedisCounters
     from gateway.services.accounting.settle_retry import SettleRetry
@@ -36,6 +36,8 @@ def init_app(app: Flask) -> None:
     redis = RedisLink(c["REDIS_URL"], c["REDIS_CONNECT_TIMEOUT"], c["REDIS_TIMEOUT"], c["REDIS_BREAKER_SECONDS"])
     bus = pubsub.Bus(c["REDIS_URL"], redis)
     counters = RedisCounters(app, redis) if c["REDIS_URL"] else DbCounters(app)
+    if not c["REDIS_URL"] and leases.enabled(app):     # admission without a write per request
+        counters = leases.LeasedCounters(app, counters)
     settle_retry = SettleRetry(app, counters.settle, give_up_after=float(c["QUOTA_RESERVATION_TTL"]))
     key_cache = keys.KeyCache(c["KEY_CACHE_SECONDS"], bus=bus if bus.url else None,
                               stale=c["KEY_CACHE_STALE_SECONDS"], wait=c["DB_LOCK_TIMEOUT"])
@@ -67,3 +69,5 @@ def init_app(app: Flask) -> None:
                       setting_values.clear)
     atexit.register(recorder.drain)      # also the batch the writer is in the middle of
     atexit.register(settle_retry.run_once)
+    if isinstance(counters, leases.LeasedCounters):
+        atexit.register(counters.close)     # gunicorn's worker_exit calls it first (runs once)
