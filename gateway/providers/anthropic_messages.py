@@ -12,7 +12,7 @@ import orjson
 
 from gateway.errors import InvalidRequest
 from gateway.providers.base import (Reply, StreamError, Target, UpstreamFailure, UpstreamRequest, Usage,
-                                    requested_model)
+                                    requested_model, tool_arguments)
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096       # Anthropic requires max_tokens; OpenAI clients often omit it
@@ -99,13 +99,7 @@ def _content_blocks(content) -> list[dict]:
 
 def _tool_use_block(call: dict) -> dict:
     fn = call.get("function") or {}
-    try:
-        args = orjson.loads(fn.get("arguments") or "{}")
-    except orjson.JSONDecodeError:
-        args = None
-    if not isinstance(args, dict):    # Anthropic takes tool input as an object, not a string
-        raise InvalidRequest("tool call arguments must be a JSON object", param="messages")
-    return {"type": "tool_use", "id": call.get("id"), "name": fn.get("name"), "input": args}
+    return {"type": "tool_use", "id": call.get("id"), "name": fn.get("name"), "input": tool_arguments(call)}
 
 
 def _tool_result_block(msg: dict) -> dict:

@@ -6,6 +6,10 @@ import struct
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import orjson
+
+from gateway.errors import InvalidRequest
+
 
 @dataclass(slots=True)
 class Target:
@@ -87,3 +91,15 @@ def encode_embedding(values: list[float], encoding_format: str | None):
         return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
     except struct.error as e:
         raise TypeError(f"not a vector of numbers: {e}") from None
+
+
+def tool_arguments(call: dict) -> dict:
+    """An OpenAI tool call's arguments as the object Anthropic and Bedrock take (not a string);
+    raises InvalidRequest when they are not a JSON object."""
+    try:
+        args = orjson.loads((call.get("function") or {}).get("arguments") or "{}")
+    except orjson.JSONDecodeError:
+        args = None
+    if not isinstance(args, dict):
+        raise InvalidRequest("tool call arguments must be a JSON object", param="messages")
+    return args

@@ -20,7 +20,7 @@ from botocore.credentials import Credentials
 
 from gateway.errors import InvalidRequest
 from gateway.providers.base import (Reply, StreamError, Target, UpstreamFailure, UpstreamRequest,
-                                    requested_model)
+                                    requested_model, tool_arguments)
 from gateway.providers.bedrock_stream import ChatStream, events, finish_reason, openai_usage, usage_from
 
 __all__ = ["ChatStream", "events", "finish_reason", "chat_request", "chat_response", "error_message", "error_status",
@@ -111,13 +111,7 @@ def _content_blocks(content) -> list[dict]:
 
 def _tool_use(call: dict) -> dict:
     fn = call.get("function") or {}
-    try:
-        args = orjson.loads(fn.get("arguments") or "{}")
-    except orjson.JSONDecodeError:
-        args = None
-    if not isinstance(args, dict):
-        raise InvalidRequest("tool call arguments must be a JSON object", param="messages")
-    return {"toolUse": {"toolUseId": call.get("id"), "name": fn.get("name"), "input": args}}
+    return {"toolUse": {"toolUseId": call.get("id"), "name": fn.get("name"), "input": tool_arguments(call)}}
 
 
 def _tool_result(msg: dict) -> dict:
