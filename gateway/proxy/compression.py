@@ -68,8 +68,8 @@ def compress_response(response: Response) -> Response:
             or response.mimetype != "application/json" or "Content-Encoding" in response.headers):
         return response
     response.vary.add("Accept-Encoding")
-    if not accepts_gzip(request):
-        return response
+    if "gzip" not in request.headers.get("Accept-Encoding", "") or not accepts_gzip(request):
+        return response     # the plain look first: most API clients send no Accept-Encoding
     data = response.get_data()
     if len(data) <= MIN_BYTES:
         return response
