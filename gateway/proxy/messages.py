@@ -12,14 +12,14 @@ from flask import Response, current_app, g, request
 
 from gateway.auth.security import client_ip
 from gateway.errors import ModelNotFound
-from gateway.proxy import bp, disconnect, requests
+from gateway.proxy import bp, requests
 from gateway.proxy.dialects import messages as dialect
 from gateway.proxy.dialects.messages_native import chat_view, native
 from gateway.proxy.dialects.messages_answer import from_chat, to_events
-from gateway.proxy.views import SSE_HEADERS, _admitted, _json
+from gateway.proxy.views import SSE_HEADERS, _admitted, _json, relayed
 from gateway.services.api_request import NativeBytes
 from gateway.services.accounting import keys
-from gateway.services.routing import catalog, relay
+from gateway.services.routing import catalog
 from gateway.services.routing.stream import open_stream
 
 
@@ -32,11 +32,10 @@ def messages():
         events = to_events(frames, req.model, plan.need.prompt_tokens)
         return Response(events, mimetype="text/event-stream",
                         headers={**SSE_HEADERS, **admission.rate_headers, **headers})
-    with disconnect.watch(request.environ) as cancel:
-        data, headers = relay.complete(req, plan, admission, cancel)
+    data, headers = relayed(req, plan, admission)
     if not isinstance(data, NativeBytes):
         data = orjson.dumps(from_chat(orjson.loads(data), req.model))
-    return _json(data, headers={**admission.rate_headers, **headers})
+    return _json(data, headers=headers)
 
 
 def _to_chat(body: dict) -> dict:
