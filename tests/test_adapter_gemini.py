@@ -26,7 +26,7 @@ import orjson
 import pytest
 
 from gateway.errors import InvalidRequest
-from gateway.providers import gemini
+from gateway.providers import gemini, gemini_schema
 from gateway.providers.base import StreamError, Target
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gemini"
@@ -216,7 +216,7 @@ def test_tools_become_declarations_with_clean_schemas():
 def test_recursive_schema_is_cut():
     node = {"$ref": "#/$defs/Node", "$defs": {"Node": {"type": "object", "properties": {
         "children": {"type": "array", "items": {"$ref": "#/$defs/Node"}}}}}}
-    cleaned = gemini.clean_schema(node)
+    cleaned = gemini_schema.clean_schema(node)
     assert cleaned["properties"]["children"]["items"] == {"type": "object"}
 
 
