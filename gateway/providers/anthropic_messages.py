@@ -12,7 +12,7 @@ import orjson
 
 from gateway.errors import InvalidRequest
 from gateway.providers.base import (Reply, StreamError, Target, UpstreamFailure, UpstreamRequest, Usage,
-                                    requested_model, tool_arguments)
+                                    requested_model, tool_arguments, tool_call)
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096       # Anthropic requires max_tokens; OpenAI clients often omit it
@@ -238,9 +238,7 @@ def chat_request(target: Target, body: dict, stream: bool) -> UpstreamRequest:
 
 
 def _tool_call(block: dict) -> dict:
-    return {"id": block.get("id"), "type": "function",
-            "function": {"name": block.get("name"),
-                         "arguments": orjson.dumps(block.get("input") or {}).decode()}}
+    return tool_call(block.get("id"), block.get("name"), block.get("input"))
 
 
 def chat_response(data: bytes, target: Target, body: dict | None = None) -> Reply:

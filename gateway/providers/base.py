@@ -103,3 +103,9 @@ def tool_arguments(call: dict) -> dict:
     if not isinstance(args, dict):
         raise InvalidRequest("tool call arguments must be a JSON object", param="messages")
     return args
+
+
+def tool_call(call_id, name, args: dict | None) -> dict:
+    """An OpenAI tool call from a vendor's (id, name, input object): arguments as a JSON string."""
+    return {"id": call_id, "type": "function",
+            "function": {"name": name, "arguments": orjson.dumps(args or {}).decode()}}

@@ -20,7 +20,7 @@ from botocore.credentials import Credentials
 
 from gateway.errors import InvalidRequest
 from gateway.providers.base import (Reply, StreamError, Target, UpstreamFailure, UpstreamRequest,
-                                    requested_model, tool_arguments)
+                                    requested_model, tool_arguments, tool_call)
 from gateway.providers.bedrock_stream import ChatStream, events, finish_reason, openai_usage, usage_from
 
 __all__ = ["ChatStream", "events", "finish_reason", "chat_request", "chat_response", "error_message", "error_status",
@@ -223,9 +223,7 @@ def chat_request(target: Target, body: dict, stream: bool) -> UpstreamRequest:
 
 
 def _tool_call(use: dict) -> dict:
-    return {"id": use.get("toolUseId"), "type": "function",
-            "function": {"name": use.get("name"),
-                         "arguments": orjson.dumps(use.get("input") or {}).decode()}}
+    return tool_call(use.get("toolUseId"), use.get("name"), use.get("input"))
 
 
 def chat_response(data: bytes, target: Target, body: dict | None = None) -> Reply:

@@ -13,7 +13,7 @@ import orjson
 
 from gateway.errors import InvalidRequest
 from gateway.providers.base import (Reply, StreamError, Target, UpstreamFailure, UpstreamRequest, Usage,
-                                    encode_embedding, requested_model)
+                                    encode_embedding, requested_model, tool_call)
 from gateway.providers import gemini_request
 
 FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length",
@@ -77,9 +77,7 @@ def finish_reason(reason: str | None, has_tool_calls: bool) -> str:
 
 def _tool_call(part: dict) -> dict:
     fn = part["functionCall"]
-    call = {"id": fn.get("id") or f"call_{secrets.token_hex(12)}", "type": "function",
-            "function": {"name": fn.get("name"),
-                         "arguments": orjson.dumps(fn.get("args") or {}).decode()}}
+    call = tool_call(fn.get("id") or f"call_{secrets.token_hex(12)}", fn.get("name"), fn.get("args"))
     if part.get("thoughtSignature"):    # Google's own OpenAI-compatible field for it
         call["extra_content"] = {"google": {"thought_signature": part["thoughtSignature"]}}
     return call
