@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,32 +23,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LUA = """
-wrk.method = "POST"
-wrk.body = [[%s]]
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer %s"
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    import urllib.request
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except Exception as e:      # noqa: BLE001
-            if getattr(e, "code", None):
-                return
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
+# One load script, port finder and readiness wait for both benchmarks.
+from compare import LUA, free_port, wait_http  # noqa: E402
 
 
 def run_wrk(url: str, body: str, key: str, conns: int, duration: int) -> dict:
