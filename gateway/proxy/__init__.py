@@ -23,18 +23,6 @@ def assign_request_id():
     g.request_id = given if _REQUEST_ID.match(given) else usage.new_request_id()
 
 
-@bp.after_app_request
-def add_request_id(response: Response) -> Response:
-    if request.path.startswith("/v1/"):
-        response.headers["x-request-id"] = g.get("request_id") or usage.new_request_id()
-        if "x-gateway-overhead-ms" not in response.headers:
-            # Answered without an upstream (errors, /models, replays): all of it was ours.
-            started = g.get("started")
-            ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0
-            response.headers["x-gateway-overhead-ms"] = f"{ms:.2f}"
-    return response
-
-
 @bp.before_app_request
 def answer_preflight():
     """Preflights reach no view: answered before routing (any /v1 path) and before auth."""
@@ -43,7 +31,15 @@ def answer_preflight():
 
 @bp.after_app_request
 def finish_response(response: Response) -> Response:
-    """CORS headers, then gzip: both only on /v1."""
+    """Every /v1 answer: its request id and the gateway's overhead, then CORS, then gzip."""
+    if not request.path.startswith("/v1/"):
+        return response
+    response.headers["x-request-id"] = g.get("request_id") or usage.new_request_id()
+    if "x-gateway-overhead-ms" not in response.headers:
+        # Answered without an upstream (errors, /models, replays): all of it was ours.
+        started = g.get("started")
+        ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0
+        response.headers["x-gateway-overhead-ms"] = f"{ms:.2f}"
     return compression.compress_response(cors.add_headers(response))
 
 
