@@ -52,8 +52,8 @@ def idempotency_check():
     app = current_app._get_current_object()
     try:
         limit = int(app.config["MAX_REQUEST_BYTES"])
-        if request.mimetype == "multipart/form-data":     # an audio upload: the route reads it the same way
-            limit = max(limit, int(app.config["AUDIO_MAX_REQUEST_BYTES"]))
+        if request.mimetype == "multipart/form-data":     # an audio upload: read as its route reads it
+            limit = requests.upload_limit(limit)
         raw = requests.body_bytes(request, limit)
     except GatewayError:
         return None         # the route refuses it and records that

@@ -15,18 +15,13 @@ from gateway.services.api_request import ApiRequest, FilePart
 from gateway.services.routing import media
 
 
-def upload_limit(limit: int) -> int:
-    """The body cap of an audio upload: AUDIO_MAX_REQUEST_BYTES, or the JSON cap if larger."""
-    return max(limit, int(current_app.config["AUDIO_MAX_REQUEST_BYTES"]))
-
-
 def read_form(request: Request, request_id: str, endpoint: str, started: float, limit: int) -> ApiRequest:
     """A multipart/form-data body (an audio upload) within AUDIO_MAX_REQUEST_BYTES: its fields,
     and the file as a FilePart under `file`. Nothing validated yet."""
     if request.mimetype != "multipart/form-data":
         raise UnsupportedMediaType("This endpoint takes multipart/form-data with the audio in 'file', "
                                    f"not {(request.mimetype or 'no Content-Type')[:100]}.")
-    raw = requests.body_bytes(request, upload_limit(limit))
+    raw = requests.body_bytes(request, requests.upload_limit(limit))
     _, form, files = FormDataParser().parse(io.BytesIO(raw), request.mimetype, len(raw),
                                             request.mimetype_params)
     body: dict = {}

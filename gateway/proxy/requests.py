@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import orjson
-from flask import Request
+from flask import Request, current_app
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
@@ -40,6 +40,11 @@ def read(request: Request, request_id: str, endpoint: str, started: float, limit
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     return ApiRequest(request_id, endpoint, body, _tags(request, body), started=started)
+
+
+def upload_limit(limit: int) -> int:
+    """The body cap of an audio upload: AUDIO_MAX_REQUEST_BYTES, or the JSON cap if larger."""
+    return max(limit, int(current_app.config["AUDIO_MAX_REQUEST_BYTES"]))
 
 
 def body_bytes(request: Request, limit: int) -> bytes:
