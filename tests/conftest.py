@@ -12,6 +12,7 @@ import requests
 
 from gateway.extensions import db
 from gateway.services.accounting.usage import recorder
+from tests.browser import browser_page, console_server  # noqa: F401 (the browser tests' fixtures)
 from tests.helpers import ROOT, LiveServer, make_app, postgres_database
 
 # Gateways the tests start as subprocesses keep their secrets and usage spool here, never in

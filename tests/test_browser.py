@@ -3,9 +3,7 @@
 Screenshots of the main pages go to artifacts/screenshots/ (git-ignored)."""
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -14,61 +12,15 @@ try:
 except ImportError:     # the browser tests skip without Playwright
     expect = None
 
-from tests.helpers import LiveServer, add_provider, make_app
 from console_client import PASSWORD, make_user
+
 from gateway.extensions import db
 from gateway.models import UsageRecord
 from gateway.services.accounting.usage import recorder
+from tests.browser import BROWSER, EVIL, shot
+from tests.helpers import add_provider
 
-CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
-EVIL = "<script>alert(1)</script>"
-
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install chromium)")]
-
-
-@pytest.fixture
-def console_server(tmp_path):
-    app = make_app(f"sqlite:///{tmp_path}/browser.db", instance_path=str(tmp_path / "instance"))
-    make_user(app, "admin@example.com", "admin")
-    server = LiveServer(app)
-    yield server
-    server.stop()
-    with app.app_context():
-        recorder(app).drain()
-        db.engine.dispose()
-
-
-@pytest.fixture
-def browser_page(console_server):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        context = browser.new_context(base_url=console_server.url, accept_downloads=True,
-                                      viewport={"width": 1360, "height": 900})
-        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=console_server.url)
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        page.js_errors = []
-        page.dialogs = []
-        page.on("console", lambda m: m.type == "error" and page.js_errors.append(f"console: {m.text}"))
-        page.on("pageerror", lambda e: page.js_errors.append(f"pageerror: {e}"))
-
-        def on_dialog(d):
-            page.dialogs.append((d.type, d.message))
-            d.accept()
-        page.on("dialog", on_dialog)
-        yield page
-        context.close()
-        browser.close()
-
-
-def shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+pytestmark = BROWSER
 
 
 def test_console_flow_in_a_real_browser(browser_page, console_server, mock, tmp_path):
