@@ -1,0 +1,23 @@
+"""Money as people write it, for pages, messages and the CLI: $1,234.50, $0.02, $0.000075;
+never 7.5e-05."""
+from __future__ import annotations
+
+
+def money(usd: float | None, none: str = "—") -> str:
+    """Dollars with cents; amounts under a cent keep their first two significant digits."""
+    if usd is None:
+        return none
+    sign, usd = ("-" if usd < 0 else ""), abs(usd)
+    if usd >= 0.01 or usd == 0:
+        return f"{sign}${usd:,.2f}"
+    return sign + "$" + _significant(usd)
+
+
+def _significant(usd: float) -> str:
+    """0.0000754 -> 0.000075; 0.00301 -> 0.003: two significant digits, trailing zeros dropped."""
+    text = f"{usd:.2g}"
+    if "e" in text:
+        mantissa, exp = text.split("e")
+        places = -int(exp) + max(len(mantissa.replace(".", "")) - 1, 0)
+        text = f"{usd:.{places}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text

@@ -1,0 +1,12 @@
+"""Money is written as people write it, never in scientific notation."""
+import pytest
+
+from gateway.formatting import money
+
+
+@pytest.mark.parametrize("usd, text", [
+    (None, "—"), (0, "$0.00"), (1234.5, "$1,234.50"), (0.02, "$0.02"), (7.5e-05, "$0.000075"),
+    (2e-05, "$0.00002"), (0.00301, "$0.003"), (0.0099, "$0.0099"), (-0.5, "-$0.50"), (1e-9, "$0.000000001"),
+])
+def test_money(usd, text):
+    assert money(usd) == text
