@@ -2,6 +2,8 @@
 never 7.5e-05."""
 from __future__ import annotations
 
+from decimal import Decimal
+
 
 def money(usd: float | None, none: str = "—") -> str:
     """Dollars with cents; amounts under a cent keep their first two significant digits."""
@@ -21,3 +23,12 @@ def _significant(usd: float) -> str:
         places = -int(exp) + max(len(mantissa.replace(".", "")) - 1, 0)
         text = f"{usd:.{places}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def plain(value) -> str:
+    """A number as a form field or a CSV cell holds it, exactly: 0.000075, never 7.5e-05; "" for None."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return format(Decimal(repr(value)), "f")
+    return str(value)
