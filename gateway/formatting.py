@@ -32,3 +32,14 @@ def plain(value) -> str:
     if isinstance(value, float):
         return format(Decimal(repr(value)), "f")
     return str(value)
+
+
+def price(usd: float | None, none: str = "—") -> str:
+    """A unit price (per 1M tokens, per image): like money, but the digits past the cents stay,
+    up to six places: $0.075, $2.50, $0.015, $0.000075."""
+    if usd is None:
+        return none
+    if usd == 0 or abs(usd) >= 0.01:
+        text = f"{abs(usd):,.6f}".rstrip("0")
+        return ("-" if usd < 0 else "") + "$" + (text if len(text.split(".")[1]) >= 2 else f"{abs(usd):,.2f}")
+    return money(usd)

@@ -10,7 +10,7 @@ from gateway.console import bp
 from gateway.console.scope import base_url, done, log_action
 from gateway.errors import InvalidRequest
 from gateway.extensions import db
-from gateway.formatting import plain
+from gateway.formatting import plain, price
 from gateway.htmx import render
 from gateway.models import Deployment, Provider
 from gateway.providers import registry
@@ -28,6 +28,7 @@ def _float(value: str | None) -> float | None:
 
 
 bp.add_app_template_filter(market.per_million, "per_million")
+bp.add_app_template_filter(price, "price")      # a unit price: $0.015 / 1K characters
 bp.add_app_template_filter(plain, "plain")      # a number in a form field: 0.000075, never 7.5e-05
 
 

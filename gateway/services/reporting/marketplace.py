@@ -11,12 +11,12 @@ from sqlalchemy.orm import selectinload
 
 from gateway.errors import GatewayError
 from gateway.extensions import db
-from gateway.formatting import money
+from gateway.formatting import price
 from gateway.models import Deployment, ModelPrice, Provider
 from gateway.providers import model_catalogue
 from gateway.services.accounting import pricing
 from gateway.services.routing import policies
-from gateway.services.routing.catalog import catalog, model_names
+from gateway.services.routing.catalog import catalog
 from gateway.services.routing.health import deployment_status
 
 # A card's status badge: deployment_status' states, summed over a model's deployments.
@@ -98,8 +98,10 @@ def model_entries(include_disabled: bool = False) -> dict[str, ModelEntry]:
     for name in sorted(routes):
         e = out[name] = ModelEntry(name)
         for r in routes[name]:
-            tokens = r.mode in TOKEN_MODES      # priced per token (the deployment's own, else the table's)
-            _add(e, r.mode, r.provider, r.capabilities, r.context_window, r.price() if tokens else None,
+            tokens = r.mode in TOKEN_MODES
+            # the snapshot's price: what billing charges (the deployment's own, else the table's), read once
+            price = (r.input_per_1k or 0.0, r.output_per_1k or 0.0) if r.own_price or r.input_per_1k is not None else None
+            _add(e, r.mode, r.provider, r.capabilities, r.context_window, price if tokens else None,
                  None if tokens else r.unit_price_of(), Offer(r.deployment_id, r.provider, r.target.model, r.region))
             health = deployment_status(r.deployment_id)
             e.states.append(health["state"])
@@ -156,7 +158,7 @@ def _add_disabled(out: dict[str, ModelEntry]) -> None:
 
 def per_million(per_1k: float | None) -> str:
     """A per-1K-token price as money per 1M tokens: $0.15, $2.50, $0.075; an em dash for none."""
-    return money(None if per_1k is None else per_1k * 1000)
+    return price(None if per_1k is None else per_1k * 1000)
 
 
 def chat_choices() -> tuple[list[str], list[str]]:
@@ -169,7 +171,7 @@ def chat_choices() -> tuple[list[str], list[str]]:
             return bool(policies.pool(name, snap, "chat")[0])
         except GatewayError:        # an alias of a policy that no longer exists
             return False
-    return ([m for m in model_names() if chats(m)],
+    return (sorted(m for m in {*snap.routes, *snap.aliases} if chats(m)),
             sorted(p for p in snap.policies if chats(policies.POLICY_PREFIX + p)))
 
 
