@@ -3,7 +3,7 @@ providers table. Models come from the routing snapshot, so the page shows what i
 the prices billing uses."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from flask import current_app
 from sqlalchemy import func, not_, select
@@ -35,6 +35,8 @@ class Offer:
     upstream_model: str
     region: str
     enabled: bool = True
+    price: tuple | None = None          # what billing charges: (USD per 1K input, per 1K output)
+    unit_price: tuple | None = None     # media: (USD, price_unit)
 
 
 @dataclass
@@ -131,7 +133,7 @@ def _add(e: ModelEntry, mode: str, provider: str, capabilities, context_window: 
         e.unit_price, e.price_unit = unit_price
     if context_window:
         e.context_window = max(e.context_window or 0, context_window)
-    e.deployments.append(offer)
+    e.deployments.append(replace(offer, price=price and tuple(price[:2]), unit_price=unit_price))
 
 
 def _add_disabled(out: dict[str, ModelEntry]) -> None:
