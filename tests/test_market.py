@@ -22,9 +22,9 @@ from gateway.services.routing.health import health
 from tests.helpers import add_provider, make_app, make_key
 
 TINY = 7.5e-05          # USD per 1K tokens: what used to render as 7.5e-05
-NO_EXPONENT = re.compile(r"\d(?:\.\d+)?e-\d", re.I)
+NO_EXPONENT = re.compile(r"\d(?:\.\d+)?e-\d", re.IGNORECASE)
 # The charts' figures travel as JSON for plotly.js to draw (numbers, never shown as written).
-CHART_DATA = re.compile(r'<script type="application/json" id="chart-[^"]*">.*?</script>', re.S)
+CHART_DATA = re.compile(r'<script type="application/json" id="chart-[^"]*">.*?</script>', re.DOTALL)
 
 
 def _served(app, model: str):
@@ -56,7 +56,7 @@ def _shop(app):
 
 
 def _card(html: str, model: str) -> str:
-    m = re.search(rf'<a class="card model-card"[^>]*data-model="{re.escape(model)}">(.*?)</a>', html, re.S)
+    m = re.search(rf'<a class="card model-card"[^>]*data-model="{re.escape(model)}">(.*?)</a>', html, re.DOTALL)
     assert m, f"no card for {model}"
     return m.group(1)
 
@@ -127,7 +127,7 @@ def test_the_marketplace_runs_the_same_queries_for_five_models_or_a_hundred(tmp_
         seen = []
         with app.app_context():
             engine = db.engine
-        listener = lambda *a: seen.append(a[2])     # noqa: E731
+        listener = lambda *a: seen.append(a[2])
         event.listen(engine, "before_cursor_execute", listener)
         try:
             r = c.get("/models", headers={"HX-Request": "true"})

@@ -45,7 +45,7 @@ def marketplace():
                           capability=a.get("capability", ""), max_price=_float(a.get("max_price")),
                           min_context=_float(a.get("min_context")), sort=a.get("sort", "name"))
     providers = sorted({p for e in entries.values() for p in e.providers})
-    capabilities = sorted({c for e in entries.values() for c in e.capabilities})
+    capabilities = sorted({c for e in entries.values() for c in e.badges})
     return render("console/marketplace.html", "console/_model_cards.html", models=shown,
                   providers=providers, capabilities=capabilities, args=a, total=len(entries))
 

@@ -196,7 +196,7 @@ def search(entries: dict[str, ModelEntry], *, q: str = "", provider: str = "", c
     shown = [e for e in entries.values()
              if (not q or q in e.name.lower())
              and (not provider or provider in e.providers)
-             and (not capability or capability in e.capabilities)
+             and (not capability or capability in e.capabilities or capability in e.modes)
              and (max_price is None or (e.input_per_1k is not None and e.input_per_1k <= max_price))
              and (min_context is None or (e.context_window or 0) >= min_context)]
     if sort == "price":
