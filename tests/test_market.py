@@ -318,7 +318,7 @@ def test_money_axis_keeps_two_significant_digits():
     assert charts.money_hover([TINY, 1234.5])["customdata"] == ["$0.000075", "$1,234.50"]
 
 
-def test_team_budgets_show_as_money_to_the_key_form(sqlite_app):
+def test_a_members_key_form_states_the_admin_budget_as_money(sqlite_app):
     """A member's key form states the admin's ceiling as money, not 2e-05."""
     app = sqlite_app
     with app.app_context():

@@ -5,9 +5,9 @@ import os
 
 import click
 
+from gateway import formatting
 from gateway.cli import audited, command, confirm, echo_row, given, list_command, options, split_csv, yes_option
 from gateway.extensions import db
-from gateway import formatting
 from gateway.models import Alias, Deployment, Policy, Provider
 from gateway.providers import registry
 from gateway.services.accounting import keys, pricing, redaction

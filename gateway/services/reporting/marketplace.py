@@ -9,9 +9,9 @@ from flask import current_app
 from sqlalchemy import func, not_, select
 from sqlalchemy.orm import selectinload
 
+from gateway import formatting
 from gateway.errors import GatewayError
 from gateway.extensions import db
-from gateway.formatting import price
 from gateway.models import Deployment, ModelPrice, Provider
 from gateway.providers import model_catalogue
 from gateway.services.accounting import pricing
@@ -160,7 +160,7 @@ def _add_disabled(out: dict[str, ModelEntry]) -> None:
 
 def per_million(per_1k: float | None) -> str:
     """A per-1K-token price as money per 1M tokens: $0.15, $2.50, $0.075; an em dash for none."""
-    return price(None if per_1k is None else per_1k * 1000)
+    return formatting.price(None if per_1k is None else per_1k * 1000)
 
 
 def chat_choices() -> tuple[list[str], list[str]]:
