@@ -2,6 +2,8 @@
 never 7.5e-05."""
 from __future__ import annotations
 
+from decimal import Decimal
+
 
 def money(usd: float | None, none: str = "—") -> str:
     """Dollars with cents; amounts under a cent keep their first two significant digits."""
@@ -21,3 +23,23 @@ def _significant(usd: float) -> str:
         places = -int(exp) + max(len(mantissa.replace(".", "")) - 1, 0)
         text = f"{usd:.{places}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def plain(value) -> str:
+    """A number as a form field or a CSV cell holds it, exactly: 0.000075, never 7.5e-05; "" for None."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return format(Decimal(repr(value)), "f")
+    return str(value)
+
+
+def price(usd: float | None, none: str = "—") -> str:
+    """A unit price (per 1M tokens, per image): like money, but the digits past the cents stay,
+    up to six places: $0.075, $2.50, $0.015, $0.000075."""
+    if usd is None:
+        return none
+    if usd == 0 or abs(usd) >= 0.01:
+        text = f"{abs(usd):,.6f}".rstrip("0")
+        return ("-" if usd < 0 else "") + "$" + (text if len(text.split(".")[1]) >= 2 else f"{abs(usd):,.2f}")
+    return money(usd)

@@ -5,6 +5,7 @@ import os
 
 import click
 
+from gateway import formatting
 from gateway.cli import audited, command, confirm, echo_row, given, list_command, options, split_csv, yes_option
 from gateway.extensions import db
 from gateway.models import Alias, Deployment, Policy, Provider
@@ -140,9 +141,9 @@ def deployments_update(deployment_id, upstream, **o):
 @list_command(deployments_cli, Deployment, Deployment.model, Deployment.id,
               help="Every deployment with its routing facts and live health (this process's view).")
 def _deployment_row(d) -> tuple:
-    price = f"{d.input_per_1k}/{d.output_per_1k}" if d.input_per_1k is not None else "table"
+    price = f"{formatting.price(d.input_per_1k)}/{formatting.price(d.output_per_1k)} per 1K" if d.input_per_1k is not None else "table"
     if d.unit_price is not None:
-        price = f"{d.unit_price}/{d.price_unit}"
+        price = f"{formatting.price(d.unit_price)}/{d.price_unit}"
     return (d.id, d.model, d.mode, f"{d.provider.name}/{d.upstream_model}", d.region or d.provider.region or "-",
             f"w={d.weight}", f"price={price}", f"ctx={d.context_window or '-'}",
             f"caps={','.join(d.capabilities or []) or '-'}", f"rpm={d.rpm_limit or '-'}",

@@ -8,6 +8,7 @@ from flask import current_app
 
 from gateway.cli import (PERIODS, audited, command, confirm, echo_row, given, list_command, options, split_csv,
                          yes_option)
+from gateway.formatting import money
 from gateway.models import ApiKey
 from gateway.services.accounting import keys, quota, redaction, teams
 from gateway.services.admin import users
@@ -86,7 +87,7 @@ def _key_row(k) -> tuple:
     if i.token_quota is not None:
         limits.append(f"quota={i.token_quota}/{i.quota_period}")
     if i.budget_usd is not None:
-        limits.append(f"budget=${i.budget_usd:g}/{i.quota_period}")
+        limits.append(f"budget={money(i.budget_usd)}/{i.quota_period}")
     for name in ("rpm", "tpm", "max_parallel"):
         if getattr(i, name) is not None:
             limits.append(f"{name}={getattr(i, name)}")

@@ -10,6 +10,7 @@ import click
 from gateway.auth import throttle
 from gateway.cli import (PERIODS, audited, command, confirm, echo_row, given, list_command, split_csv,
                          yes_option)
+from gateway.formatting import money
 from gateway.models import ROLES, Team
 from gateway.services.accounting import keys, teams
 from gateway.services.admin import users
@@ -94,7 +95,7 @@ def users_delete(email, their_keys, yes):
 
 @list_command(teams_cli, Team, Team.name)
 def _team_row(t) -> tuple:
-    budget = f"${t.budget_usd:g}/{t.budget_period} ({t.timezone})" if t.budget_usd is not None else "no budget"
+    budget = f"{money(t.budget_usd)}/{t.budget_period} ({t.timezone})" if t.budget_usd is not None else "no budget"
     alerts = ",".join(f"{x}%" for x in (t.alert_thresholds or [])) or "none"
     plan = teams.team_plan(t.id)
     return (t.id, t.name, budget, f"alerts {alerts}", f"webhook {'set' if t.webhook_url else 'none'}",
@@ -155,7 +156,7 @@ def teams_tag_budget(tag, budget, period, timezone, alerts, webhook_url, webhook
     b = teams.save_tag_budget(name, value, budget, webhook_url=webhook_url, webhook_secret=webhook_secret, **fields)
     audited("tag_budget.save", f"{b.tag}={b.value}", budget_usd=budget, **fields,
             **_webhook(webhook_url, webhook_secret))
-    click.echo(f"budget ${b.budget_usd:g}/{b.budget_period} on {b.tag}={b.value}")
+    click.echo(f"budget {money(b.budget_usd)}/{b.budget_period} on {b.tag}={b.value}")
 
 
 def _webhook(url: str | None, secret: str | None) -> dict:

@@ -10,6 +10,7 @@ from gateway.console import bp
 from gateway.console.scope import base_url, done, log_action
 from gateway.errors import InvalidRequest
 from gateway.extensions import db
+from gateway.formatting import plain, price
 from gateway.htmx import render
 from gateway.models import Deployment, Provider
 from gateway.providers import registry
@@ -27,18 +28,24 @@ def _float(value: str | None) -> float | None:
 
 
 bp.add_app_template_filter(market.per_million, "per_million")
+bp.add_app_template_filter(price, "price")      # a unit price: $0.015 / 1K characters
+bp.add_app_template_filter(plain, "plain")      # a number in a form field: 0.000075, never 7.5e-05
+
+
+def _admin() -> bool:
+    return current_user.role == "admin"
 
 
 @bp.get("/models")
 @require_role(*READ)
 def marketplace():
-    entries = market.model_entries()
+    entries = market.model_entries(include_disabled=_admin())      # admins also see what they switched off
     a = request.args
     shown = market.search(entries, q=a.get("q", "").strip(), provider=a.get("provider", ""),
                           capability=a.get("capability", ""), max_price=_float(a.get("max_price")),
                           min_context=_float(a.get("min_context")), sort=a.get("sort", "name"))
     providers = sorted({p for e in entries.values() for p in e.providers})
-    capabilities = sorted({c for e in entries.values() for c in e.capabilities})
+    capabilities = sorted({c for e in entries.values() for c in e.badges})
     return render("console/marketplace.html", "console/_model_cards.html", models=shown,
                   providers=providers, capabilities=capabilities, args=a, total=len(entries))
 
@@ -46,13 +53,14 @@ def marketplace():
 @bp.get("/models/<path:name>")
 @require_role(*READ)
 def model_detail(name: str):
-    entry = market.model_entries().get(name)
+    entry = market.model_entries(include_disabled=_admin()).get(name)
     if entry is None:
         abort(404)
     upstream = {d.upstream_model for d in entry.deployments} | {name}
     prices = market.prices(upstream)
     listed = market.listed_prices(sorted(m for m in upstream if m not in prices))
-    health = {d.id: deployment_status(d.id) for d in entry.deployments}
+    health = {d.id: deployment_status(d.id) if d.enabled else {"state": "disabled", "p95_ms": None, "error_rate": None}
+              for d in entry.deployments}
     return render_template("console/model_detail.html", model=entry, prices=prices, listed=listed,
                            health=health, base_url=base_url(), errors={})
 

@@ -12,6 +12,7 @@ from gateway.console.scope import done, log_action, owner
 from gateway.htmx import navigate, render
 from gateway.models import ApiKey, utcnow
 from gateway.errors import InvalidRequest
+from gateway.formatting import plain
 from gateway.services.accounting import key_ceiling, key_scope, keys, redaction, teams
 from gateway.services.admin import catalog_admin, users
 from gateway.services.reporting import charts, filters
@@ -168,7 +169,7 @@ def key_edit(key_id: int):
             "quota_period": key.quota_period, "team_id": str(key.team_id or ""), "user_id": str(key.user_id or "")}
     for name in LIMIT_FIELDS:
         v = getattr(key, name)
-        form[name] = "" if v is None else str(v)
+        form[name] = plain(v)      # 0.00002, never 2e-05
     return render_template("console/key_form.html", key=key, form=form, errors={}, **_choices(_ceiling(key)))
 
 

@@ -10,10 +10,9 @@ from gateway.console import bp
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.services.accounting.quota import Admission
 from gateway.services.api_request import ApiRequest
-from gateway.services.routing import catalog
+from gateway.services.reporting import marketplace
 from gateway.services.routing.plan import plan as plan_for
 from gateway.services.routing.stream import open_stream
-from gateway.services.admin import catalog_admin
 from gateway.services.accounting.keys import KeyInfo
 from gateway.services.accounting.usage import new_request_id, record_failure
 
@@ -23,8 +22,8 @@ MAX_PROMPT_CHARS = 100_000
 @bp.get("/playground")
 @require_role(*WRITE)
 def playground():
-    return render_template("console/playground.html", model_names=catalog.model_names("chat"),
-                           policies=catalog_admin.policy_names(enabled_only=True),
+    models, policies = marketplace.chat_choices()      # only what can chat: no embedding or media models
+    return render_template("console/playground.html", model_names=models, policies=policies,
                            selected=request.args.get("model", ""))
 
 

@@ -15,12 +15,13 @@ import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from gateway.formatting import money
 from gateway.models import ApiKey, Plan
 
 NUMBERS = ("token_quota", "budget_usd", "rpm", "tpm", "max_parallel")
 FIELDS = ("models", "expires_at", "ip_allow", "quota_period", "enabled", *NUMBERS)
 _PLAN_FIELDS = ("models", "quota_period", *NUMBERS)
-_LABELS = {"token_quota": "{:,} tokens", "budget_usd": "${:,.2f}", "rpm": "{:,} requests a minute",
+_LABELS = {"token_quota": "{:,} tokens", "rpm": "{:,} requests a minute",
            "tpm": "{:,} tokens a minute", "max_parallel": "{:,} parallel requests"}
 
 
@@ -57,6 +58,8 @@ class Ceiling:
         value = self.bound(name)
         if value is None:
             return ""
+        if name == "budget_usd":
+            return money(value)
         if name in _LABELS:
             return _LABELS[name].format(value)
         return ", ".join(value) if isinstance(value, list) else str(value)

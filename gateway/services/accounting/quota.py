@@ -23,6 +23,7 @@ from flask import Flask, current_app, has_app_context
 
 from gateway.database import UNAVAILABLE, DatabaseBusy
 from gateway.errors import QuotaExceeded, RateLimited, ServiceUnavailable
+from gateway.formatting import money
 from gateway.models import utcnow
 from gateway.services.accounting import allowance
 from gateway.services.accounting.limits import Counter, Limit, Reservation, limits_for, tag_budgets
@@ -135,9 +136,9 @@ def refusal(failed: Limit | None, res: Reservation, now: datetime, at_least: boo
                           f"This request needs up to {res.tokens} tokens.")
     else:
         what = failed.label or "quota"
-        needs = f"{res.tokens} tokens" + (f" (${res.usd:.4f})" if failed.usd is not None else "")
+        needs = f"{res.tokens} tokens" + (f" ({money(res.usd)})" if failed.usd is not None else "")
         if not res.tokens:      # a media request: priced per unit
-            needs = f"${res.usd:.4f}"
+            needs = money(res.usd)
         err = QuotaExceeded(f"You exceeded the {what} of this key: it allows {_limits_text(failed)}; "
                             f"this request needs {'at least' if at_least else 'up to'} {needs}.")
     err.headers = headers
@@ -151,7 +152,7 @@ def _limits_text(limit: Limit) -> str:
     if limit.tokens is not None:
         parts.append(f"{limit.tokens} tokens" + (" per minute" if limit.rate else ""))
     if limit.usd is not None:
-        parts.append(f"${limit.usd:g}")
+        parts.append(money(limit.usd))
     return " and ".join(parts) or "nothing"
 
 

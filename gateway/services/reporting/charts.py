@@ -12,11 +12,13 @@ aggregate, so it takes the nearest-rank value per bucket from a window-function 
 """
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 from sqlalchemy import case, func, or_, select
 
 from gateway.extensions import db
+from gateway.formatting import money
 from gateway.models import ApiKey, Team, UsageHourly, UsageRecord, User
 from gateway.services.accounting import rollup
 from gateway.services.admin import settings
@@ -307,16 +309,17 @@ def figures(f: UsageFilter, budget: float | None = None) -> dict[str, dict]:
     for t in times:
         total += per_bucket.get(t, 0.0)
         running.append(round(total, 6))
-    cost_layout: dict = {"title": {"text": "Cost (USD, cumulative)"}}
+    cost_layout: dict = {"title": {"text": "Cost (USD, cumulative)"},
+                         "yaxis": {"rangemode": "tozero", **money_axis(max([total, budget or 0.0]))}}
     if budget:
         cost_layout["shapes"] = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": budget, "y1": budget,
                                   "line": {"dash": "dash", "color": "#b00020"}}]
         cost_layout["annotations"] = [{"xref": "paper", "x": 0, "y": budget, "yanchor": "bottom", "xanchor": "left",
-                                       "showarrow": False, "text": f"budget ${budget:,.2f}",
+                                       "showarrow": False, "text": f"budget {money(budget)}",
                                        "font": {"color": "#b00020"}}]
-        cost_layout["yaxis"] = {"range": [0, max(budget, total) * 1.1]}
+        cost_layout["yaxis"]["range"] = [0, max(budget, total) * 1.1]
     figs["cost"] = {"data": [{"type": "scatter", "mode": "lines", "fill": "tozeroy", "name": "cumulative cost",
-                              "x": xs, "y": running}], "layout": cost_layout}
+                              "x": xs, "y": running, **money_hover(running)}], "layout": cost_layout}
     lat = latency_percentiles(f)
     lx = [x[0].isoformat() for x in lat]
     figs["latency"] = {"data": [{"type": "scatter", "mode": "lines+markers", "name": "p50", "x": lx, "y": [x[1] for x in lat]},
@@ -331,3 +334,18 @@ def figures(f: UsageFilter, budget: float | None = None) -> dict[str, dict]:
         layout["autosize"] = True
         fig["config"] = {"displaylogo": False, "responsive": True}
     return figs
+
+
+def money_hover(values: list[float]) -> dict:
+    """A trace's hover text as money() writes it ($0.000075, $1,234.50), never Plotly's 7.5e-05 or 75µ."""
+    return {"customdata": [money(v) for v in values], "hovertemplate": "%{x}<br>%{customdata}<extra>%{fullData.name}</extra>"}
+
+
+def money_axis(top: float) -> dict:
+    """A y axis in dollars with enough decimals for its largest value: $0.00004, $0.25, $1,200."""
+    if top >= 10:
+        return {"tickprefix": "$", "tickformat": ",.0f"}
+    if top >= 0.1 or top <= 0:
+        return {"tickprefix": "$", "tickformat": ",.2f"}
+    places = -math.floor(math.log10(top)) + 1      # two significant digits of the top, trailing zeros dropped
+    return {"tickprefix": "$", "tickformat": f",.{places}~f"}

@@ -12,11 +12,13 @@ from typing import Iterator
 from sqlalchemy import select
 
 from gateway.extensions import db
+from gateway.formatting import plain
 from gateway.models import UsageRecord
 from gateway.services.reporting import charts
 from gateway.services.reporting.filters import UsageFilter, conditions
 
 MAX_ROWS = 50_000
+MONEY_FORMAT = "$#,##0.00####"    # $1,234.50 and $0.000075: cents always, sub-cent digits when there are
 COLUMNS = [  # header, attribute, width, kind
     ("Time (UTC)", "created_at", 20, "time"), ("Request ID", "request_id", 36, "text"),
     ("Status", "status", 8, "int"), ("Model", "requested_model", 24, "text"),
@@ -47,6 +49,14 @@ def _cell(row: UsageRecord, attr: str, kind: str):
     return value
 
 
+def _csv_cell(row: UsageRecord, attr: str, kind: str):
+    if kind == "time":
+        return row.created_at.isoformat(sep=" ")
+    if kind == "money":
+        return plain(getattr(row, attr))       # 0.000075, never 7.5e-05
+    return _safe_text(_cell(row, attr, kind))
+
+
 def _safe_text(value):
     """Neutralise spreadsheet formulas in user text (CSV injection: =, +, -, @ at the start)."""
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
@@ -59,8 +69,7 @@ def csv_bytes(f: UsageFilter) -> bytes:
     w = csv.writer(out)
     w.writerow([c[0] for c in COLUMNS])
     for row in detail_rows(f):
-        w.writerow([_safe_text(_cell(row, attr, kind)) if kind != "time" else row.created_at.isoformat(sep=" ")
-                    for _, attr, _, kind in COLUMNS])
+        w.writerow([_csv_cell(row, attr, kind) for _, attr, _, kind in COLUMNS])
     return out.getvalue().encode("utf-8-sig")     # the BOM makes Excel read UTF-8
 
 
@@ -74,7 +83,7 @@ def xlsx_bytes(f: UsageFilter, title: str = "Usage") -> bytes:
     bold = wb.add_format({"bold": True})
     head = wb.add_format({"bold": True, "bg_color": "#1d2330", "font_color": "#ffffff"})
     fmt = {"time": wb.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"}),
-           "int": wb.add_format({"num_format": "#,##0"}), "money": wb.add_format({"num_format": "$#,##0.000000"}),
+           "int": wb.add_format({"num_format": "#,##0"}), "money": wb.add_format({"num_format": MONEY_FORMAT}),
            "ms": wb.add_format({"num_format": "#,##0.0"}), "num": wb.add_format({"num_format": "#,##0.###"})}
 
     summary = wb.add_worksheet("Summary")
