@@ -274,3 +274,17 @@ def test_the_page_changes_nothing(people):
     with people.app_context():
         assert (db.session.query(Policy).count(), db.session.query(Alias).count(),
                 settings.get("log_prompts")) == before
+
+
+def test_cli_prints_the_same_numbers(seeded):
+    with seeded.app_context():
+        catalog_admin.save_policy("cheap", strategy="weighted", candidates=["model-b"])
+    runner = seeded.test_cli_runner()
+    r = runner.invoke(args=["simulate", "--range", "24h", "--policy", "model-a=cheap", "--forecast"])
+    assert r.exit_code == 0, r.output
+    assert "actual $0.20, simulated $0.02" in r.output
+    assert "p-model-b/echo\t0\t10\t$0.00\t$0.02\t+$0.02" in r.output
+    r = runner.invoke(args=["simulate", "--range", "24h", "--price", "model-a=0.002,0.004"])
+    assert "simulated $0.04" in r.output
+    r = runner.invoke(args=["simulate", "--policy", "model-a=nope"])
+    assert r.exit_code == 1 and "no policy named 'nope'" in r.output

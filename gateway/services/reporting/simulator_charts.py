@@ -34,17 +34,17 @@ def figures(result: Result) -> dict[str, dict]:
                              lambda c: c.actual_requests, lambda c: c.sim_requests, "requests"),
     }
     times = sorted(result.buckets)
-    xs = [t.isoformat() for t in times]
+    xs = [result.start.isoformat()] + [t.isoformat() for t in times]     # from zero at the range's start
     actual = simulated = 0.0
-    ya, ys = [], []
+    ya, ys = [0.0], [0.0]
     for t in times:
         actual += result.buckets[t].actual_cost
         simulated += result.buckets[t].sim_cost
         ya.append(round(actual, 6))
         ys.append(round(simulated, 6))
     figs["timeline"] = {
-        "data": [{"type": "scatter", "mode": "lines", "name": "actual", "x": xs, "y": ya, "line": {"color": ACTUAL}},
-                 {"type": "scatter", "mode": "lines", "name": "simulated", "x": xs, "y": ys,
+        "data": [{"type": "scatter", "mode": "lines+markers", "name": "actual", "x": xs, "y": ya, "line": {"color": ACTUAL}},
+                 {"type": "scatter", "mode": "lines+markers", "name": "simulated", "x": xs, "y": ys,
                   "line": {"color": SIMULATED}}],
         "layout": {"title": {"text": "Cost over the range (USD, cumulative)"},
                    "xaxis": {"type": "date", "range": [result.start.isoformat(), result.end.isoformat()]},
