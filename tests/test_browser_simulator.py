@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 try:
     from playwright.sync_api import expect
 except ImportError:     # the browser tests skip without Playwright
@@ -59,7 +57,8 @@ def test_simulator_numbers_match_the_hand_computation(browser_page, console_serv
     expect(rows.filter(has_text="p-model-b/echo")).to_contain_text("3")
     shot(page, "simulator-03-weighted-split")
 
-    # a bad price line (a 422: the browser logs the failed request, nothing else may be logged): the error shows next to the field, the rest of the form stays
+    # a bad price line: the error shows next to the field, the rest of the form stays (a 422, which
+    # the browser logs as a failed request: the one console error allowed)
     page.fill("textarea[name=prices]", "model-a=cheap")
     page.click("#sim-run")
     expect(page.locator("#prices-error")).to_be_visible()

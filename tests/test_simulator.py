@@ -9,11 +9,11 @@ from console_client import Console, make_user
 
 from gateway.extensions import db
 from gateway.models import Alias, Policy, UsageRecord, utcnow
+from gateway.services.accounting import keys as key_service
 from gateway.services.accounting import teams
 from gateway.services.admin import catalog_admin, settings
 from gateway.services.reporting import forecast, simulator
 from gateway.services.reporting.filters import parse_filter
-from gateway.services.accounting import keys as key_service
 
 EVIL = "<script>alert(1)</script>"
 # model-a: $0.01 in / $0.02 out per 1K; model-b: $0.001 / $0.002; model-c: $0.004 / $0.004

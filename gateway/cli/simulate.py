@@ -62,7 +62,8 @@ def simulate_cmd(start, end, range_, model, routes, prices, aliases, tags, with_
     for key, cells in result.tags.items():
         _table(f"by tag {key}", cells)
     if with_forecast:
-        click.echo("\nmonth-end forecast (run rate: last 7 days)\nbudget of\tspent\tper day\tprojected\tbudget\truns out")
+        click.echo("\nmonth-end forecast (run rate: last 7 days)")
+        click.echo("budget of\tspent\tper day\tprojected\tbudget\truns out")
         for row in forecast.forecasts():
             runs_out = row.overrun_at.strftime("%Y-%m-%d") if row.overrun_at else "-"
             click.echo(f"{row.kind}: {row.name}\t{money(row.spent)}\t{money(row.rate_per_day)}\t"

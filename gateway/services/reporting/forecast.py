@@ -11,6 +11,7 @@ from sqlalchemy import case, func, select
 from gateway.extensions import db
 from gateway.models import ApiKey, TagBudget, Team, UsageRecord, utcnow
 from gateway.services.accounting import periods
+from gateway.services.reporting.filters import UsageFilter, conditions
 
 BASES = ("7d", "mtd")       # run rate: the last 7 days, or the month so far
 DAY = timedelta(days=1)
@@ -77,19 +78,25 @@ def forecasts(basis: str = "7d", now: datetime | None = None) -> list[Forecast]:
     for tz, (start, end) in windows.items():
         since = min(start, week)
         group_teams = [t for t in teams if (t.timezone or "UTC") == tz]
-        if group_teams:
-            team_of = select(ApiKey.team_id).where(ApiKey.id == r.key_id).scalar_subquery().label("team")
-            sums = {row.team: row for row in db.session.execute(
-                select(team_of, *_sums(start, week))
-                .where(r.created_at >= since, r.created_at < now).group_by(team_of))}
+        if group_teams:     # per key, then keys to teams: no lookup per record
+            by_key = db.session.execute(select(r.key_id, *_sums(start, week))
+                                        .where(*_window(since, now), r.key_id.is_not(None)).group_by(r.key_id)).all()
+            ids = [row.key_id for row in by_key]
+            team_of = {k: t for k, t in db.session.execute(
+                select(ApiKey.id, ApiKey.team_id).where(ApiKey.id.in_(ids)))} if ids else {}
+            sums: dict = {}
+            for row in by_key:
+                cell = sums.setdefault(team_of.get(row.key_id), [0.0, 0.0])
+                cell[0] += float(row.mtd or 0)
+                cell[1] += float(row.wk or 0)
             for t in group_teams:
-                row = sums.get(t.id)
-                out.append(_forecast("team", t.name, row, t.budget_usd, t.budget_period, now, start, end, basis))
+                out.append(_forecast("team", t.name, sums.get(t.id), t.budget_usd, t.budget_period, now, start, end,
+                                     basis))
         for name in sorted({b.tag for b in tags if (b.timezone or "UTC") == tz}):
             value = r.tags[name].as_string().label("value")
-            sums = {row.value: row for row in db.session.execute(
+            sums = {row.value: (row.mtd, row.wk) for row in db.session.execute(
                 select(value, *_sums(start, week))
-                .where(r.created_at >= since, r.created_at < now, value.is_not(None)).group_by(value))}
+                .where(*_window(since, now), value.is_not(None)).group_by(value))}
             for b in tags:
                 if b.tag == name and (b.timezone or "UTC") == tz:
                     out.append(_forecast("tag", f"{b.tag}={b.value}", sums.get(b.value), b.budget_usd,
@@ -103,9 +110,13 @@ def _sums(start: datetime, week: datetime) -> list:
             func.sum(case((r.created_at >= week, r.cost_usd), else_=0.0)).label("wk")]
 
 
-def _forecast(kind, name, row, budget, period, now, start, end, basis) -> Forecast:
-    mtd = float(row.mtd or 0) if row is not None else 0.0
-    wk = float(row.wk or 0) if row is not None else 0.0
+def _window(start: datetime, end: datetime) -> list:
+    """created_at in [start, end), written the way filters.conditions has SQLite scan wide ranges."""
+    return conditions(UsageFilter(start=start, end=end))
+
+
+def _forecast(kind, name, sums, budget, period, now, start, end, basis) -> Forecast:
+    mtd, wk = (float(sums[0] or 0), float(sums[1] or 0)) if sums is not None else (0.0, 0.0)
     rate = run_rate(mtd, wk, now, start, basis)
     monthly = budget if budget and (period or "month") == "month" else None
     note = "" if monthly is not None or not budget else f"budget is per {period}, not per month"

@@ -22,12 +22,19 @@ from gateway.models import ApiKey, Team, UsageRecord
 from gateway.providers.base import Usage
 from gateway.services.accounting import pricing
 from gateway.services.api_request import MEDIA_MODES, MODES
-from gateway.services.reporting.charts import _as_time, bucket_expr, bucket_unit
+from gateway.services.reporting.charts import bucket_expr, bucket_unit
 from gateway.services.reporting.filters import UsageFilter, conditions
 from gateway.services.routing.catalog import Route, Snapshot, catalog
 from gateway.services.routing.plan import Need, first_shares, in_regions, tiers
-from gateway.services.routing.policies import (BUILT_IN, POLICY_PREFIX, STRATEGIES, policy_named, pool,
-                                               requestable, resolve)
+from gateway.services.routing.policies import (
+    BUILT_IN,
+    POLICY_PREFIX,
+    STRATEGIES,
+    policy_named,
+    pool,
+    requestable,
+    resolve,
+)
 
 EVERY_MODEL = "*"               # a scenario route for every requested model
 AD_HOC = "(scenario)"           # the name an ad hoc policy gets in the snapshot copy
@@ -236,6 +243,10 @@ class Result:
     method: str = SPLIT_METHOD
 
 
+def _as_time(value) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))   # SQLite: text
+
+
 def _cost(route: Route, prompt: int, completion: int, cached: int, units: float | None, unit: str | None) -> float:
     if unit:
         return pricing.unit_cost(route.unit_price_of(), units or 0, unit)
@@ -268,7 +279,8 @@ def replay(f: UsageFilter, scenario: Scenario, tag_keys: tuple[str, ...] = ()) -
         cells = [out.totals, out.buckets.setdefault(_as_time(bucket), Cell()),
                  out.models.setdefault(model or "—", Cell()),
                  out.teams.setdefault(team_names.get(team_id, "—") if team_id else "—", Cell())]
-        cells += [out.tags[k].setdefault(v if v is not None else "—", Cell()) for k, v in zip(out.tags, tag_values)]
+        cells += [out.tags[k].setdefault(v if v is not None else "—", Cell())
+                  for k, v in zip(out.tags, tag_values, strict=True)]
         label = f"{provider}/{upstream}" if provider and upstream else "—"
         served = [*cells, out.deployments.setdefault(label, Cell())]
         for c in served:

@@ -43,7 +43,8 @@ def figures(result: Result) -> dict[str, dict]:
         ya.append(round(actual, 6))
         ys.append(round(simulated, 6))
     figs["timeline"] = {
-        "data": [{"type": "scatter", "mode": "lines+markers", "name": "actual", "x": xs, "y": ya, "line": {"color": ACTUAL}},
+        "data": [{"type": "scatter", "mode": "lines+markers", "name": "actual", "x": xs, "y": ya,
+                  "line": {"color": ACTUAL}},
                  {"type": "scatter", "mode": "lines+markers", "name": "simulated", "x": xs, "y": ys,
                   "line": {"color": SIMULATED}}],
         "layout": {"title": {"text": "Cost over the range (USD, cumulative)"},
@@ -60,7 +61,8 @@ def forecast_figure(rows: list[Forecast]) -> dict:
          "marker": {"color": SIMULATED}},
         {"type": "bar", "name": "projected rest of month", "x": names,
          "y": [round(max(f.projected - f.spent, 0), 6) for f in rows], "marker": {"color": "#9bb7f5"}},
-        {"type": "scatter", "mode": "markers", "name": "monthly budget", "x": [n for n, f in zip(names, rows) if f.budget],
+        {"type": "scatter", "mode": "markers", "name": "monthly budget",
+         "x": [n for n, f in zip(names, rows, strict=True) if f.budget],
          "y": [f.budget for f in rows if f.budget], "marker": {"symbol": "line-ew-open", "size": 40, "color": BUDGET,
                                                               "line": {"width": 3}}}],
         "layout": {"title": {"text": "Month-end forecast (USD)"}, "barmode": "stack", "yaxis": {"rangemode": "tozero"}}}
