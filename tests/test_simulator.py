@@ -98,6 +98,29 @@ def test_ab_split_sends_its_percentage_to_arm_b(seeded):
     assert result.totals.sim_cost == pytest.approx(8 * A_COST + 2 * C_COST)
 
 
+def test_shadow_copies_add_their_cost(seeded):
+    spec = {"strategy": "weighted", "candidates": ["model-a"], "shadow": {"model": "model-c", "percent": 50}}
+    with seeded.app_context():
+        catalog_admin.save_policy("mirrored", **spec)
+    result = run(seeded, simulator.Scenario(routes={"model-a": "mirrored"}))
+    assert result.totals.sim_cost == pytest.approx(10 * A_COST + 5 * C_COST)
+    assert result.totals.sim_requests == pytest.approx(10)          # client requests; copies are extra
+    assert result.deployments["p-model-c/echo"].sim_requests == pytest.approx(5)
+
+
+def test_a_key_s_bound_policy_is_kept(seeded):
+    """A key bound to a cost policy: the requested model's pool, ranked by the key's policy."""
+    with seeded.app_context():
+        catalog_admin.save_provider("p-a-cheap", "mock", models=["model-a=echo-cheap"])
+        catalog_admin.save_deployment("model-a", "p-a-cheap", "echo-cheap", input_per_1k=0.0, output_per_1k=0.0)
+        catalog_admin.save_policy("cheapest", strategy="cost")
+        key_id = key_service.create_key("bound", policy="cheapest")[0].id
+    seed_traffic(seeded, 4, key_id=key_id, prefix="bound-")
+    result = run(seeded, simulator.Scenario())
+    assert result.deployments["p-a-cheap/echo-cheap"].sim_requests == pytest.approx(4 + 10 * 0.5)
+    assert result.deployments["p-model-a/echo"].sim_requests == pytest.approx(10 * 0.5)
+
+
 def test_cost_strategy_picks_the_cheapest_candidate(seeded):
     spec = {"strategy": "cost", "candidates": ["model-a", "model-b", "model-c"]}
     result = run(seeded, simulator.Scenario(routes={"model-a": spec}))
@@ -248,6 +271,15 @@ def test_field_errors_show_next_to_the_field(people):
                               "aliases": "x"}, htmx=True)
     assert r.status_code == 422
     assert 'id="candidates-error"' in r.text and 'id="prices-error"' in r.text and 'id="aliases-error"' in r.text
+    assert 'value="nothing-here"' in r.text         # the form keeps what was typed
+    r = c.post("/simulator", {"range": "custom", "start": "2026-05-02", "end": "2026-05-01", "route_model": "model-a",
+                              "policy": "no-such-policy", "weights": "a=seven"}, htmx=True)
+    assert r.status_code == 422
+    assert 'id="end-error"' in r.text and 'id="policy-error"' in r.text
+    r = c.post("/simulator", {"range": "24h", "policy_source": "ad_hoc", "strategy": "cost", "candidates": "model-b",
+                              "weights": "model-b=x", "ab_model": "model-c", "ab_percent": "150"}, htmx=True)
+    assert r.status_code == 422
+    assert 'id="route_model-error"' in r.text and 'id="weights-error"' in r.text and 'id="ab_percent-error"' in r.text
 
 
 def test_user_strings_are_escaped(people):
