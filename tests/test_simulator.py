@@ -276,6 +276,8 @@ def test_field_errors_show_next_to_the_field(people):
                               "policy": "no-such-policy", "weights": "a=seven"}, htmx=True)
     assert r.status_code == 422
     assert 'id="end-error"' in r.text and 'id="policy-error"' in r.text
+    r = c.post("/simulator", {"range": "24h", "route_model": "model-a", "policy": ""}, htmx=True)
+    assert r.status_code == 422 and 'id="policy-error"' in r.text
     r = c.post("/simulator", {"range": "24h", "policy_source": "ad_hoc", "strategy": "cost", "candidates": "model-b",
                               "weights": "model-b=x", "ab_model": "model-c", "ab_percent": "150"}, htmx=True)
     assert r.status_code == 422
@@ -318,5 +320,11 @@ def test_cli_prints_the_same_numbers(seeded):
     assert "p-model-b/echo\t0\t10\t$0.00\t$0.02\t+$0.02" in r.output
     r = runner.invoke(args=["simulate", "--range", "24h", "--price", "model-a=0.002,0.004"])
     assert "simulated $0.04" in r.output
+    day = f"{utcnow() - timedelta(hours=1):%Y-%m-%d}"
+    r = runner.invoke(args=["simulate", "--from", day, "--to", day, "--alias", "model-a=model-c"])
+    assert r.exit_code == 0, r.output
+    assert "actual $0.20, simulated $0.06" in r.output           # an alias named like a model wins, as in routing
+    r = runner.invoke(args=["simulate", "--from", day])
+    assert r.exit_code == 1 and "--from and --to" in r.output
     r = runner.invoke(args=["simulate", "--policy", "model-a=nope"])
     assert r.exit_code == 1 and "no policy named 'nope'" in r.output

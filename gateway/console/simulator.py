@@ -34,6 +34,8 @@ def _scenario(form) -> tuple[filters.UsageFilter, simulator.Scenario, tuple[str,
         if not model:
             errors["route_model"] = "Name the requested model or alias to route (or * for every model)."
         routes[model] = form["policy"].strip()
+    elif source == "named" and model:
+        errors["policy"] = f"Pick the policy to route '{model}' through."
     elif source == "ad_hoc":
         spec: dict = {"strategy": form.get("strategy", "weighted"), "candidates": _split(form.get("candidates", ""))}
         if not spec["candidates"] and form.get("strategy") == "weighted":

@@ -16,12 +16,14 @@ def _top(cells: dict[str, Cell], key) -> list[tuple[str, Cell]]:
 
 def _bars(title: str, rows: list[tuple[str, Cell]], actual, simulated, ytitle: str) -> dict:
     names = [name for name, _ in rows]
+    yaxis = {"title": {"text": ytitle}, "rangemode": "tozero"}
+    if ytitle == "USD":
+        yaxis["tickprefix"] = "$"
     return {"data": [{"type": "bar", "name": "actual", "x": names, "y": [round(actual(c), 6) for _, c in rows],
                       "marker": {"color": ACTUAL}},
                      {"type": "bar", "name": "simulated", "x": names, "y": [round(simulated(c), 6) for _, c in rows],
                       "marker": {"color": SIMULATED}}],
-            "layout": {"title": {"text": title}, "barmode": "group", "yaxis": {"title": {"text": ytitle},
-                                                                              "rangemode": "tozero"}}}
+            "layout": {"title": {"text": title}, "barmode": "group", "yaxis": yaxis}}
 
 
 def figures(result: Result) -> dict[str, dict]:
@@ -49,7 +51,7 @@ def figures(result: Result) -> dict[str, dict]:
                   "line": {"color": SIMULATED}}],
         "layout": {"title": {"text": "Cost over the range (USD, cumulative)"},
                    "xaxis": {"type": "date", "range": [result.start.isoformat(), result.end.isoformat()]},
-                   "yaxis": {"rangemode": "tozero"}}}
+                   "yaxis": {"rangemode": "tozero", "tickprefix": "$"}}}
     return _finish(figs)
 
 
@@ -65,7 +67,8 @@ def forecast_figure(rows: list[Forecast]) -> dict:
          "x": [n for n, f in zip(names, rows, strict=True) if f.budget],
          "y": [f.budget for f in rows if f.budget], "marker": {"symbol": "line-ew-open", "size": 40, "color": BUDGET,
                                                               "line": {"width": 3}}}],
-        "layout": {"title": {"text": "Month-end forecast (USD)"}, "barmode": "stack", "yaxis": {"rangemode": "tozero"}}}
+        "layout": {"title": {"text": "Month-end forecast (USD)"}, "barmode": "stack",
+                   "yaxis": {"rangemode": "tozero", "tickprefix": "$"}}}
     return _finish({"forecast": fig})["forecast"]
 
 
