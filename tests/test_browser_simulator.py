@@ -37,7 +37,7 @@ def test_simulator_numbers_match_the_hand_computation(browser_page, console_serv
     # every model-a request moved to model-b: $0.20 -> $0.02 (the 24 hours hold the 10 recent ones)
     page.select_option("select[name=range]", "24h")
     page.fill("input[name=route_model]", "model-a")
-    page.select_option("#sim-policy", "cheap")
+    page.select_option("select[name=policy]", "cheap")
     page.fill("input[name=tag_keys]", "feature")
     page.click("#sim-run")
     expect(page.locator("#sim-total-simulated")).to_have_text(f"${10 * B_COST:.2f}")

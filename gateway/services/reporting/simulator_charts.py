@@ -46,9 +46,9 @@ def figures(result: Result) -> dict[str, dict]:
         ys.append(round(simulated, 6))
     figs["timeline"] = {
         "data": [{"type": "scatter", "mode": "lines+markers", "name": "actual", "x": xs, "y": ya,
-                  "line": {"color": ACTUAL}},
+                  "line": {"color": ACTUAL, "shape": "hv"}},
                  {"type": "scatter", "mode": "lines+markers", "name": "simulated", "x": xs, "y": ys,
-                  "line": {"color": SIMULATED}}],
+                  "line": {"color": SIMULATED, "shape": "hv"}}],
         "layout": {"title": {"text": "Cost over the range (USD, cumulative)"},
                    "xaxis": {"type": "date", "range": [result.start.isoformat(), result.end.isoformat()]},
                    "yaxis": {"rangemode": "tozero", "tickprefix": "$"}}}
