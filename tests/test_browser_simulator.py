@@ -53,8 +53,11 @@ def test_simulator_numbers_match_the_hand_computation(browser_page, console_serv
     page.click("#sim-run")
     expect(page.locator("#sim-total-simulated")).to_have_text(f"${7 * A_COST + 3 * B_COST:.2f}")
     rows = page.locator("#sim-by-deployment tbody tr")
-    expect(rows.filter(has_text="p-model-a/echo")).to_contain_text("7")
-    expect(rows.filter(has_text="p-model-b/echo")).to_contain_text("3")
+    a, b = rows.filter(has_text="p-model-a/echo").locator("td"), rows.filter(has_text="p-model-b/echo").locator("td")
+    expect(a.nth(2)).to_have_text("7")              # simulated requests
+    expect(b.nth(2)).to_have_text("3")
+    expect(a.nth(4)).to_have_text("10,500")         # simulated tokens: 7 x 1,500
+    expect(b.nth(6)).to_have_text(f"${3 * B_COST:.3f}")     # $0.006
     shot(page, "simulator-03-weighted-split")
 
     # a bad price line: the error shows next to the field, the rest of the form stays (a 422, which

@@ -88,6 +88,7 @@ def test_weighted_split_is_seventy_thirty(seeded):
     result = run(seeded, simulator.Scenario(routes={"model-a": spec}))
     assert result.deployments["p-model-a/echo"].sim_requests == pytest.approx(7)
     assert result.deployments["p-model-b/echo"].sim_requests == pytest.approx(3)
+    assert result.deployments["p-model-b/echo"].sim_tokens == pytest.approx(3 * 1500)
     assert result.totals.sim_cost == pytest.approx(7 * A_COST + 3 * B_COST)
 
 
@@ -229,6 +230,15 @@ def test_forecast_per_team_and_tag_budget(app):
     assert tag.overrun_at == now and tag.over
 
 
+def test_a_budget_that_is_not_monthly_is_not_compared(app):
+    now = datetime(2026, 6, 11)
+    with app.app_context():
+        teams.save_team("daily", budget_usd=5.0, budget_period="day")
+        row = forecast.forecasts("mtd", now=now)[0]
+    assert row.budget is None and row.overrun_at is None and "per day" in row.budget_note
+    assert row.spent == 0 and row.projected == 0
+
+
 # -- the console page --------------------------------------------------------------------------
 
 @pytest.fixture
@@ -251,6 +261,8 @@ def test_admin_and_viewer_run_it_members_may_not(people):
         assert "<html" not in r.text
         assert 'id="sim-total-actual">$0.20<' in r.text
         assert 'id="sim-total-simulated">$0.02<' in r.text
+    full = Console(people, "admin@example.com").post("/simulator", {"range": "24h"})     # no htmx: the page
+    assert full.status_code == 200 and "<html" in full.text and 'id="forecast"' in full.text
     member = Console(people, "member@example.com")
     assert member.get("/simulator").status_code == 403
     assert member.post("/simulator", {"range": "24h"}).status_code == 403
