@@ -180,6 +180,24 @@ def test_a_scenario_the_catalogue_cannot_run_is_refused(seeded):
     assert e.value.param == "aliases"
 
 
+def test_the_replay_reads_grouped_rows_not_records(seeded):
+    """A few statements whatever the number of records: the grouping happens in SQL."""
+    from sqlalchemy import event
+    seed_traffic(seeded, 200, model="model-b", cost=B_COST, prefix="many-")
+    with seeded.app_context():
+        f, _ = parse_filter({"range": "24h"})
+        statements = []
+        listener = lambda *args: statements.append(args[2])     # noqa: E731
+        event.listen(db.engine, "before_cursor_execute", listener)
+        try:
+            result = simulator.replay(f, simulator.Scenario(prices={"model-b": (0.0, 0.0)}), ("feature",))
+        finally:
+            event.remove(db.engine, "before_cursor_execute", listener)
+    assert result.totals.actual_requests == 210
+    grouped = [s for s in statements if "usage_records" in s]
+    assert len(grouped) == 1 and "GROUP BY" in grouped[0]       # one grouped read of the records
+
+
 def test_parsers():
     assert simulator.parse_prices("a=0.1,0.2\nb = 1, 2") == {"a": (0.1, 0.2), "b": (1.0, 2.0)}
     assert simulator.parse_pairs("x=y; z = w", "aliases") == {"x": "y", "z": "w"}
