@@ -33,6 +33,7 @@ ALLOWED = {
     "console.audit_index": {A}, "console.settings_page": {A},
     "console.playground": {A, M}, "console.playground_stream": {A, M},
     "console.account": {A, M, V},
+    "console.simulator_page": {A, V}, "console.simulator_run": {A, V},
 }
 SECRET = "sk-live-SUPERSECRET-provider-9z8y"
 

@@ -55,6 +55,7 @@ NAV = (
                                             "key_update")),
     NavLink("console.usage", "Usage", ("usage",)),
     NavLink("console.logs", "Logs", ("logs",)),
+    NavLink("console.simulator_page", "Simulator", ("simulator_page", "simulator_run")),
     NavLink("console.playground", "Playground", ("playground",)),
     NavLink("console.providers_index", "Providers", ("providers_index", "provider_new", "provider_edit",
                                                      "provider_create", "provider_update")),

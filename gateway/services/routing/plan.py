@@ -279,6 +279,16 @@ def weighted_order(routes: list[Route], sticky: str | None = None) -> list[Route
     return keyed + rest
 
 
+def first_shares(routes: list[Route]) -> list[tuple[Route, float]]:
+    """How often each route comes first in weighted_order without a sticky value: its weight's
+    share among the live ones (the policy simulator's expected split)."""
+    if len(routes) < 2:
+        return [(r, 1.0) for r in routes]
+    live = [r for r in routes if r.weight > 0] or list(routes)
+    total = sum(max(r.weight, 1) for r in live)
+    return [(r, max(r.weight, 1) / total) for r in live]
+
+
 def _score(r: Route, strategy: str, need: Need) -> float | None:
     """Lower is better; None when there is no data yet (tried first, to learn)."""
     if strategy == "cost":
@@ -303,15 +313,25 @@ def _order(routes: list[Route], policy: dict, need: Need, sticky: str | None) ->
         return weighted_order(routes, sticky)
     if strategy != "cost" and random.random() < float(current_app.config["ROUTING_EXPLORE"]):
         return weighted_order(routes)
+    unknown, ranked = tiers(routes, strategy, need)
+    out = weighted_order(unknown) if unknown else []
+    for tier in ranked:
+        out += weighted_order(tier, sticky)
+    return out
+
+
+def tiers(routes: list[Route], strategy: str, need: Need) -> tuple[list[Route], list[list[Route]]]:
+    """A scoring strategy's ranking: the routes with no data yet (tried first, to learn), then
+    tiers best first; routes within a tier are equals and share traffic by weight. The policy
+    simulator (reporting/simulator.py) reads the same tiers."""
     scored = [(_score(r, strategy, need), r) for r in routes]
     unknown = [r for s, r in scored if s is None]
     scored = sorted(((s, r) for s, r in scored if s is not None), key=lambda x: x[0])
-    out = weighted_order(unknown) if unknown else []
+    out = []
     # Equals (within 10%, or a hair apart) share traffic by weight; then the next tier.
     while scored:
         best = scored[0][0]
         margin = abs(best) * 0.1 + (1e-9 if strategy == "cost" else 5.0 if strategy == "latency" else 0.01)
-        tier = [r for s, r in scored if s <= best + margin]
+        out.append([r for s, r in scored if s <= best + margin])
         scored = [(s, r) for s, r in scored if s > best + margin]
-        out += weighted_order(tier, sticky)
-    return out
+    return unknown, out

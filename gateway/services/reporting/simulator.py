@@ -1,0 +1,372 @@
+"""The policy simulator: recorded traffic replayed offline under another policy, price table or
+alias target. What it would have cost, which deployments would have served it, and the
+difference per model, team and tag.
+
+The records are grouped in SQL first (time bucket, endpoint, requested model, key, served
+deployment, the tags asked for), so a replay reads a few hundred rows, not the records. Each
+group is routed with the routing code's own pieces (policies.pool, plan.in_regions,
+plan.tiers, plan.first_shares) on a copy of the catalog snapshot with the scenario applied;
+the live catalogue is never touched and nothing is sent upstream. Splits are expected shares
+(a 70/30 weighted pool sends 0.7 and 0.3 of each group), so a replay is deterministic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from sqlalchemy import and_, case, func, select
+
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.extensions import db
+from gateway.models import ApiKey, Team, UsageRecord
+from gateway.providers.base import Usage
+from gateway.services.accounting import pricing
+from gateway.services.api_request import MEDIA_MODES, MODES
+from gateway.services.reporting.charts import bucket_expr, bucket_unit
+from gateway.services.reporting.filters import UsageFilter, conditions
+from gateway.services.routing.catalog import Route, Snapshot, catalog
+from gateway.services.routing.plan import Need, first_shares, in_regions, tiers
+from gateway.services.routing.policies import (
+    BUILT_IN,
+    POLICY_PREFIX,
+    STRATEGIES,
+    policy_named,
+    pool,
+    requestable,
+    resolve,
+)
+
+EVERY_MODEL = "*"               # a scenario route for every requested model
+AD_HOC = "(scenario)"           # the name an ad hoc policy gets in the snapshot copy
+MAX_TAG_KEYS = 3
+SPLIT_METHOD = ("expected shares: a weighted or A/B split sends each arm its share of every group "
+                "of requests (70/30 of 10 requests: 7 and 3), not a random or hashed pick")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What to change: requested model -> policy (a name, or an ad hoc policy dict), prices
+    per model (USD per 1K input, output), aliases pointed elsewhere."""
+    routes: dict[str, str | dict] = field(default_factory=dict)
+    prices: dict[str, tuple[float, float]] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.routes or self.prices or self.aliases)
+
+
+def apply(snap: Snapshot, scenario: Scenario) -> Snapshot:
+    """A copy of `snap` with the scenario's prices, aliases and ad hoc policy; `snap` is untouched."""
+    def priced(r: Route) -> Route:
+        price = scenario.prices.get(r.target.model) or scenario.prices.get(r.model)
+        if price is None:
+            return r
+        return replace(r, input_per_1k=price[0], output_per_1k=price[1], own_price=True)
+
+    routes = {m: [priced(r) for r in rs] for m, rs in snap.routes.items()}
+    by_id = {r.deployment_id: r for rs in routes.values() for r in rs}
+    aliases = {**snap.aliases, **scenario.aliases}
+    policies = dict(snap.policies)
+    for target in scenario.routes.values():
+        if isinstance(target, dict):
+            policies[AD_HOC] = dict(target, name=AD_HOC)
+    return Snapshot(routes, by_id, aliases, policies)
+
+
+def validate(scenario: Scenario, snap: Snapshot) -> dict[str, str]:
+    """field -> message for a scenario the snapshot cannot run (pure: no database)."""
+    errors: dict[str, str] = {}
+    for model, target in scenario.routes.items():
+        if not model:
+            errors["route_model"] = "Name the requested model or alias to route (or * for every model)."
+        if isinstance(target, str):
+            if policy_named(target, snap) is None:
+                errors["policy"] = f"There is no policy named '{target}'."
+            continue
+        if target.get("strategy") not in STRATEGIES:
+            errors["strategy"] = "Pick a strategy."
+        for c in target.get("candidates") or ():
+            if c.startswith(POLICY_PREFIX) or not requestable(c, snap):
+                errors["candidates"] = f"'{c}' is not a model or alias this gateway serves."
+                break
+        for c, w in (target.get("weights") or {}).items():
+            if c not in (target.get("candidates") or ()):
+                errors["weights"] = f"'{c}' has a weight but is not a candidate."
+            elif not isinstance(w, int) or w < 0:
+                errors["weights"] = "Weights are whole numbers, 0 or more."
+        ab = target.get("ab")
+        if ab:
+            if not requestable(ab.get("model", ""), snap):
+                errors["ab_model"] = f"'{ab.get('model')}' is not a model or alias this gateway serves."
+            if not 0 <= float(ab.get("percent") or 0) <= 100:
+                errors["ab_percent"] = "A percentage from 0 to 100."
+    for name, target in scenario.aliases.items():
+        if name == target:
+            errors["aliases"] = f"The alias '{name}' cannot point at itself."
+        elif not requestable(target, snap):
+            errors["aliases"] = f"'{target}' is not a model, alias or policy this gateway serves."
+        elif resolve(target, Snapshot(snap.routes, snap.by_id, {**snap.aliases, **scenario.aliases},
+                                      snap.policies)) == name:
+            errors["aliases"] = f"The alias '{name}' would point at itself through '{target}'."
+    for model, (inp, out) in scenario.prices.items():
+        if inp < 0 or out < 0:
+            errors["prices"] = f"The price of '{model}' is negative."
+    return errors
+
+
+# -- routing one group -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Decision:
+    """Where a group of requests goes: (route, share) pairs summing to 1, or none (unserved),
+    and the shadow copies the policy would send, with their share."""
+    shares: tuple[tuple[Route, float], ...]
+    shadow: tuple[tuple[Route, float], ...] = ()
+
+
+def _first(routes: list[Route], policy: dict, need: Need) -> list[tuple[Route, float]]:
+    """The expected first choice of plan._order: its strategy's best tier, split by weight."""
+    strategy = policy.get("strategy") or "weighted"
+    if not routes:
+        return []
+    if strategy == "keep":
+        return [(routes[0], 1.0)]
+    if strategy == "weighted" or len(routes) < 2:
+        return first_shares(routes)
+    unknown, ranked = tiers(routes, strategy, need)
+    return first_shares(unknown or ranked[0])
+
+
+def decide(snap: Snapshot, scenario: Scenario, requested: str, mode: str, key_policy: str | None,
+           need: Need, largest: int) -> Decision:
+    """Route a group the way plan.plan would (health and the explore share left out); `largest`
+    is the group's biggest request in tokens, which must fit a deployment's context window."""
+    target = scenario.routes.get(requested, scenario.routes.get(EVERY_MODEL))
+    name = requested
+    if target is not None:
+        name = POLICY_PREFIX + (AD_HOC if isinstance(target, dict) else target)
+    try:
+        primary_pool, policy = pool(name, snap, mode)
+    except GatewayError:
+        return Decision(())
+    if policy is None and key_policy:
+        policy = policy_named(key_policy, snap)
+    policy = policy or {}
+    required = frozenset(policy.get("capabilities") or ())
+    regions = policy.get("regions")
+
+    def fits(r: Route) -> bool:
+        return ((r.capabilities is None or required <= r.capabilities)
+                and not (r.context_window and largest > r.context_window) and in_regions(r, regions))
+
+    primary = [r for r in primary_pool if fits(r)]
+    shares = _first(primary, policy, need)
+    ab = policy.get("ab")
+    if ab and ab.get("model") and primary:
+        try:
+            b_pool = [r for r in pool(ab["model"], snap, mode)[0] if fits(r)]
+        except GatewayError:
+            b_pool = []
+        b_ids = {r.deployment_id for r in b_pool}
+        a_pool = [r for r in primary if r.deployment_id not in b_ids]
+        if b_pool and a_pool:
+            b = min(max(float(ab.get("percent") or 0) / 100, 0.0), 1.0)
+            shares = ([(r, s * (1 - b)) for r, s in _first(a_pool, policy, need)]
+                      + [(r, s * b) for r, s in _first(b_pool, policy, need)])
+    shadow: list[tuple[Route, float]] = []
+    spec = policy.get("shadow")
+    if shares and spec and spec.get("model") and mode not in MEDIA_MODES:     # media: never mirrored
+        try:
+            candidates = pool(spec["model"], snap, mode)[0]
+        except GatewayError:
+            candidates = []
+        pct = min(max(float(spec.get("percent") or 0) / 100, 0.0), 1.0)
+        shadow = [(r, s * pct) for r, s in first_shares(candidates)] if pct else []
+    return Decision(tuple((r, s) for r, s in shares if s > 0), tuple(shadow))
+
+
+# -- the replay ------------------------------------------------------------------------------
+
+REPLAY, SHADOW, KEEP = 0, 1, 2      # served upstream / a shadow copy / failed or from the cache
+
+
+def _groups(f: UsageFilter, tag_keys: tuple[str, ...]):
+    """The records of the filter, summed per bucket, endpoint, model, key, served deployment,
+    kind and tag values."""
+    r = UsageRecord
+    kind = case((r.variant == "shadow", SHADOW), (and_(r.status < 400, r.cached.is_not(True)), REPLAY),
+                else_=KEEP)
+    keys = [bucket_expr(bucket_unit(f)), r.endpoint, r.requested_model, r.key_id, r.provider,
+            r.upstream_model, r.unit, kind] + [r.tags[k].as_string() for k in tag_keys]
+    labeled = [k.label(f"k{i}") for i, k in enumerate(keys)]
+    q = (select(*labeled, func.count(), func.sum(r.prompt_tokens), func.sum(r.completion_tokens),
+                func.sum(r.cached_tokens), func.sum(r.units), func.sum(r.cost_usd), func.max(r.total_tokens))
+         .where(*conditions(f)).group_by(*labeled))
+    return db.session.execute(q).all()
+
+
+@dataclass
+class Cell:
+    """Actual and simulated requests, tokens and cost of one row of a breakdown."""
+    actual_requests: float = 0
+    actual_tokens: float = 0
+    actual_cost: float = 0.0
+    sim_requests: float = 0
+    sim_tokens: float = 0
+    sim_cost: float = 0.0
+
+    @property
+    def diff(self) -> float:
+        return self.sim_cost - self.actual_cost
+
+    @property
+    def diff_pct(self) -> float | None:
+        return self.diff / self.actual_cost * 100 if self.actual_cost else None
+
+
+@dataclass
+class Result:
+    """A replay: totals, and Cells per deployment, model, team, tag and time bucket."""
+    start: datetime
+    end: datetime
+    unit: str
+    totals: Cell = field(default_factory=Cell)
+    baseline_cost: float = 0.0      # the same traffic replayed under today's configuration
+    replayed: int = 0               # requests routed again (served, not from the cache)
+    unserved: float = 0             # requests the scenario could not route at all
+    deployments: dict[str, Cell] = field(default_factory=dict)
+    models: dict[str, Cell] = field(default_factory=dict)
+    teams: dict[str, Cell] = field(default_factory=dict)
+    tags: dict[str, dict[str, Cell]] = field(default_factory=dict)
+    buckets: dict[datetime, Cell] = field(default_factory=dict)
+    method: str = SPLIT_METHOD
+
+
+def _as_time(value) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))   # SQLite: text
+
+
+def _cost(route: Route, prompt: int, completion: int, cached: int, units: float | None, unit: str | None) -> float:
+    if unit:
+        return pricing.unit_cost(route.unit_price_of(), units or 0, unit)
+    return pricing.cost_of(route.price(), Usage(prompt, completion, cached))
+
+
+def replay(f: UsageFilter, scenario: Scenario, tag_keys: tuple[str, ...] = ()) -> Result:
+    """Replay the filter's records under `scenario` (raises InvalidRequest when it cannot run)."""
+    live = catalog().snapshot()
+    errors = validate(scenario, live)
+    if errors:
+        field_name, message = next(iter(errors.items()))
+        raise InvalidRequest(message, param=field_name)
+    snap, base = apply(live, scenario), live
+    rows = _groups(f, tag_keys[:MAX_TAG_KEYS])
+    key_ids = {row[3] for row in rows if row[3] is not None}
+    keys = {k.id: (k.team_id, k.policy) for k in db.session.scalars(select(ApiKey).where(ApiKey.id.in_(key_ids)))} \
+        if key_ids else {}
+    team_names = {t.id: t.name for t in db.session.scalars(select(Team))}
+    out = Result(f.start, f.end, bucket_unit(f), tags={k: {} for k in tag_keys[:MAX_TAG_KEYS]})
+    memo: dict[tuple, tuple[Decision, Decision]] = {}
+    n_keys = 8
+    for row in rows:
+        bucket, endpoint, model, key_id, provider, upstream, unit, kind = row[:n_keys]
+        tag_values = row[n_keys:n_keys + len(out.tags)]
+        n, prompt, completion, cached, units, cost, largest = row[n_keys + len(out.tags):]
+        prompt, completion, cached, cost = int(prompt or 0), int(completion or 0), int(cached or 0), float(cost or 0)
+        units = float(units) if units is not None else None
+        team_id, key_policy = keys.get(key_id, (None, None))
+        cells = [out.totals, out.buckets.setdefault(_as_time(bucket), Cell()),
+                 out.models.setdefault(model or "—", Cell()),
+                 out.teams.setdefault(team_names.get(team_id, "—") if team_id else "—", Cell())]
+        cells += [out.tags[k].setdefault(v if v is not None else "—", Cell())
+                  for k, v in zip(out.tags, tag_values, strict=True)]
+        label = f"{provider}/{upstream}" if provider and upstream else "—"
+        served = [*cells, out.deployments.setdefault(label, Cell())]
+        for c in served:
+            c.actual_requests += n
+            c.actual_tokens += prompt + completion
+            c.actual_cost += cost
+        if kind != REPLAY:
+            if kind == KEEP:    # failed or answered from the cache: the same under any policy
+                for c in served:
+                    c.sim_requests += n
+                    c.sim_tokens += prompt + completion
+                    c.sim_cost += cost
+            continue
+        out.replayed += n
+        mode = MODES.get(endpoint, "chat")
+        need = Need(mode, frozenset(), prompt // max(n, 1), (completion // max(n, 1)) or None)
+        memo_key = (model, mode, key_policy, int(largest or 0), need.prompt_tokens, need.max_output)
+        if memo_key not in memo:
+            memo[memo_key] = (decide(snap, scenario, model or "", mode, key_policy, need, int(largest or 0)),
+                              decide(base, Scenario(), model or "", mode, key_policy, need, int(largest or 0)))
+        decision, baseline = memo[memo_key]
+        for route, share in baseline.shares + baseline.shadow:
+            out.baseline_cost += share * _cost(route, prompt, completion, cached, units, unit)
+        if not decision.shares:
+            out.unserved += n
+        for route, share in decision.shares + decision.shadow:
+            usd = share * _cost(route, prompt, completion, cached, units, unit)
+            for c in cells:
+                c.sim_tokens += (prompt + completion) * share
+                c.sim_cost += usd
+            dep = out.deployments.setdefault(route.label, Cell())
+            dep.sim_requests += n * share
+            dep.sim_tokens += (prompt + completion) * share
+            dep.sim_cost += usd
+        for c in cells:     # client requests; shadow copies count only at their deployment
+            c.sim_requests += n * sum(s for _, s in decision.shares)
+    return out
+
+
+def parse_prices(text: str) -> dict[str, tuple[float, float]]:
+    """`model=input,output` per line or comma-free list (USD per 1K tokens)."""
+    out = {}
+    for line in _items(text):
+        name, sep, value = line.partition("=")
+        parts = value.split(",")
+        if not sep or not name.strip() or len(parts) != 2:
+            raise InvalidRequest(f"Write '{line}' as model=input,output (USD per 1K tokens).", param="prices")
+        try:
+            inp, out_ = float(parts[0]), float(parts[1])
+        except ValueError:
+            raise InvalidRequest(f"'{value}' are not two prices.", param="prices") from None
+        if not (inp >= 0 and out_ >= 0) or inp == float("inf") or out_ == float("inf"):
+            raise InvalidRequest(f"The price of '{name.strip()}' must be 0 or more.", param="prices")
+        out[name.strip()] = (inp, out_)
+    return out
+
+
+def parse_pairs(text: str, param: str) -> dict[str, str]:
+    """`name=target` per line (aliases)."""
+    out = {}
+    for line in _items(text):
+        name, sep, target = (s.strip() for s in line.partition("="))
+        if not sep or not name or not target:
+            raise InvalidRequest(f"Write '{line}' as alias=target.", param=param)
+        out[name] = target
+    return out
+
+
+def parse_weights(text: str) -> dict[str, int]:
+    """`candidate=weight, ...`"""
+    out = {}
+    for item in (s.strip() for s in text.replace("\n", ",").split(",")):
+        if not item:
+            continue
+        name, sep, value = (s.strip() for s in item.partition("="))
+        if not sep or not value.isdigit():
+            raise InvalidRequest(f"Write '{item}' as candidate=weight (a whole number).", param="weights")
+        out[name] = int(value)
+    return out
+
+
+def _items(text: str) -> list[str]:
+    return [line.strip() for line in (text or "").replace(";", "\n").splitlines() if line.strip()]
+
+
+def known_policies(snap: Snapshot | None = None) -> list[str]:
+    """Policy names a scenario may name: the admin's and the built-in ones."""
+    snap = snap or catalog().snapshot()
+    return sorted(set(snap.policies) | set(BUILT_IN))

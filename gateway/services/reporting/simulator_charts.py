@@ -1,0 +1,81 @@
+"""The policy simulator's charts as Plotly figures (plain dicts, drawn by static/console.js
+like the usage charts): cost per model, requests per deployment, cumulative cost over time,
+and the month-end forecast against each budget."""
+from __future__ import annotations
+
+from gateway.services.reporting.forecast import Forecast
+from gateway.services.reporting.simulator import Cell, Result
+
+TOP = 12        # bars per chart, biggest first
+ACTUAL, SIMULATED, BUDGET = "#8a94a6", "#2f6fed", "#b00020"
+
+
+def _top(cells: dict[str, Cell], key) -> list[tuple[str, Cell]]:
+    return sorted(cells.items(), key=lambda kv: key(kv[1]), reverse=True)[:TOP]
+
+
+def _bars(title: str, rows: list[tuple[str, Cell]], actual, simulated, ytitle: str) -> dict:
+    names = [name for name, _ in rows]
+    yaxis = {"title": {"text": ytitle}, "rangemode": "tozero"}
+    if ytitle == "USD":
+        yaxis["tickprefix"] = "$"
+    return {"data": [{"type": "bar", "name": "actual", "x": names, "y": [round(actual(c), 6) for _, c in rows],
+                      "marker": {"color": ACTUAL}},
+                     {"type": "bar", "name": "simulated", "x": names, "y": [round(simulated(c), 6) for _, c in rows],
+                      "marker": {"color": SIMULATED}}],
+            "layout": {"title": {"text": title}, "barmode": "group", "yaxis": yaxis}}
+
+
+def figures(result: Result) -> dict[str, dict]:
+    """Cost per model, requests per deployment and the cumulative cost, actual against simulated."""
+    figs = {
+        "models": _bars("Cost per model (USD)", _top(result.models, lambda c: max(c.actual_cost, c.sim_cost)),
+                        lambda c: c.actual_cost, lambda c: c.sim_cost, "USD"),
+        "deployments": _bars("Requests per deployment",
+                             _top(result.deployments, lambda c: max(c.actual_requests, c.sim_requests)),
+                             lambda c: c.actual_requests, lambda c: c.sim_requests, "requests"),
+    }
+    times = sorted(result.buckets)
+    xs = [result.start.isoformat()] + [t.isoformat() for t in times]     # from zero at the range's start
+    actual = simulated = 0.0
+    ya, ys = [0.0], [0.0]
+    for t in times:
+        actual += result.buckets[t].actual_cost
+        simulated += result.buckets[t].sim_cost
+        ya.append(round(actual, 6))
+        ys.append(round(simulated, 6))
+    figs["timeline"] = {
+        "data": [{"type": "scatter", "mode": "lines+markers", "name": "actual", "x": xs, "y": ya,
+                  "line": {"color": ACTUAL, "shape": "hv"}},
+                 {"type": "scatter", "mode": "lines+markers", "name": "simulated", "x": xs, "y": ys,
+                  "line": {"color": SIMULATED, "shape": "hv"}}],
+        "layout": {"title": {"text": "Cost over the range (USD, cumulative)"},
+                   "xaxis": {"type": "date", "range": [result.start.isoformat(), result.end.isoformat()]},
+                   "yaxis": {"rangemode": "tozero", "tickprefix": "$"}}}
+    return _finish(figs)
+
+
+def forecast_figure(rows: list[Forecast]) -> dict:
+    """Spent so far and the projected rest of the month per budget, with the budget marked."""
+    names = [f"{f.kind}: {f.name}" for f in rows]
+    fig = {"data": [
+        {"type": "bar", "name": "spent so far", "x": names, "y": [round(f.spent, 6) for f in rows],
+         "marker": {"color": SIMULATED}},
+        {"type": "bar", "name": "projected rest of month", "x": names,
+         "y": [round(max(f.projected - f.spent, 0), 6) for f in rows], "marker": {"color": "#9bb7f5"}},
+        {"type": "scatter", "mode": "markers", "name": "monthly budget",
+         "x": [n for n, f in zip(names, rows, strict=True) if f.budget],
+         "y": [f.budget for f in rows if f.budget], "marker": {"symbol": "line-ew-open", "size": 40, "color": BUDGET,
+                                                              "line": {"width": 3}}}],
+        "layout": {"title": {"text": "Month-end forecast (USD)"}, "barmode": "stack",
+                   "yaxis": {"rangemode": "tozero", "tickprefix": "$"}}}
+    return _finish({"forecast": fig})["forecast"]
+
+
+def _finish(figs: dict[str, dict]) -> dict[str, dict]:
+    for fig in figs.values():
+        fig["layout"].update(height=320, margin={"l": 50, "r": 20, "t": 40, "b": 60},
+                             legend={"orientation": "h", "y": -0.25},
+                             font={"family": "system-ui, sans-serif", "size": 12}, template={}, autosize=True)
+        fig["config"] = {"displaylogo": False, "responsive": True}
+    return figs
