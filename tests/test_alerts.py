@@ -44,7 +44,8 @@ def test_thresholds_fire_once_each_with_a_valid_signature(app, receiver):
     add_provider(app, "demo", "mock", None, ["demo-chat"])
     # demo-chat: 6 prompt tokens at $0.0005/1K + 4 completion at $0.0015/1K = $0.000009 a request,
     # reserved as $0.000012: four fit in $0.000045 (80%), a fifth with its answer capped at what
-    # is left (93%), then the hard cap refuses
+    # is left (93%), then the hard cap refuses, and that fires the 100% alert (settled spend
+    # never reaches it)
     with app.app_context():
         team = teams.save_team("search", budget_usd=0.000045, alert_thresholds="25,50,75,100",
                                webhook_url=url, webhook_secret=SECRET)
@@ -57,17 +58,18 @@ def test_thresholds_fire_once_each_with_a_valid_signature(app, receiver):
     assert statuses == [200] * 5 + [429] * 3
     with app.app_context():
         rows = db.session.scalars(select(Alert).order_by(Alert.threshold)).all()
-        assert [a.threshold for a in rows] == [25, 50, 75]
-        assert all(a.webhook_status == "sent" for a in rows)
+        assert [a.threshold for a in rows] == [25, 50, 75, 100]
+        assert all(a.webhook_status == "sent" and a.kind == "spend" for a in rows)
+        assert "refused" in rows[-1].message and "refused" not in rows[0].message
         assert [a.id for a in alerts.open_alerts()] == [a.id for a in reversed(rows)]
-        assert alerts.acknowledge() == 3 and alerts.open_alerts() == []
-    assert len(got) == 3
+        assert alerts.acknowledge() == 4 and alerts.open_alerts() == []
+    assert len(got) == 4
     for headers, body in got:
         assert alerts.verify(SECRET, headers["x-gateway-timestamp"], body, headers["x-gateway-signature"])
         assert not alerts.verify("wrong", headers["x-gateway-timestamp"], body, headers["x-gateway-signature"])
         assert not alerts.verify(SECRET, headers["x-gateway-timestamp"], body + b" ", headers["x-gateway-signature"])
     payloads = [json.loads(b) for _, b in got]
-    assert sorted(p["threshold_percent"] for p in payloads) == [25, 50, 75]
+    assert sorted(p["threshold_percent"] for p in payloads) == [25, 50, 75, 100]
     assert all(p["scope"] == f"team:{tid}" and p["budget_usd"] == 0.000045 for p in payloads)
 
 
