@@ -33,6 +33,7 @@ ALLOWED = {
     "console.audit_index": {A}, "console.settings_page": {A},
     "console.playground": {A, M}, "console.playground_stream": {A, M},
     "console.account": {A, M, V},
+    "console.alerts_index": {A, M, V}, "console.alert_acknowledge": {A}, "console.alerts_acknowledge_all": {A},
 }
 SECRET = "sk-live-SUPERSECRET-provider-9z8y"
 
