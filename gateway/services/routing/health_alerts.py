@@ -117,6 +117,10 @@ class AlertChecker:
     def run_once(self, now: datetime | None = None) -> tuple[list[Alert], int]:
         with self.app.app_context():
             try:
-                return evaluate(self.app, now)
+                made, resolved = evaluate(self.app, now)
+                for a in made:      # readable after the session is gone
+                    db.session.refresh(a)
+                db.session.expunge_all()
+                return made, resolved
             finally:
                 db.session.remove()
