@@ -117,7 +117,8 @@ def test_a_key_token_quota_alerts_at_the_key_thresholds_and_at_the_refusal(app, 
         assert [(a.kind, a.threshold) for a in rows] == [("tokens", 80), ("tokens", 95), ("tokens", 100)]
         assert 36 <= rows[0].value < 45 and rows[0].limit_value == 45 and rows[0].key_id is not None
         assert rows[0].scope == f"key:{rows[0].key_id}" and "search-bot" in rows[0].label
-        assert f"{rows[0].value / 45:.0%} of its token quota" in rows[0].message and "refused" in rows[2].message
+        assert f"crossed 80% of its token quota: {rows[0].value:.0f} of 45 tokens used ({rows[0].value / 45:.0%})" \
+            in rows[0].message and "refused" in rows[2].message
         assert all(a.webhook_status == "sent" for a in rows)
     assert len(got) == 3
     for headers, body in got:

@@ -10,9 +10,9 @@ from datetime import datetime
 from email import message_from_bytes
 
 import pytest
+from console_client import Console, make_user
 from sqlalchemy import select
 
-from console_client import Console, make_user
 from gateway.extensions import db
 from gateway.models import Alert, AuditLog, Setting, Team
 from gateway.services.accounting import alerts, keys
@@ -239,7 +239,7 @@ def test_alerts_are_mailed_to_the_admins_when_smtp_is_set(app, smtp_server):
     msg = message_from_bytes(mail["data"])
     assert msg["From"] == "gateway@example.com" and "tokens alert" in msg["Subject"]
     text = msg.get_payload(decode=True).decode()
-    assert "90% of its token quota" in text and "9 of 10 tokens" in text
+    assert "crossed 80% of its token quota: 9 of 10 tokens used (90%)" in text
     assert b"smtp-pass-XYZ" not in mail["data"] and plain.encode() not in mail["data"]
     # the setting's recipients instead of the admins; a dead server marks the alert failed
     with app.app_context():

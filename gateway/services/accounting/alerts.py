@@ -162,7 +162,7 @@ def cap_reached(app: Flask, limit, res, read) -> list[Alert]:
     return made
 
 
-def _message(label: str, kind: str, used: float, cap: float, pct: float, refused: bool) -> str:
+def _message(label: str, kind: str, used: float, cap: float, pct: float, threshold: int, refused: bool) -> str:
     if kind == "tokens":
         amounts = f"{int(used):,} of {int(cap):,} tokens"
         what = "token quota"
@@ -170,7 +170,7 @@ def _message(label: str, kind: str, used: float, cap: float, pct: float, refused
         amounts, what = f"{money(used)} of {money(cap)}", "budget"
     if refused:
         return f"{label} reached its {what} ({amounts}): requests are refused until the period ends."
-    return f"{label} used {pct:.0f}% of its {what} ({amounts})."
+    return f"{label} crossed {threshold}% of its {what}: {amounts} used ({pct:.0f}%)."
 
 
 def crossed(app: Flask, scope: str, period_start: datetime, used: float, pct: float, kind: str = "spend",
@@ -188,7 +188,7 @@ def crossed(app: Flask, scope: str, period_start: datetime, used: float, pct: fl
         if cap is None:         # the caller knows the percentage only (a USD budget)
             cap = used / pct * 100 if pct else 0.0
         alert = record(app, kind, scope, tgt, period_start, threshold,
-                       _message(tgt.label, kind, used, cap, pct, refused and threshold == 100), used, cap)
+                       _message(tgt.label, kind, used, cap, pct, threshold, refused and threshold == 100), used, cap)
         with fired.lock:
             fired.seen.add(mark)
         if alert is not None:
