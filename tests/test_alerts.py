@@ -212,3 +212,22 @@ def test_the_health_check_thread_is_off_in_testing_unless_asked(sqlite_app):
         assert "provider_down" in kinds
     finally:
         on.stop()
+
+
+def test_the_cli_lists_and_acknowledges(sqlite_app):
+    from datetime import datetime
+
+    from gateway.models import AuditLog
+    with sqlite_app.app_context():
+        teams.save_tag_budget("tenant", "acme", 1.0, alert_thresholds=[50, 80])
+        first = alerts.crossed(sqlite_app, "tag:tenant=acme", datetime(2025, 1, 1), 0.9, 90)[0].id
+    run = sqlite_app.test_cli_runner().invoke
+    out = run(args=["alerts", "list", "--state", "open"])
+    assert out.exit_code == 0 and out.output.count("\topen\t") == 2 and "tag:tenant=acme" in out.output
+    assert run(args=["alerts", "ack"]).exit_code == 1
+    assert run(args=["alerts", "ack", str(first)]).output.strip() == "1 alert acknowledged"
+    assert run(args=["alerts", "ack", "--all"]).output.strip() == "1 alert acknowledged"
+    assert run(args=["alerts", "list", "--state", "open"]).output == ""
+    with sqlite_app.app_context():
+        actions = db.session.scalars(select(AuditLog.action).order_by(AuditLog.id)).all()
+        assert actions[-2:] == ["alert.acknowledge", "alert.acknowledge_all"]
