@@ -30,6 +30,7 @@ log = logging.getLogger("gateway.alerts")
 KINDS = ("spend", "tokens", "error_rate", "latency_p95", "provider_down")
 HEALTH_KINDS = ("error_rate", "latency_p95", "provider_down")
 SCOPES = ("key", "team", "plan", "tag", "deployment")
+PREFIXES = tuple(f"{s}:" for s in SCOPES)
 SIGNATURE_HEADER = alert_delivery.SIGNATURE_HEADER
 TIMESTAMP_HEADER = alert_delivery.TIMESTAMP_HEADER
 
@@ -131,7 +132,7 @@ def check(app: Flask, res, counters: dict) -> list[Alert]:
     made = []
     for limit in res.limits:
         c = counters.get(limit.scope)
-        if limit.rate or c is None or not limit.scope.startswith(SCOPES):
+        if limit.rate or c is None or not limit.scope.startswith(PREFIXES):
             continue
         for kind, used, cap in _metrics(limit, c.used_tokens, c.used_usd):
             pct = used / cap * 100
@@ -144,11 +145,11 @@ def cap_reached(app: Flask, limit, res, read) -> list[Alert]:
     """A request was refused by `limit`: its cap is reached, so the thresholds up to 100% fire
     now (settled spend alone may never reach 100%: the cap stops it first). `read()` gives the
     counters, read only when some 100% mark is not known to be recorded yet."""
-    if limit.rate or not limit.scope.startswith(SCOPES):
+    if limit.rate or not limit.scope.startswith(PREFIXES):
         return []
-    fired = _fired(app)
+    fired, tgt = _fired(app), target(app, limit.scope)
     kinds = [k for k, _, _ in _metrics(limit, 0, 0.0)]
-    if all((limit.scope, k, limit.period_start, 100) in fired.seen for k in kinds):
+    if tgt is None or all((limit.scope, k, limit.period_start, t) in fired.seen for k in kinds for t in tgt.thresholds):
         return []
     c = read().get(limit.scope)
     if c is None:
@@ -157,8 +158,8 @@ def cap_reached(app: Flask, limit, res, read) -> list[Alert]:
     for kind, used, cap in _metrics(limit, c.used_tokens, c.used_usd):
         held = c.reserved_tokens + res.tokens if kind == "tokens" else c.reserved_usd + res.usd
         if used + held > cap or used >= cap:
-            made += crossed(app, limit.scope, limit.period_start, used, max(100.0, used / cap * 100),
-                            kind=kind, cap=cap, refused=True)
+            made += crossed(app, limit.scope, limit.period_start, used, used / cap * 100, kind=kind, cap=cap,
+                            refused=True)
     return made
 
 
@@ -175,21 +176,25 @@ def _message(label: str, kind: str, used: float, cap: float, pct: float, thresho
 
 def crossed(app: Flask, scope: str, period_start: datetime, used: float, pct: float, kind: str = "spend",
             cap: float | None = None, refused: bool = False) -> list[Alert]:
-    """Record alerts for each configured threshold at or under pct, once each."""
+    """Record alerts for each configured threshold at or under pct (every one up to 100 when
+    the cap `refused` a request), once each."""
     fired = _fired(app)
+    reach = max(pct, 100.0) if refused else pct
     tgt = target(app, scope)
     if tgt is None:
         return []
     made: list[Alert] = []
     for threshold in tgt.thresholds:
         mark = (scope, kind, period_start, threshold)
-        if pct + 1e-9 < threshold or mark in fired.seen:
+        if reach + 1e-9 < threshold or mark in fired.seen:
             continue
         if cap is None:         # the caller knows the percentage only (a USD budget)
             cap = used / pct * 100 if pct else 0.0
         alert = record(app, kind, scope, tgt, period_start, threshold,
                        _message(tgt.label, kind, used, cap, pct, threshold, refused and threshold == 100), used, cap)
         with fired.lock:
+            if len(fired.seen) > 100_000:       # old periods' marks; the table still says "once"
+                fired.seen.clear()
             fired.seen.add(mark)
         if alert is not None:
             made.append(alert)
