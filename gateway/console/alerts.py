@@ -2,8 +2,11 @@
 filters, and acknowledging one or all (admins)."""
 from __future__ import annotations
 
+import logging
+
 from flask import g, request, url_for
 from flask_login import current_user
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.auth.rbac import ADMIN, READ, require_role
 from gateway.console import bp
@@ -13,6 +16,7 @@ from gateway.htmx import navigate, render
 from gateway.models import Alert
 from gateway.services.accounting import alerts
 
+log = logging.getLogger("gateway.alerts")
 PER_PAGE = 50
 BANNER_ROWS = 3
 STATES = ("open", "acknowledged", "resolved")
@@ -23,7 +27,11 @@ def alert_banner() -> dict:
     if "alert_banner" not in g:
         rows = []
         if current_user.is_authenticated:
-            rows = alerts.open_alerts(limit=BANNER_ROWS + 1, owner=owner())
+            try:
+                rows = alerts.open_alerts(limit=BANNER_ROWS + 1, owner=owner())
+            except SQLAlchemyError:     # an error page must still render
+                db.session.rollback()
+                log.warning("reading open alerts for the banner failed", exc_info=True)
         g.alert_banner = {"alerts": rows[:BANNER_ROWS], "more": len(rows) > BANNER_ROWS}
     return g.alert_banner
 
