@@ -23,10 +23,20 @@ NAMING = {"uq": "uq_%(table_name)s_%(column_0_name)s"}
 OLD_UNIQUE_PG = "alerts_scope_period_start_threshold_key"
 
 
+def _old_unique() -> str:
+    """The name of the (scope, period_start, threshold) constraint: Postgres's own, a downgrade's,
+    or (unnamed on SQLite) the one NAMING gives it."""
+    for uq in sa.inspect(op.get_bind()).get_unique_constraints('alerts'):
+        if uq['column_names'] == ['scope', 'period_start', 'threshold']:
+            return uq['name'] or 'uq_alerts_scope'
+    return OLD_UNIQUE_PG
+
+
 def upgrade():
     sqlite = op.get_bind().dialect.name == "sqlite"
+    old = _old_unique()
     with op.batch_alter_table('alerts', schema=None, naming_convention=NAMING if sqlite else None) as batch_op:
-        batch_op.drop_constraint("uq_alerts_scope" if sqlite else OLD_UNIQUE_PG, type_="unique")
+        batch_op.drop_constraint(old, type_="unique")
         batch_op.add_column(sa.Column('kind', sa.String(length=16), nullable=False, server_default='spend'))
         batch_op.add_column(sa.Column('value', sa.Float(), nullable=True))
         batch_op.add_column(sa.Column('limit_value', sa.Float(), nullable=True))
