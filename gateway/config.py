@@ -83,6 +83,17 @@ class Defaults:
     PROMPT_LOG_MAX_CHARS = 32 * 1024     # per stored prompt or answer, when storage is on
     RESPONSES_STORE = True               # keep /v1/responses answers (store) for previous_response_id
     RETENTION_INTERVAL_SECONDS = 3600    # how often old usage and prompts are purged; 0: only by CLI
+    # Alerts (README: Alerts)
+    ALERT_CHECK_SECONDS = 30.0           # how often health alerts are evaluated; 0: never (off in TESTING)
+    ALERT_CHECK_IN_TESTING = False       # run that check under TESTING too
+    ALERT_MIN_REQUESTS = 10              # requests in the health window before an error-rate or p95 alert
+    SMTP_HOST = ""                       # e-mail alerts when set (with SMTP_FROM)
+    SMTP_PORT = 587
+    SMTP_USER = ""
+    SMTP_PASSWORD = ""
+    SMTP_FROM = ""
+    SMTP_STARTTLS = True
+    SMTP_TIMEOUT = 10.0
     # Response cache and Idempotency-Key (README: Response cache, idempotency and overhead)
     CACHE_SCOPE = "key"                  # who shares cached answers: key, or team (keys without one: key)
     CACHE_DEFAULT_TTL = 300              # seconds, when `x-gateway-cache: on` names no TTL

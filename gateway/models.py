@@ -320,19 +320,33 @@ class Reservation(db.Model):
 
 
 class Alert(db.Model):
-    """A budget threshold crossed: once per scope, threshold and period; shown as a banner."""
+    """Something an admin should see, once per scope, kind, threshold and period: a spend or
+    token threshold crossed (period: the budget's), or a deployment's error rate, p95 latency or
+    open circuit (period: the hour). Shown as a banner until acknowledged or resolved."""
     __tablename__ = "alerts"
-    __table_args__ = (db.UniqueConstraint("scope", "period_start", "threshold"),)
+    __table_args__ = (db.UniqueConstraint("scope", "kind", "period_start", "threshold", name="uq_alerts_once"),
+                      Index("ix_alerts_open", "acknowledged", "resolved_at"))
     id: Mapped[int] = mapped_column(primary_key=True)
-    scope: Mapped[str] = mapped_column(String(300))     # team:2, tag:feature=search, key:7
+    scope: Mapped[str] = mapped_column(String(300))     # team:2, tag:feature=search, key:7, plan:3, deployment:4
     label: Mapped[str] = mapped_column(String(300), default="")
     period_start: Mapped[datetime] = mapped_column(DateTime)
-    threshold: Mapped[int] = mapped_column(Integer)     # percent
+    threshold: Mapped[int] = mapped_column(Integer)     # percent; error_rate: %, latency_p95: ms
     spent_usd: Mapped[float] = mapped_column(Float, default=0.0)
     budget_usd: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     webhook_status: Mapped[str] = mapped_column(String(64), default="")   # "", sent, failed: ..., none
     acknowledged: Mapped[bool] = mapped_column(Boolean, default=False)
+    # spend, tokens, error_rate, latency_p95, provider_down (rows from before kinds: spend)
+    kind: Mapped[str] = mapped_column(String(16), default="spend", server_default="spend")
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)     # tokens used, error %, p95 ms
+    limit_value: Mapped[float | None] = mapped_column(Float, nullable=True)   # token quota, the setting
+    message: Mapped[str] = mapped_column(String(500), default="", server_default="")
+    key_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)   # who may see it
+    team_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    acknowledged_by: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    email_status: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
 
 class Alias(db.Model):

@@ -34,6 +34,7 @@ ALLOWED = {
     "console.playground": {A, M}, "console.playground_stream": {A, M},
     "console.account": {A, M, V},
     "console.simulator_page": {A, V}, "console.simulator_run": {A, V},
+    "console.alerts_index": {A, M, V}, "console.alert_acknowledge": {A}, "console.alerts_acknowledge_all": {A},
 }
 SECRET = "sk-live-SUPERSECRET-provider-9z8y"
 

@@ -1,7 +1,7 @@
 """Users and roles, the audit log and console settings (admins only)."""
 from __future__ import annotations
 
-from flask import render_template, request, url_for
+from flask import current_app, render_template, request, url_for
 from flask_login import current_user
 
 from gateway.auth.rbac import ADMIN, require_role
@@ -11,7 +11,7 @@ from gateway.errors import InvalidRequest
 from gateway.extensions import db
 from gateway.htmx import render
 from gateway.models import ROLES, User
-from gateway.services.accounting import redaction, teams
+from gateway.services.accounting import alert_delivery, redaction, teams
 from gateway.services.admin import audit, settings, users
 
 
@@ -95,13 +95,35 @@ def settings_page():
         for name in ("redact_default", "redact_patterns", "usage_retention_days", "prompt_retention_days"):
             if name in f:       # a field the form did not send keeps its value
                 given[name] = f[name][:10_000]
+        given.update(_alert_fields(f))
         new, errors = settings.check(given)
         if not errors:
             changed = settings.update(new)
             if changed:
-                log_action("settings.update", "settings", **changed)
+                # the webhook secret is write-only: the audit says that it changed, not what to
+                log_action("settings.update", "settings", **{k: ("changed" if v else "cleared")
+                                                             if k in settings.SECRET_SETTINGS else v
+                                                             for k, v in changed.items()})
             saved = True
         values.update(new)
     return render_template("console/settings.html", values=values, errors=errors, saved=saved,
-                           patterns=patterns, redact_modes=redaction.MODES,
-                           kinds=redaction.KINDS), (422 if errors else 200)
+                           patterns=patterns, redact_modes=redaction.MODES, kinds=redaction.KINDS,
+                           smtp=alert_delivery.smtp_configured(current_app)), (422 if errors else 200)
+
+
+def _alert_fields(f) -> dict:
+    """The alert settings the form sent (only when its Alerts fieldset was on it). An empty
+    secret field keeps the stored secret; "clear" removes it."""
+    if f.get("alerts_form") != "1":
+        return {}
+    given = {"key_alert_thresholds": f.get("key_alert_thresholds", "")[:200],
+             "alert_error_rate_percent": f.get("alert_error_rate_percent", "")[:20],
+             "alert_latency_p95_ms": f.get("alert_latency_p95_ms", "")[:20],
+             "alert_provider_down": f.get("alert_provider_down") == "on",
+             "alert_webhook_url": f.get("alert_webhook_url", "")[:500],
+             "alert_emails": f.get("alert_emails", "")[:2000]}
+    if f.get("alert_webhook_secret_clear") == "on":
+        given["alert_webhook_secret"] = ""
+    elif f.get("alert_webhook_secret"):
+        given["alert_webhook_secret"] = f["alert_webhook_secret"][:500]
+    return given

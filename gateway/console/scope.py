@@ -61,6 +61,7 @@ NAV = (
                                                      "provider_create", "provider_update")),
     NavLink("console.users_index", "Users", ("users_index", "user_create")),
     NavLink("console.audit_index", "Audit", ("audit_index",)),
+    NavLink("console.alerts_index", "Alerts", ("alerts_index",)),
     NavLink("console.settings_page", "Settings", ("settings_page",)),
 )
 

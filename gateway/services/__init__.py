@@ -28,6 +28,7 @@ def init_app(app: Flask) -> None:
     from gateway.services.admin import settings
     from gateway.services.routing.catalog import Catalog
     from gateway.services.routing.health import Health
+    from gateway.services.routing.health_alerts import AlertChecker
 
     c = app.config
     app.extensions["db_locks"] = LockBreaker(c["UNAVAILABLE_RETRY_AFTER"])
@@ -55,6 +56,7 @@ def init_app(app: Flask) -> None:
         "settle_retry": settle_retry,
         "settings_cache": setting_values,
         "alerts_fired": alerts.Fired(),
+        "alert_checker": AlertChecker(app),
         "shadow_slots": threading.BoundedSemaphore(int(c["SHADOW_MAX_CONCURRENCY"])),
         "usage": recorder,
         "metrics": metrics.Metrics(functools.partial(gauges.known_model, app),

@@ -25,7 +25,7 @@ from gateway.database import UNAVAILABLE, DatabaseBusy
 from gateway.errors import QuotaExceeded, RateLimited, ServiceUnavailable
 from gateway.formatting import money
 from gateway.models import utcnow
-from gateway.services.accounting import allowance
+from gateway.services.accounting import alerts, allowance
 from gateway.services.accounting.limits import Counter, Limit, Reservation, limits_for, tag_budgets
 
 log = logging.getLogger("gateway.quota")
@@ -116,8 +116,19 @@ def _reserve(store, req, plan, key_id: int, limits: tuple[Limit, ...], now: date
             break
         counters = store.reserve(res, now)
     if counters is None:
-        raise refusal(store.diagnose(res, now), res, now, at_least=shrink)
+        failed = store.diagnose(res, now)
+        if failed is not None and not failed.rate:
+            _cap_alert(failed, res, store)
+        raise refusal(failed, res, now, at_least=shrink)
     return res, counters, (answer if shrink else None)
+
+
+def _cap_alert(failed: Limit, res: Reservation, store) -> None:
+    # The cap refused this request: its 100% alert fires now (settled spend may never get there).
+    try:
+        alerts.cap_reached(current_app._get_current_object(), failed, res, lambda: store.current(res))
+    except Exception:       # an alert never changes the answer
+        log.warning("cap alert failed for %s", res.request_id, exc_info=True)
 
 
 def refusal(failed: Limit | None, res: Reservation, now: datetime, at_least: bool = False) -> Exception:

@@ -163,6 +163,7 @@ class UsageRecorder:
     def _ensure_writer(self) -> None:
         self.writer.ensure()
         self.app.extensions["retention"].ensure()     # the scheduled purge runs beside the writer
+        self.app.extensions["alert_checker"].ensure()     # and the health-alert check
 
     def _run(self) -> None:
         last_replay = float("-inf")

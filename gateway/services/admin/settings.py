@@ -9,7 +9,8 @@ from flask import Flask, current_app
 from gateway.database import bounded_session
 from gateway.extensions import db
 from gateway.models import Setting
-from gateway import pubsub
+from gateway import pubsub, secrets
+from gateway.providers.ssrf import check_url
 from gateway.services.accounting import redaction
 
 log = logging.getLogger("gateway.settings")
@@ -23,7 +24,15 @@ DEFAULTS = {
     "redact_patterns": [],         # admin patterns: [{"name": "EMPLOYEE_ID", "pattern": "EMP-\\d{6}"}]
     "usage_retention_days": 365,   # usage records older than this are deleted (0: kept for ever)
     "prompt_retention_days": 30,   # stored prompts and answers older than this are erased (0: kept)
+    "key_alert_thresholds": [80, 95, 100],  # percent of a key's (or plan's) token quota and budget
+    "alert_error_rate_percent": 20,   # a deployment's error rate above this alerts (0: never)
+    "alert_latency_p95_ms": 0,     # a deployment's p95 latency above this alerts (0: never)
+    "alert_provider_down": True,   # an open circuit alerts
+    "alert_webhook_url": "",       # key, plan and health alerts (and teams and tags without their own)
+    "alert_webhook_secret": "",    # encrypted (secrets.encrypt); never shown
+    "alert_emails": "",            # comma-separated; empty: every active admin
 }
+SECRET_SETTINGS = ("alert_webhook_secret",)
 RETENTION_MAX_DAYS = 36500
 
 
@@ -85,7 +94,51 @@ def check(values: dict) -> tuple[dict, dict[str, str]]:
                     raise ValueError
             except ValueError:
                 errors[name] = f"Enter a whole number of days from 0 (keep for ever) to {RETENTION_MAX_DAYS}."
+    _check_alerts(clean, errors)
     return clean, errors
+
+
+def _number(clean: dict, errors: dict, name: str, most: int, message: str) -> None:
+    value = clean[name]
+    try:
+        value = clean[name] = int(value.strip() or 0) if isinstance(value, str) else value
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= most:
+            raise ValueError
+    except ValueError:
+        errors[name] = message
+
+
+def _check_alerts(clean: dict, errors: dict) -> None:
+    """The alert settings: thresholds as "80, 95, 100" from a form, the webhook URL (SSRF policy)
+    and its secret, given in plain text and stored encrypted."""
+    if "key_alert_thresholds" in clean:
+        given = clean["key_alert_thresholds"]
+        try:
+            parts = given.replace(",", " ").split() if isinstance(given, str) else list(given)
+            values = sorted({int(p) for p in parts})
+            if any(not 1 <= v <= 100 for v in values) or len(values) > 10:
+                raise ValueError
+            clean["key_alert_thresholds"] = values
+        except (TypeError, ValueError):
+            errors["key_alert_thresholds"] = "Enter up to 10 whole percentages from 1 to 100, e.g. 80, 95, 100."
+    if "alert_error_rate_percent" in clean:
+        _number(clean, errors, "alert_error_rate_percent", 100, "Enter a whole percentage from 0 (off) to 100.")
+    if "alert_latency_p95_ms" in clean:
+        _number(clean, errors, "alert_latency_p95_ms", 3_600_000, "Enter whole milliseconds, 0 for off.")
+    if "alert_emails" in clean:
+        emails = [e.strip() for e in str(clean["alert_emails"] or "").split(",") if e.strip()]
+        if any("@" not in e or " " in e or len(e) > 255 for e in emails):
+            errors["alert_emails"] = "Enter e-mail addresses separated by commas."
+        clean["alert_emails"] = ", ".join(emails)
+    if "alert_webhook_url" in clean:
+        url = clean["alert_webhook_url"] = (clean["alert_webhook_url"] or "").strip()[:500]
+        try:
+            if url:
+                check_url(url, current_app.config["ALLOW_PRIVATE_UPSTREAMS"])
+        except ValueError as e:     # the SSRF policy's reason
+            errors["alert_webhook_url"] = f"Webhook URL: {e}"
+    if "alert_webhook_secret" in clean:
+        clean["alert_webhook_secret"] = secrets.encrypt(clean["alert_webhook_secret"] or "")
 
 
 def update(values: dict) -> dict:
