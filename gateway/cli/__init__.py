@@ -105,8 +105,8 @@ def given(**fields) -> dict:
 def commands() -> list[click.Command]:
     """Every command and command group, in the order of their modules."""
     # Imported here: each command module imports `command` from this package.
-    from gateway.cli import catalog, keys, maintenance, models, ops, teams
-    return [cli for module in (catalog, models, keys, ops, teams, maintenance) for cli in module.COMMANDS]
+    from gateway.cli import catalog, keys, maintenance, models, ops, reports, teams
+    return [cli for module in (catalog, models, keys, ops, reports, teams, maintenance) for cli in module.COMMANDS]
 
 
 def register(app: Flask) -> None:
