@@ -34,7 +34,7 @@ def error_type_figure(rows: list[dict]) -> dict:
     rows = list(reversed(rows))     # plotly draws the first bar at the bottom
     return {"data": [{"type": "bar", "orientation": "h", "name": "failed requests",
                       "y": [r["type"] for r in rows], "x": [r["requests"] for r in rows]}],
-            "layout": {"title": {"text": "Errors by type"}, "height": max(220, 60 + 28 * len(rows)),
+            "layout": {"title": {"text": "Errors by type"}, "height": 300,
                        "margin": {"l": 160, "r": 20, "t": 40, "b": 40}, "template": {}, "autosize": True,
                        "font": {"family": "system-ui, sans-serif", "size": 12},
                        "xaxis": {"rangemode": "tozero", "title": {"text": "requests"}},
