@@ -79,7 +79,9 @@ def test_console_pages_with_100k_usage_records(app):
     with app.app_context():
         batch = []
         for i in range(100_000):
-            batch.append(dict(request_id=f"p{i}", endpoint="chat", status=200 if rng.random() > .03 else 502,
+            status = 200 if rng.random() > .05 else rng.choice([429, 502, 400])
+            batch.append(dict(request_id=f"p{i}", endpoint="chat", status=status,
+                              error_type=None if status == 200 else rng.choice(["rate_limit", "server_error", "bad"]),
                               created_at=now - timedelta(seconds=rng.randint(0, 30 * 86400)),
                               requested_model=rng.choice(models), provider=rng.choice(["a", "b", "c"]),
                               key_id=rng.randint(1, 50), user_id=rng.randint(1, 5), total_tokens=rng.randint(10, 2000),
@@ -99,7 +101,8 @@ def test_console_pages_with_100k_usage_records(app):
     c = Console(app, "admin@example.com")
     for url in ("/", "/usage?range=24h", "/usage?range=7d", "/usage?range=30d", "/usage?range=30d&group=key",
                 "/usage?range=30d&group=tag&tag_key=feature", "/logs?range=30d", "/logs?range=30d&page=50",
-                "/keys", "/export.csv?range=24h"):
+                "/keys", "/export.csv?range=24h", "/usage?range=30d&group=plan", "/",
+                f"/usage/report.xlsx?month={now:%Y-%m}&by=team,tag:feature,key"):
         c.get(url)      # warm caches (templates)
         t0 = time.perf_counter()
         r = c.get(url)
