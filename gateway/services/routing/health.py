@@ -129,6 +129,8 @@ class Health:
             d.closed_at = float(st.get(b"closed_at", 0))
             d.opens = int(float(st.get(b"opens", 0)))
             d.cool_until = float(st.get(b"cool_until", 0))
+            if not d.open_until:
+                d.noted = "closed"      # another worker closed it (and wrote that down)
 
     def state(self, dep_id: int, now: float | None = None) -> str:
         """closed, open (cooling down) or half_open (a probe may go)."""
