@@ -215,3 +215,42 @@ def test_the_usage_page_links_the_monthly_report(app):
     c = Console(app, "viewer@example.com")
     html = c.get("/usage").text
     assert 'id="monthly-report"' in html and 'hx-boost="false"' in html and 'type="month"' in html
+
+
+def test_circuit_open_periods_from_real_traffic_show_on_the_usage_page(tmp_path, mock):
+    """Through the real HTTP path: two upstream failures open the circuit, the probe after the
+    cool-down closes it; the usage writer records both and the usage page shows the period."""
+    import time
+
+    import requests
+
+    from gateway.models import DeploymentEvent
+    from gateway.services.accounting.usage import recorder
+    from gateway.services.admin import catalog_admin
+    from tests.helpers import LiveServer, make_app, make_key
+    app = make_app(f"sqlite:///{tmp_path}/t.db", instance_path=str(tmp_path / "instance"), MAX_ATTEMPTS=1,
+                   CIRCUIT_FAILURES=2, CIRCUIT_COOLDOWN_SECONDS=0.5, RETRY_BASE_SECONDS=0.01)
+    with app.app_context():
+        catalog_admin.save_provider("flaky", "openai", base_url=mock + "/v1", api_key="sk-upstream-secret-123456")
+        dep = catalog_admin.save_deployment("m", "flaky", "echo").id
+    key = make_key(app)
+    server = LiveServer(app)
+    try:
+        def chat():
+            return requests.post(server.url + "/v1/chat/completions", timeout=15,
+                                 headers={"Authorization": f"Bearer {key}"},
+                                 json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        requests.post(mock + "/_mock/faults", json={"faults": ["fail=500", "fail=500"]}, timeout=5)
+        assert [chat().status_code for _ in range(3)] == [502, 502, 503]
+        time.sleep(0.6)
+        assert chat().status_code == 200
+    finally:
+        server.stop()
+    with app.app_context():
+        assert recorder(app).drain()
+        rows = db.session.execute(select(DeploymentEvent.deployment_id, DeploymentEvent.state)
+                                  .order_by(DeploymentEvent.id)).all()
+        assert [tuple(r) for r in rows] == [(dep, "opened"), (dep, "half_open"), (dep, "closed")]
+    make_user(app, "viewer@example.com", "viewer")
+    html = Console(app, "viewer@example.com").get("/usage?range=24h").text
+    assert 'id="chart-downtime"' in html and "m via flaky (echo)" in html and "2 consecutive failures" in html
