@@ -248,3 +248,18 @@ def test_overview_refreshes_itself(app):
     assert "<html" in c.get("/", headers={"HX-Request": "true", "HX-Boosted": "true"}).text
     app.config["CONSOLE_REFRESH_SECONDS"] = 0
     assert "hx-trigger" not in c.get("/", headers={"HX-Request": "true"}).text
+
+
+def test_the_view_export_carries_the_new_figures(app):
+    import io
+
+    import openpyxl
+
+    from gateway.services.reporting import exports
+    _seed_outcomes(app)
+    with app.app_context():
+        f, _ = filters.parse_filter({"range": "24h"})
+        wb = openpyxl.load_workbook(io.BytesIO(exports.xlsx_bytes(f)))
+    summary = {row[0]: row[1] for row in wb["Summary"].iter_rows(values_only=True) if row and row[0]}
+    assert summary["Throttled (429)"] == 2 and summary["Success rate"] == pytest.approx(5 / 8)
+    assert summary["USD per 1K tokens"] == pytest.approx(0.04)
