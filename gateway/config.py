@@ -46,6 +46,7 @@ class Defaults:
     DEMO = True                          # seed the mock provider and a demo key on an empty database
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
+    CONSOLE_REFRESH_SECONDS = 30         # the overview refreshes itself this often; 0: never
 
     # Routing and resilience
     MAX_ATTEMPTS = 3                     # upstream attempts per request, all deployments together

@@ -411,3 +411,17 @@ class UsageHourly(db.Model):
 for _i in range(ROLLUP_BUCKETS):
     setattr(UsageHourly, f"h{_i}", mapped_column(f"h{_i}", BigInteger, default=0))
 del _i
+
+
+class DeploymentEvent(db.Model):
+    """A circuit-breaker transition of a deployment (opened, half_open, closed), kept for the
+    downtime history; written in batches by the usage writer (accounting/deployment_events.py).
+    deployment_id is no foreign key: the history outlives a deleted deployment."""
+    __tablename__ = "deployment_events"
+    __table_args__ = (Index("ix_deployment_events_dep_at", "deployment_id", "at"),
+                      Index("ix_deployment_events_at", "at"))
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))          # opened, half_open, closed
+    at: Mapped[datetime] = mapped_column(DateTime)
+    reason: Mapped[str] = mapped_column(String(200), default="")

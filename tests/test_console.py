@@ -28,7 +28,7 @@ ALLOWED = {
     "console.key_disable": {A, M}, "console.key_enable": {A, M}, "console.key_revoke": {A, M},
     "console.key_rotate": {A, M}, "console.key_delete": {A, M}, "console.keys_batch": {A, M},
     "console.usage": {A, M, V}, "console.logs": {A, M, V}, "console.log_detail": {A, M, V},
-    "console.export": {A, M, V},
+    "console.export": {A, M, V}, "console.usage_report": {A, M, V},
     "console.users_index": {A}, "console.user_create": {A}, "console.user_update": {A},
     "console.audit_index": {A}, "console.settings_page": {A},
     "console.playground": {A, M}, "console.playground_stream": {A, M},

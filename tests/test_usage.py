@@ -134,3 +134,55 @@ def test_a_worker_exiting_waits_for_the_batch_the_writer_holds(sqlite_app, monke
     gunicorn_conf.worker_exit(None, SimpleNamespace(wsgi=sqlite_app))
     with sqlite_app.app_context():
         assert db.session.execute(text("SELECT count(*) FROM usage_records")).scalar() == 1
+
+
+def _route(dep_id: int):
+    return SimpleNamespace(deployment_id=dep_id, rpm_limit=None, tpm_limit=None)
+
+
+def _events(app) -> list[tuple]:
+    from gateway.models import DeploymentEvent
+    with app.app_context():
+        rows = db.session.execute(db.select(DeploymentEvent.deployment_id, DeploymentEvent.state,
+                                            DeploymentEvent.reason).order_by(DeploymentEvent.id)).all()
+        db.session.remove()
+        return [tuple(r) for r in rows]
+
+
+def test_breaker_transitions_reach_the_database_through_the_usage_writer(sqlite_app):
+    """Opened, half-open and closed are buffered by the breaker and written by the writer's
+    thread with the records, never by the request itself."""
+    from gateway.services.routing.health import health
+    app = sqlite_app
+    app.config.update(CIRCUIT_FAILURES=2, CIRCUIT_COOLDOWN_SECONDS=0.05)
+    h, route = health(app), _route(7)
+    h.failure(route, 5.0, status=502)
+    h.failure(route, 5.0, status=502)
+    assert h.state(7) == "open"
+    assert _events(app) == []                   # nothing written on the request path
+    time.sleep(0.06)
+    assert h.begin(route, 10)                   # the half-open probe goes
+    h.success(route, 5.0)
+    assert h.state(7) == "closed"
+    assert [(e["deployment_id"], e["state"]) for e in app.extensions["breaker_log"].events] == [(7, "opened"), (7, "half_open"), (7, "closed")]
+    recorder(app).record(entry())                # the writer runs with the next record
+    assert recorder(app).drain()
+    assert _events(app) == [(7, "opened", "2 consecutive failures (last HTTP 502)"),
+                            (7, "half_open", "cool-down over: probe sent"), (7, "closed", "probe succeeded")]
+
+
+def test_breaker_history_waits_out_a_database_outage_in_a_bounded_buffer(sqlite_app):
+    from gateway.models import DeploymentEvent
+    from gateway.services.routing.breaker_log import BreakerLog
+    app = sqlite_app
+    log = BreakerLog(app, size=3)
+    with app.app_context():
+        DeploymentEvent.__table__.drop(db.engine)          # the database can't take them now
+    for i in range(5):
+        log.note(i, "opened", "test")
+    assert log.flush() == 0 and [e["deployment_id"] for e in log.events] == [2, 3, 4] and log.dropped == 2
+    with app.app_context():
+        DeploymentEvent.__table__.create(db.engine)
+    app.extensions["db_locks"].until = 0.0      # the lock breaker's cool-down after the failure is over
+    assert log.flush() == 3 and not log.events
+    assert [e[0] for e in _events(app)] == [2, 3, 4]

@@ -105,8 +105,9 @@ def given(**fields) -> dict:
 def commands() -> list[click.Command]:
     """Every command and command group, in the order of their modules."""
     # Imported here: each command module imports `command` from this package.
-    from gateway.cli import alerts, catalog, keys, maintenance, models, ops, simulate, teams
-    return [cli for module in (catalog, models, keys, ops, teams, alerts, maintenance, simulate) for cli in module.COMMANDS]
+    from gateway.cli import alerts, catalog, keys, maintenance, models, ops, reports, simulate, teams
+    modules = (catalog, models, keys, ops, reports, teams, alerts, maintenance, simulate)
+    return [cli for module in modules for cli in module.COMMANDS]
 
 
 def register(app: Flask) -> None:

@@ -10,7 +10,7 @@ from gateway.console.scope import owner, usage_filter
 from gateway.htmx import render
 from gateway.services.accounting import key_scope
 from gateway.services.admin import settings
-from gateway.services.reporting import cache_stats, charts, exports, filters, marketplace
+from gateway.services.reporting import cache_stats, charts, downtime, exports, filters, marketplace, monthly, outcomes
 from gateway.services.reporting import logs as request_logs  # `logs` is the page below
 from gateway.services.routing import catalog
 
@@ -25,10 +25,25 @@ def _filter_choices() -> dict:
 @bp.get("/usage")
 @require_role(*READ)
 def usage():
+    return usage_page()
+
+
+def usage_page(report_errors: dict | None = None):
+    """The usage page (or its panel) for the current filter; `report_errors`: the monthly
+    report picker's, shown next to its fields."""
     f, errors = usage_filter()
+    figs = charts.figures(f, charts.budget_line(f))
+    error_types = outcomes.error_types(f)
+    if error_types:
+        figs["errors"] = outcomes.error_type_figure(error_types)
+    down = downtime.history(f.start, f.end)
+    if down:
+        figs["downtime"] = downtime.timeline_figure(down, f.start, f.end)
     ctx = dict(filter=f, errors=errors, totals=charts.totals(f), breakdown=charts.breakdown(f),
-               cache=cache_stats.summary(f),
-               charts=charts.figures(f, charts.budget_line(f)), args=request.args, export_args=f.query_args())
+               cache=cache_stats.summary(f), charts=figs, error_types=error_types, downtime=down,
+               args=request.args, export_args=f.query_args(), report_errors=report_errors or {},
+               report_month=request.args.get("month") or f"{f.end:%Y-%m}",
+               report_by=request.args.get("by") or monthly.DEFAULT_BY)
     return render("console/usage.html", "console/_usage_panel.html", **ctx, **_filter_choices())
 
 

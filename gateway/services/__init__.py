@@ -26,6 +26,7 @@ def init_app(app: Flask) -> None:
     from gateway.services.accounting.redis_counters import RedisCounters
     from gateway.services.accounting.settle_retry import SettleRetry
     from gateway.services.admin import settings
+    from gateway.services.routing.breaker_log import BreakerLog
     from gateway.services.routing.catalog import Catalog
     from gateway.services.routing.health import Health
     from gateway.services.routing.health_alerts import AlertChecker
@@ -43,6 +44,10 @@ def init_app(app: Flask) -> None:
     key_cache = keys.KeyCache(c["KEY_CACHE_SECONDS"], bus=bus if bus.url else None,
                               stale=c["KEY_CACHE_STALE_SECONDS"], wait=c["DB_LOCK_TIMEOUT"])
     recorder = usage.UsageRecorder(app)
+    health = Health(app, redis)
+    # Breaker transitions (downtime history) are written by the usage writer's thread.
+    health.breaker_log = BreakerLog(app)
+    recorder.also_flush.append(health.breaker_log.flush)
     setting_values: dict = {}
     app.extensions.update({
         "redis": redis,
@@ -50,7 +55,8 @@ def init_app(app: Flask) -> None:
         "catalog": Catalog(c["CATALOG_CACHE_SECONDS"]),
         "price_book": pricing.PriceBook(c["CATALOG_CACHE_SECONDS"]),
         "tag_budgets": limits.TagBudgetCache(c["CATALOG_CACHE_SECONDS"]),
-        "health": Health(app, redis),
+        "health": health,
+        "breaker_log": health.breaker_log,
         "key_cache": key_cache,
         "quota_backend": counters,
         "settle_retry": settle_retry,

@@ -152,6 +152,9 @@ class UsageRecorder:
         self.pending = 0        # queued or being written
         self.hurry = threading.Event()      # drain() wakes the writer instead of waiting
         self.count_lock = threading.Lock()
+        # Other buffered writes done by this thread beside the records (e.g. breaker history):
+        # callables returning how many rows they wrote; they keep what they failed to write.
+        self.also_flush: list = []
 
     def record(self, entry: UsageEntry) -> None:
         """Queue a record; waits only when the queue is full (the database is far behind)."""
@@ -169,6 +172,7 @@ class UsageRecorder:
         last_replay = float("-inf")
         while True:
             batch = self._take(block=True)
+            self._flush_others()
             if batch:
                 self._write(batch)
                 # Let records gather before the next write: one insert per interval, not per
@@ -199,7 +203,15 @@ class UsageRecorder:
         while batch := self._take(block=False):
             self._write(batch)
             written += len(batch)
+        self._flush_others()
         return written
+
+    def _flush_others(self) -> None:
+        for flush in self.also_flush:
+            try:
+                flush()
+            except Exception:       # noqa: BLE001 (never at the usage records' expense)
+                log.exception("background flush failed")
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Flush, then wait until the writer finished what it had taken; True when idle."""

@@ -19,7 +19,7 @@ from sqlalchemy import case, func, or_, select
 
 from gateway.extensions import db
 from gateway.formatting import money
-from gateway.models import ApiKey, Team, UsageHourly, UsageRecord, User
+from gateway.models import ApiKey, Plan, Team, UsageHourly, UsageRecord, User
 from gateway.services.accounting import rollup
 from gateway.services.admin import settings
 from gateway.services.reporting.filters import UsageFilter, conditions, rollup_conditions
@@ -55,16 +55,33 @@ def group_expr(f: UsageFilter):
         return r.user_id
     if f.group == "team":
         return select(ApiKey.team_id).where(ApiKey.id == r.key_id).scalar_subquery()
+    if f.group == "plan":
+        return plan_expr(r.key_id)
     if f.group == "tag":
         return r.tags[f.tag_key].as_string()
     return r.requested_model
 
 
+def plan_expr(key_id):
+    """The plan a key's requests count under: the key's own, else its team's."""
+    team_plan = select(Team.plan_id).where(Team.id == ApiKey.team_id).scalar_subquery()
+    return select(func.coalesce(ApiKey.plan_id, team_plan)).where(ApiKey.id == key_id).scalar_subquery()
+
+
+def _rates(n: int, err: int, tokens: int, cost: float, throttled: int) -> dict:
+    """Success rate, throttled share and $ per 1K tokens from summed measures."""
+    return {"success_rate": (n - err) / n if n else None, "throttled": int(throttled),
+            "cost_per_1k": cost * 1000 / tokens if tokens else None}
+
+
 def totals(f: UsageFilter) -> dict:
-    """Requests, errors, tokens, cost and mean latency over the whole filter."""
-    n, err, prompt, completion, tokens, cost, lat = _aggregate(f, by_bucket=False, by_group=False).get((), _ZERO)
+    """Requests, errors, tokens, cost, mean latency, success rate, throttled (429) requests and
+    $ per 1K tokens over the whole filter."""
+    n, err, prompt, completion, tokens, cost, lat, throttled = _aggregate(f, by_bucket=False,
+                                                                           by_group=False).get((), _ZERO)
     return {"requests": n, "errors": int(err), "prompt_tokens": int(prompt), "completion_tokens": int(completion),
-            "tokens": int(tokens), "cost": float(cost), "avg_latency": lat / n if n else 0.0}
+            "tokens": int(tokens), "cost": float(cost), "avg_latency": lat / n if n else 0.0,
+            **_rates(n, err, tokens, cost, throttled)}
 
 
 def breakdown(f: UsageFilter, limit: int = 50) -> list[dict]:
@@ -73,17 +90,18 @@ def breakdown(f: UsageFilter, limit: int = 50) -> list[dict]:
     rows = sorted(cells.items(), key=lambda kv: kv[1][0], reverse=True)[:limit]
     names = group_names(f, [k[0] for k, _ in rows])
     return [{"group": names.get(k[0], "—" if k[0] is None else str(k[0])), "requests": c[0], "errors": int(c[1]),
-             "tokens": int(c[4]), "cost": float(c[5]), "avg_latency": c[6] / c[0] if c[0] else 0.0}
+             "tokens": int(c[4]), "cost": float(c[5]), "avg_latency": c[6] / c[0] if c[0] else 0.0,
+             **_rates(c[0], c[1], c[4], c[5], c[7])}
             for k, c in rows]
 
 
-_ZERO = (0, 0, 0, 0, 0, 0.0, 0.0)
+_ZERO = (0, 0, 0, 0, 0, 0.0, 0.0, 0)
 
 
 def _needs(f: UsageFilter, by_group: bool) -> tuple[bool, bool]:
     """Whether the view needs (keys or users, models or providers) kept apart."""
     group = f.group if by_group else ""
-    keys = (group in ("key", "user", "team") or f.key_id is not None or f.user_id is not None
+    keys = (group in ("key", "user", "team", "plan") or f.key_id is not None or f.user_id is not None
             or f.team_id is not None or f.scope_user_id is not None or f.scope_key_ids is not None)
     models = group in ("model", "provider") or bool(f.model or f.provider)
     return keys, models
@@ -131,6 +149,8 @@ def rollup_group_expr(f: UsageFilter):
         return func.nullif(h.user_id, 0)
     if f.group == "team":
         return select(ApiKey.team_id).where(ApiKey.id == h.key_id).scalar_subquery()
+    if f.group == "plan":
+        return plan_expr(h.key_id)
     return func.nullif(h.requested_model, "")
 
 
@@ -141,8 +161,8 @@ def _rollup_bucket(unit: str, grain: int):
 
 
 def _aggregate(f: UsageFilter, by_bucket: bool, by_group: bool) -> dict[tuple, list]:
-    """(bucket?, group?) -> [requests, errors, prompt, completion, total tokens, cost, latency sum],
-    summed over the raw and rollup segments of the range."""
+    """(bucket?, group?) -> [requests, errors, prompt, completion, total tokens, cost, latency sum,
+    throttled (429)], summed over the raw and rollup segments of the range."""
     unit = bucket_unit(f)
     out: dict[tuple, list] = {}
     for seg in segments(f, by_group):
@@ -151,14 +171,14 @@ def _aggregate(f: UsageFilter, by_bucket: bool, by_group: bool) -> dict[tuple, l
             keys = ([bucket_expr(unit)] if by_bucket else []) + ([group_expr(f)] if by_group else [])
             measures = [func.count(), func.sum(case((r.status >= 400, 1), else_=0)), func.sum(r.prompt_tokens),
                         func.sum(r.completion_tokens), func.sum(r.total_tokens), func.sum(r.cost_usd),
-                        func.sum(r.latency_ms)]
+                        func.sum(r.latency_ms), func.sum(case((r.status == 429, 1), else_=0))]
             where = conditions(f, seg[1], seg[2])
         else:
             h, grain = UsageHourly, seg[1]
             keys = ([_rollup_bucket(unit, grain)] if by_bucket else []) + ([rollup_group_expr(f)] if by_group else [])
             measures = [func.sum(h.requests), func.sum(h.errors), func.sum(h.prompt_tokens),
                         func.sum(h.completion_tokens), func.sum(h.total_tokens), func.sum(h.cost_usd),
-                        func.sum(h.latency_ms_sum)]
+                        func.sum(h.latency_ms_sum), func.sum(case((h.status == 429, h.requests), else_=0))]
             where = rollup_conditions(f, grain, seg[2], seg[3])
         labeled = [k.label(f"k{i}") for i, k in enumerate(keys)]
         q = select(*labeled, *measures).where(*where)
@@ -173,11 +193,11 @@ def _aggregate(f: UsageFilter, by_bucket: bool, by_group: bool) -> dict[tuple, l
                 continue
             cell = out.get(k)
             if cell is None:
-                cell = out[k] = [0, 0, 0, 0, 0, 0.0, 0.0]
+                cell = out[k] = [0, 0, 0, 0, 0, 0.0, 0.0, 0]
             for i, v in enumerate(row[len(keys):]):
                 cell[i] += v or 0
     for cell in out.values():       # Postgres sums BIGINT columns to NUMERIC (Decimal)
-        cell[:] = [int(v) for v in cell[:5]] + [float(cell[5]), float(cell[6])]
+        cell[:] = [int(v) for v in cell[:5]] + [float(cell[5]), float(cell[6]), int(cell[7])]
     return out
 
 
@@ -190,6 +210,8 @@ def group_names(f: UsageFilter, values: list) -> dict:
         return {u.id: u.email for u in db.session.scalars(select(User).where(User.id.in_(ids)))}
     if f.group == "team" and ids:
         return {t.id: t.name for t in db.session.scalars(select(Team).where(Team.id.in_(ids)))}
+    if f.group == "plan" and ids:
+        return {p.id: p.name for p in db.session.scalars(select(Plan).where(Plan.id.in_(ids)))}
     return {v: str(v) for v in ids}
 
 

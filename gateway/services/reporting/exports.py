@@ -84,7 +84,8 @@ def xlsx_bytes(f: UsageFilter, title: str = "Usage") -> bytes:
     head = wb.add_format({"bold": True, "bg_color": "#1d2330", "font_color": "#ffffff"})
     fmt = {"time": wb.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"}),
            "int": wb.add_format({"num_format": "#,##0"}), "money": wb.add_format({"num_format": MONEY_FORMAT}),
-           "ms": wb.add_format({"num_format": "#,##0.0"}), "num": wb.add_format({"num_format": "#,##0.###"})}
+           "ms": wb.add_format({"num_format": "#,##0.0"}), "num": wb.add_format({"num_format": "#,##0.###"}),
+           "pct": wb.add_format({"num_format": "0.0%"})}
 
     summary = wb.add_worksheet("Summary")
     summary.set_column(0, 0, 28)
@@ -107,7 +108,10 @@ def xlsx_bytes(f: UsageFilter, title: str = "Usage") -> bytes:
                              ("Prompt tokens", "prompt_tokens", "int"),
                              ("Completion tokens", "completion_tokens", "int"),
                              ("Total tokens", "tokens", "int"), ("Cost (USD)", "cost", "money"),
-                             ("Mean latency (ms)", "avg_latency", "ms")):
+                             ("Mean latency (ms)", "avg_latency", "ms"), ("Throttled (429)", "throttled", "int"),
+                             ("Success rate", "success_rate", "pct"), ("USD per 1K tokens", "cost_per_1k", "money")):
+        if t[key] is None:      # no requests or no tokens: no rate to show
+            continue
         line += 1
         summary.write(line, 0, label)
         summary.write_number(line, 1, t[key], fmt[kind])

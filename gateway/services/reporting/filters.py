@@ -12,7 +12,7 @@ from gateway.models import ApiKey, UsageHourly, UsageRecord, utcnow
 from gateway.services.accounting import key_scope
 
 RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
-GROUPS = ("model", "provider", "key", "user", "team", "tag")
+GROUPS = ("model", "provider", "key", "user", "team", "plan", "tag")
 
 
 @dataclass

@@ -77,6 +77,7 @@ class Deployment:
     state_dirty: bool = False
     tpm_pending: int = 0
     stats_cache: Stats | None = None
+    noted: str = "closed"       # the breaker state last written to the downtime history
 
 
 class Health:
@@ -93,6 +94,13 @@ class Health:
         self.prefix = app.config["HEALTH_REDIS_PREFIX"]
         self.redis_down_logged = False
         self.syncer = PerProcessThread("health-sync", self._run)
+        self.breaker_log = None     # breaker_log.BreakerLog, set by services.init_app
+
+    def _note(self, dep_id: int, d: Deployment, state: str, reason: str, now: float) -> None:
+        """Hand a breaker transition to the downtime history (buffered, off the request path)."""
+        if d.noted != state and self.breaker_log is not None:
+            d.noted = state
+            self.breaker_log.note(dep_id, state, reason, now)
 
     def _dep(self, dep_id: int) -> Deployment:
         d = self.deps.get(dep_id)
@@ -121,6 +129,8 @@ class Health:
             d.closed_at = float(st.get(b"closed_at", 0))
             d.opens = int(float(st.get(b"opens", 0)))
             d.cool_until = float(st.get(b"cool_until", 0))
+            if not d.open_until:
+                d.noted = "closed"      # another worker closed it (and wrote that down)
 
     def state(self, dep_id: int, now: float | None = None) -> str:
         """closed, open (cooling down) or half_open (a probe may go)."""
@@ -168,6 +178,8 @@ class Health:
             if not self._reserve(route, tokens):
                 d.probe_until = 0.0
                 return False
+        if d.open_until:
+            self._note(route.deployment_id, d, "half_open", "cool-down over: probe sent", now)
         return True
 
     def _roll(self, dep_id: int) -> Deployment:
@@ -214,6 +226,7 @@ class Health:
         if d.open_until:
             d.open_until = d.probe_until = 0.0
             d.closed_at, d.opens, d.state_dirty = time.time(), 0, True
+            self._note(route.deployment_id, d, "closed", "probe succeeded", d.closed_at)
         if total_tokens:
             self._roll(route.deployment_id).tpm += total_tokens
             d.tpm_pending += total_tokens
@@ -231,28 +244,30 @@ class Health:
             return
         self._add(d, Sample(now, ms, None, None, False))
         d.consecutive += 1
+        dep_id = route.deployment_id
         if d.open_until:                      # the half-open probe failed: open again, longer
-            self._open(d, now)
+            self._open(d, now, dep_id, f"probe failed{f' (HTTP {status})' if status else ''}")
             return
         if d.consecutive >= int(self.app.config["CIRCUIT_FAILURES"]):
-            self._open(d, now)
+            self._open(d, now, dep_id, f"{d.consecutive} consecutive failures{f' (last HTTP {status})' if status else ''}")
             return
         since = max(now - float(self.app.config["CIRCUIT_WINDOW_SECONDS"]), d.closed_at)
         recent = [s for s in d.samples if s.t >= since and not s.r429]
         if len(recent) >= int(self.app.config["CIRCUIT_MIN_REQUESTS"]):
             errors = sum(1 for s in recent if not s.ok)
             if errors / len(recent) >= float(self.app.config["CIRCUIT_ERROR_RATE"]):
-                self._open(d, now)
+                self._open(d, now, dep_id, f"error rate {errors / len(recent):.0%} over {len(recent)} requests")
 
     def release(self, route) -> None:
         """The attempt ended without saying anything about the deployment (client error, disconnect)."""
         self._dep(route.deployment_id).probe_until = 0.0
 
-    def _open(self, d: Deployment, now: float) -> None:
+    def _open(self, d: Deployment, now: float, dep_id: int, reason: str) -> None:
         cooldown = float(self.app.config["CIRCUIT_COOLDOWN_SECONDS"]) * min(2 ** d.opens, 8)
         d.open_until, d.probe_until, d.opens = now + cooldown, 0.0, d.opens + 1
         d.consecutive, d.state_dirty = 0, True
         log.warning("circuit opened for deployment after failures; retry in %.0fs", cooldown)
+        self._note(dep_id, d, "opened", reason, now)
 
     def _add(self, d: Deployment, s: Sample) -> None:
         d.samples.append(s)
