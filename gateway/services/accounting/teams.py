@@ -44,10 +44,10 @@ def _check_budget(fields: dict) -> None:
         fields["alert_thresholds"] = _thresholds(fields["alert_thresholds"])
 
 
-def save_team(name: str, *, team: Team | None = None, webhook_url: str | None = None,
+def save_team(name: str, *, team: Team | None = None, new: bool = False, webhook_url: str | None = None,
               webhook_secret: str | None = None, **fields) -> Team:
-    """Create a team, or edit `team` (or the one named `name`). A webhook secret of None keeps
-    the stored one; "" clears it."""
+    """Create a team, or edit `team` (or the one named `name`, unless `new`). A webhook secret
+    of None keeps the stored one; "" clears it."""
     name = (name or "").strip()
     if not name:
         raise InvalidRequest("A team needs a name.", param="name")
@@ -56,7 +56,7 @@ def save_team(name: str, *, team: Team | None = None, webhook_url: str | None = 
         raise InvalidRequest(f"Unknown team setting(s): {', '.join(sorted(unknown))}.")
     _check_budget(fields)
     same = db.session.scalar(select(Team).where(Team.name == name))
-    if team is not None and same is not None and same.id != team.id:
+    if same is not None and (new or team is not None and same.id != team.id):
         raise InvalidRequest(f"There is already a team named {name}.", param="name")
     if fields.get("plan_id") is not None and db.session.get(Plan, fields["plan_id"]) is None:
         raise InvalidRequest("Choose a plan from the list.", param="plan_id")
@@ -81,8 +81,8 @@ def find_team(name_or_id) -> Team:
     return team
 
 
-def save_plan(name: str, *, plan: Plan | None = None, **fields) -> Plan:
-    """Create or edit `plan` (or the one named `name`). pool_budget_usd is the plan-wide cap,
+def save_plan(name: str, *, plan: Plan | None = None, new: bool = False, **fields) -> Plan:
+    """Create or edit `plan` (or the one named `name`, unless `new`). pool_budget_usd is the plan-wide cap,
     shared by every key on the plan per pool_period; budget_usd each key's own default."""
     name = (name or "").strip()
     if not name:
@@ -105,7 +105,7 @@ def save_plan(name: str, *, plan: Plan | None = None, **fields) -> Plan:
     if "models" in fields and fields["models"] is not None:
         fields["models"] = sorted({m.strip() for m in fields["models"] if m and m.strip()}) or None
     same = db.session.scalar(select(Plan).where(Plan.name == name))
-    if plan is not None and same is not None and same.id != plan.id:
+    if same is not None and (new or plan is not None and same.id != plan.id):
         raise InvalidRequest(f"There is already a plan named {name}.", param="name")
     plan = plan or same or Plan(name=name)
     plan.name = name
@@ -169,8 +169,9 @@ def find_plan(name_or_id) -> Plan:
 
 
 def save_tag_budget(tag: str, value: str, budget_usd: float | None, *, budget: TagBudget | None = None,
-                    webhook_url: str | None = None, webhook_secret: str | None = None, **fields) -> TagBudget:
-    """Create or edit the budget on requests tagged tag=value (`budget`: the one to edit)."""
+                    new: bool = False, webhook_url: str | None = None, webhook_secret: str | None = None, **fields) -> TagBudget:
+    """Create or edit the budget on requests tagged tag=value (`budget`: the one to edit; `new`:
+    refuse one that exists)."""
     tag, value = (tag or "").strip(), (value or "").strip()
     if not tag:
         raise InvalidRequest("A tag budget needs a tag, e.g. feature.", param="tag")
@@ -181,7 +182,7 @@ def save_tag_budget(tag: str, value: str, budget_usd: float | None, *, budget: T
     fields["budget_usd"] = budget_usd
     _check_budget(fields)
     same = db.session.scalar(select(TagBudget).where(TagBudget.tag == tag, TagBudget.value == value))
-    if budget is not None and same is not None and same.id != budget.id:
+    if same is not None and (new or budget is not None and same.id != budget.id):
         raise InvalidRequest(f"There is already a budget on {tag}={value}.", param="value")
     b = budget or same or TagBudget(tag=tag, value=value)
     b.tag, b.value = tag, value
