@@ -89,8 +89,8 @@ def _save(team: Team | None):
     secret = webhook_secret()
     if not errors:
         try:
-            saved = teams.save_team(form["name"][:100], team=team, new=team is None, webhook_url=form["webhook_url"][:500],
-                                    webhook_secret=secret, **fields)
+            saved = teams.save_team(form["name"][:100], team=team, new=team is None,
+                                    webhook_url=form["webhook_url"][:500], webhook_secret=secret, **fields)
         except InvalidRequest as e:
             errors[e.param or "name"] = e.message
     if errors:

@@ -169,7 +169,8 @@ def find_plan(name_or_id) -> Plan:
 
 
 def save_tag_budget(tag: str, value: str, budget_usd: float | None, *, budget: TagBudget | None = None,
-                    new: bool = False, webhook_url: str | None = None, webhook_secret: str | None = None, **fields) -> TagBudget:
+                    new: bool = False, webhook_url: str | None = None, webhook_secret: str | None = None,
+                    **fields) -> TagBudget:
     """Create or edit the budget on requests tagged tag=value (`budget`: the one to edit; `new`:
     refuse one that exists)."""
     tag, value = (tag or "").strip(), (value or "").strip()
