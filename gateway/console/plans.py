@@ -61,7 +61,7 @@ def _save_plan(plan: Plan | None):
 @require_role(*SEE_ALL)
 def plans_index():
     rows = teams.all_plans()
-    return render_template("console/plans.html", plans=rows, spend={p.id: teams.plan_spend(p) for p in rows},
+    return render_template("console/plans.html", plans=rows, spend=teams.plan_spends(rows),
                            key_counts=teams.counts(ApiKey.plan_id), team_counts=teams.counts(Team.plan_id))
 
 
@@ -147,7 +147,7 @@ def _save_tag(budget: TagBudget | None):
 def tag_budgets_index():
     rows = teams.all_tag_budgets()
     return render_template("console/teams_tag_budgets.html", budgets=rows,
-                           spend={b.id: teams.tag_spend(b) for b in rows})
+                           spend=teams.tag_spends(rows))
 
 
 @bp.get("/tag-budgets/new")

@@ -110,7 +110,7 @@ def teams_index():
         rows = [t for t in [db.session.get(Team, current_user.team_id)] if t is not None] \
             if current_user.team_id else []
     return render_template("console/teams.html", teams=rows, plans={p.id: p for p in teams.all_plans()},
-                           spend={t.id: teams.team_spend(t) for t in rows}, members=teams.counts(User.team_id),
+                           spend=teams.team_spends(rows), members=teams.counts(User.team_id),
                            key_counts=teams.counts(ApiKey.team_id))
 
 

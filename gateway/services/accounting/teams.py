@@ -236,22 +236,41 @@ class Spend:
 def spend(scope: str, budget_usd: float | None, period: str, tz: str, now: datetime | None = None) -> Spend:
     """What `scope` (team:ID, plan:ID, tag:k=v) spent this period. A scope without a budget is
     not counted (no request reserves against it): no spend to show."""
-    if budget_usd is None:
-        return Spend(None, 0.0, None, None)
-    start, end = periods.bounds(period or "month", tz or "UTC", now or utcnow())
-    return Spend(budget_usd, quota.spent([Limit(scope, start, end, usd=budget_usd)]).get(scope, 0.0), start, end)
+    return _spends({scope: (scope, budget_usd, period, tz)}, now)[scope]
+
+
+def _spends(budgets: dict, now: datetime | None = None) -> dict:
+    """id -> Spend for {id: (scope, budget, period, tz)}, read in one go."""
+    now = now or utcnow()
+    limits = {}
+    for ident, (scope, usd, period, tz) in budgets.items():
+        if usd is not None:
+            limits[ident] = Limit(scope, *periods.bounds(period or "month", tz or "UTC", now), usd=usd)
+    used = quota.spent(list(limits.values())) if limits else {}
+    return {ident: Spend(x.usd, used.get(x.scope, 0.0), x.period_start, x.period_end) if (x := limits.get(ident))
+            else Spend(None, 0.0, None, None) for ident in budgets}
 
 
 def team_spend(t: Team) -> Spend:
-    return spend(f"team:{t.id}", t.budget_usd, t.budget_period, t.timezone)
+    return team_spends([t])[t.id]
+
+
+def team_spends(rows: list[Team]) -> dict[int, Spend]:
+    """team id -> its spend this period."""
+    return _spends({t.id: (f"team:{t.id}", t.budget_usd, t.budget_period, t.timezone) for t in rows})
+
+
+def plan_spends(rows: list[Plan]) -> dict[int, Spend]:
+    """plan id -> what all its keys spent together this period (the plan budget's counter)."""
+    return _spends({p.id: (f"plan:{p.id}", p.pool_budget_usd, p.pool_period, p.pool_timezone) for p in rows})
 
 
 def plan_spend(p: Plan) -> Spend:
-    return spend(f"plan:{p.id}", p.pool_budget_usd, p.pool_period, p.pool_timezone)
+    return plan_spends([p])[p.id]
 
 
-def tag_spend(b: TagBudget) -> Spend:
-    return spend(f"tag:{b.tag}={b.value}", b.budget_usd, b.budget_period, b.timezone)
+def tag_spends(rows: list[TagBudget]) -> dict[int, Spend]:
+    return _spends({b.id: (f"tag:{b.tag}={b.value}", b.budget_usd, b.budget_period, b.timezone) for b in rows})
 
 
 def counts(column) -> dict[int, int]:
