@@ -3,6 +3,7 @@ key form's Team and Plan lists, and the plan-wide budget enforced over HTTP."""
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import select
@@ -12,7 +13,7 @@ from gateway.models import ApiKey, AuditLog, Plan, QuotaCounter, TagBudget, Team
 from gateway.services.accounting import keys, teams
 from gateway.services.admin import catalog_admin
 from tests.console_client import Console, make_user
-from tests.helpers import add_provider, make_app, make_key, redis_or_skip
+from tests.helpers import LiveServer, add_provider, fire, make_app, make_key, redis_or_skip, usage_records
 
 XSS = "<script>alert(1)</script>"
 CHAT = {"model": "echo", "max_tokens": 16, "messages": [{"role": "user", "content": "hello there friend"}]}
@@ -131,7 +132,8 @@ def test_members_are_added_and_removed(app, roles):
 
 def test_deleting_a_team_keeps_its_keys_and_users_working(app, roles):
     add_provider(app, "demo", "mock", None, ["demo-chat"])
-    secret = make_key(app, team_id=roles["red"])
+    secret = make_key(app, "red-svc", team_id=roles["red"])
+    assert "red-svc" in roles["member"].get(f"/teams/{roles['red']}").text     # its keys are listed
     r = roles["admin"].post(f"/teams/{roles['red']}/delete")
     assert r.status_code == 303 and r.headers["Location"].endswith("/teams")
     with app.app_context():
@@ -384,6 +386,29 @@ def test_the_plan_budget_caps_every_key_on_the_plan_together(app, roles, mock):
     page = roles["admin"].get("/plans").text
     from gateway.formatting import money
     assert f"{money(used)} of $0.0008" in page
+
+
+def test_the_plan_budget_holds_under_concurrency(sqlite_app, mock):
+    app, cap = sqlite_app, 0.003
+    _priced_echo(app, mock)
+    with app.app_context():
+        pid = teams.save_plan("shared", pool_budget_usd=cap, pool_period="month").id
+    a, b = make_key(app, "a", plan_id=pid), make_key(app, "b", plan_id=pid)
+    server = LiveServer(app)
+    try:        # both keys at once, 16 requests in flight each
+        with ThreadPoolExecutor(2) as pool:
+            results = [r for f in [pool.submit(fire, [server.url], k, 60, 16, CHAT) for k in (a, b)]
+                       for r in f.result()]
+    finally:
+        server.stop()
+    statuses = [s for s, _, _ in results]
+    assert set(statuses) <= {200, 429} and 200 in statuses and 429 in statuses
+    served = {rid for s, rid, _ in results if s == 200}
+    charged = sum(r.cost_usd or 0 for r in usage_records(app) if r.request_id in served)
+    with app.app_context():
+        c = db.session.scalar(select(QuotaCounter).where(QuotaCounter.scope == f"plan:{pid}"))
+        assert c.used_usd == pytest.approx(charged) and c.used_usd <= cap + 1e-12
+        assert c.reserved_usd == pytest.approx(0, abs=1e-12) and c.inflight == 0
 
 
 def test_the_plan_budget_holds_with_redis_counters(tmp_path, mock):

@@ -143,6 +143,12 @@ def members(team: Team) -> list[User]:
     return db.session.scalars(select(User).where(User.team_id == team.id).order_by(User.email)).all()
 
 
+def team_keys(team: Team, limit: int = 100) -> list[ApiKey]:
+    """The team's keys not revoked, newest first."""
+    return db.session.scalars(select(ApiKey).where(ApiKey.team_id == team.id, ApiKey.revoked_at.is_(None))
+                              .order_by(ApiKey.id.desc()).limit(limit)).all()
+
+
 def set_member(team: Team, user: User, member: bool) -> User:
     """Add `user` to `team` (moving them from any other), or take them out of it. Their new
     keys are the team's; keys they already have stay where they are."""
