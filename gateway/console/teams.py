@@ -139,7 +139,8 @@ def _detail(team: Team, error: str = "", status: int = 200):
     others = [u for u in users.all_users() if u.team_id != team.id] if current_user.role == "admin" else []
     return render_template("console/teams_detail.html", team=team, spend=teams.team_spend(team),
                            plan=teams.team_plan(team.id), members=teams.members(team), others=others,
-                           team_keys=teams.team_keys(team), key_count=teams.counts(ApiKey.team_id).get(team.id, 0), error=error), status
+                           team_keys=teams.team_keys(team), key_count=teams.counts(ApiKey.team_id).get(team.id, 0),
+                           error=error), status
 
 
 @bp.get("/teams/<int:team_id>/edit")
