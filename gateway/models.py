@@ -270,6 +270,11 @@ class Plan(db.Model):
     max_parallel: Mapped[int | None] = mapped_column(Integer, nullable=True)
     models: Mapped[list | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # budget_usd above is each key's default; this is one cap shared by every key on the plan
+    # (counter scope plan:<id>).
+    pool_budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    pool_period: Mapped[str] = mapped_column(String(8), default="month", server_default="month")
+    pool_timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
 
 
 class TagBudget(db.Model):

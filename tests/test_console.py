@@ -35,6 +35,13 @@ ALLOWED = {
     "console.account": {A, M, V},
     "console.simulator_page": {A, V}, "console.simulator_run": {A, V},
     "console.alerts_index": {A, M, V}, "console.alert_acknowledge": {A}, "console.alerts_acknowledge_all": {A},
+    "console.teams_index": {A, M, V}, "console.team_detail": {A, M, V}, "console.team_new": {A},
+    "console.team_create": {A}, "console.team_edit": {A}, "console.team_update": {A},
+    "console.team_member_add": {A}, "console.team_member_remove": {A}, "console.team_delete": {A},
+    "console.plans_index": {A, V}, "console.plan_new": {A}, "console.plan_create": {A}, "console.plan_edit": {A},
+    "console.plan_update": {A}, "console.plan_delete": {A},
+    "console.tag_budgets_index": {A, V}, "console.tag_budget_new": {A}, "console.tag_budget_create": {A},
+    "console.tag_budget_edit": {A}, "console.tag_budget_update": {A}, "console.tag_budget_delete": {A},
 }
 SECRET = "sk-live-SUPERSECRET-provider-9z8y"
 

@@ -3,7 +3,6 @@ spend (plans, tag budgets)."""
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit
 
 import click
 
@@ -11,7 +10,7 @@ from gateway.auth import throttle
 from gateway.cli import (PERIODS, audited, command, confirm, echo_row, given, list_command, split_csv,
                          yes_option)
 from gateway.formatting import money
-from gateway.models import ROLES, Team
+from gateway.models import ROLES, ApiKey, Team
 from gateway.services.accounting import keys, teams
 from gateway.services.admin import users
 
@@ -125,18 +124,90 @@ def teams_create(name, budget, period, timezone, alerts, webhook_url, webhook_se
 @click.option("--name", required=True)
 @click.option("--token-quota", type=int)
 @click.option("--quota-period", type=PERIODS)
-@click.option("--budget", type=float)
+@click.option("--budget", type=float, help="each key's default budget in USD per quota period")
 @click.option("--rpm", type=int)
 @click.option("--tpm", type=int)
 @click.option("--parallel", type=int)
 @click.option("--models", help="allowed models, comma-separated")
-def teams_plan(name, token_quota, quota_period, budget, rpm, tpm, parallel, models):
-    """Create or edit a plan: default limits for the keys on it."""
+@click.option("--plan-budget", help="plan-wide cap in USD per plan period, shared by every key on the plan "
+              "('none' clears it)")
+@click.option("--plan-period", type=PERIODS, help="period of the plan-wide budget")
+@click.option("--plan-tz", help="time zone where a plan-wide budget period starts")
+def teams_plan(name, token_quota, quota_period, budget, rpm, tpm, parallel, models, plan_budget, plan_period,
+               plan_tz):
+    """Create or edit a plan: default limits for the keys on it, and a budget they share."""
+    pool = {} if plan_budget is None else {"pool_budget_usd": _usd(plan_budget, "--plan-budget")}
     fields = given(token_quota=token_quota, quota_period=quota_period, budget_usd=budget, rpm=rpm, tpm=tpm,
-                   max_parallel=parallel, models=split_csv(models))
+                   max_parallel=parallel, models=split_csv(models), pool_period=plan_period,
+                   pool_timezone=plan_tz) | pool
     p = teams.save_plan(name, **fields)
     audited("plan.save", p.name, **fields)
-    click.echo(f"plan {p.name} saved")
+    shared = f"; plan budget {money(p.pool_budget_usd)}/{p.pool_period}" if p.pool_budget_usd is not None else ""
+    click.echo(f"plan {p.name} saved{shared}")
+
+
+@command(teams_cli, "plan-delete")
+@click.argument("name")
+@yes_option
+def teams_plan_delete(name, yes):
+    """Delete the plan NAME: its keys and teams keep working, on no plan."""
+    p = teams.find_plan(name)
+    n = teams.counts(ApiKey.plan_id).get(p.id, 0)
+    confirm(yes, f"Delete the plan {p.name} ({n} key(s) on it keep working without it)?")
+    pid, pname = p.id, p.name
+    teams.delete_plan(p)
+    audited("plan.delete", pname, plan_id=pid, keys=n)
+    click.echo(f"deleted plan {pname}")
+
+
+@command(teams_cli, "delete")
+@click.argument("team")
+@yes_option
+def teams_delete(team, yes):
+    """Delete TEAM (name or id): its keys and users keep working, in no team."""
+    t = teams.find_team(team)
+    n_keys, n_users = teams.counts(ApiKey.team_id).get(t.id, 0), len(teams.members(t))
+    confirm(yes, f"Delete the team {t.name} ({n_keys} key(s) and {n_users} user(s) keep working without it)?")
+    tid, tname = t.id, t.name
+    teams.delete_team(t)
+    audited("team.delete", tname, team_id=tid, keys=n_keys, users=n_users)
+    click.echo(f"deleted team {tname}")
+
+
+members_cli = click.Group("members", help="Who is in a team.")
+teams_cli.add_command(members_cli)
+
+
+def _members(team: str, emails: tuple[str, ...], member: bool) -> None:
+    t = teams.find_team(team)
+    for email in emails:
+        u = teams.set_member(t, users.find_user(email), member)
+        audited("team.member_add" if member else "team.member_remove", t.name, user=u.email, team_id=t.id)
+        click.echo(f"{u.email} {'added to' if member else 'removed from'} team {t.name}")
+
+
+@command(members_cli, "add")
+@click.argument("team")
+@click.argument("emails", nargs=-1, required=True)
+def teams_members_add(team, emails):
+    """Put the users EMAILS in TEAM (moving them from any other team)."""
+    _members(team, emails, True)
+
+
+@command(members_cli, "remove")
+@click.argument("team")
+@click.argument("emails", nargs=-1, required=True)
+def teams_members_remove(team, emails):
+    """Take the users EMAILS out of TEAM."""
+    _members(team, emails, False)
+
+
+@command(members_cli, "list")
+@click.argument("team")
+def teams_members_list(team):
+    """The users in TEAM."""
+    for u in teams.members(teams.find_team(team)):
+        echo_row((u.email, u.role))
 
 
 @command(teams_cli, "tag-budget")
@@ -159,12 +230,31 @@ def teams_tag_budget(tag, budget, period, timezone, alerts, webhook_url, webhook
     click.echo(f"budget {money(b.budget_usd)}/{b.budget_period} on {b.tag}={b.value}")
 
 
+@command(teams_cli, "tag-budget-delete")
+@click.argument("tag")
+@yes_option
+def teams_tag_budget_delete(tag, yes):
+    """Delete the budget on requests tagged TAG (name=value)."""
+    name, _, value = tag.partition("=")
+    b = next((x for x in teams.all_tag_budgets() if (x.tag, x.value) == (name.strip(), value.strip())), None)
+    if b is None:
+        raise click.ClickException(f"No budget on {tag}.")
+    confirm(yes, f"Delete the budget on {b.tag}={b.value}?")
+    target = f"{b.tag}={b.value}"
+    teams.delete_tag_budget(b)
+    audited("tag_budget.delete", target)
+    click.echo(f"deleted the budget on {target}")
+
+
+def _usd(text: str, option: str) -> float | None:
+    """An amount of USD from an option, None for 'none'."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise click.BadParameter("a number of USD, or 'none'", param_hint=option) from None
+
+
 def _webhook(url: str | None, secret: str | None) -> dict:
-    """What the audit may say of a webhook: its host (the path of a Slack-style URL is itself
-    a secret) and whether the signing secret changed, never the secret."""
-    out = {}
-    if url is not None:
-        out["webhook_host"] = urlsplit(url).hostname or ""
-    if secret is not None:
-        out["webhook_signing"] = "changed" if secret else "cleared"
-    return out
+    return teams.webhook_audit(url, secret)

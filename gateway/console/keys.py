@@ -63,6 +63,7 @@ def _choices(ceiling: key_ceiling.Ceiling | None) -> dict:
     allowed = ceiling.bound("models") if ceiling is not None else None
     return {"model_names": [m for m in models if allowed is None or m in allowed], "periods": keys.PERIODS,
             "users": users.all_users() if admin else [], "teams": teams.all_teams() if admin else [],
+            "plans": teams.all_plans() if admin else [],
             "policies": catalog_admin.policy_names() if admin else [], "redact_modes": redaction.MODES,
             "ceiling": ceiling}
 
@@ -103,7 +104,7 @@ def _parse_form(existing: ApiKey | None, ceiling: key_ceiling.Ceiling | None) ->
     member's settings against the key's ceiling included."""
     f = request.form
     form = {k: f.get(k, "") for k in ("name", "expires_at", "quota_period", "ip_allow", "policy",
-                                       "team_id", "user_id", "redact", "cache_ttl", *LIMIT_FIELDS)}
+                                       "team_id", "plan_id", "user_id", "redact", "cache_ttl", *LIMIT_FIELDS)}
     form["models"] = f.getlist("models")
     form["enabled"] = f.get("enabled") == "on"
     errors: dict[str, str] = {}
@@ -126,6 +127,8 @@ def _parse_form(existing: ApiKey | None, ceiling: key_ceiling.Ceiling | None) ->
         s["redact"] = form["redact"] or None        # empty: the policy's or the default mode
         s["cache_ttl"] = _number(form["cache_ttl"], int, "cache_ttl", errors)     # empty: the policy's
         s["team_id"] = int(form["team_id"]) if form["team_id"].isdigit() else None
+        if "plan_id" in f:      # a form without the field keeps the key's plan
+            s["plan_id"] = int(form["plan_id"]) if form["plan_id"].isdigit() else None
         s["user_id"] = int(form["user_id"]) if form["user_id"].isdigit() else None
     elif existing is None:      # a member's key is theirs, their team's, on their team's plan
         plan = teams.team_plan(current_user.team_id)
@@ -166,7 +169,8 @@ def key_edit(key_id: int):
             "expires_at": key.expires_at.strftime("%Y-%m-%d") if key.expires_at else "",
             "ip_allow": ", ".join(key.ip_allow or []), "enabled": key.enabled, "policy": key.policy or "",
             "redact": key.redact or "", "cache_ttl": "" if key.cache_ttl is None else str(key.cache_ttl),
-            "quota_period": key.quota_period, "team_id": str(key.team_id or ""), "user_id": str(key.user_id or "")}
+            "quota_period": key.quota_period, "team_id": str(key.team_id or ""),
+            "plan_id": str(key.plan_id or ""), "user_id": str(key.user_id or "")}
     for name in LIMIT_FIELDS:
         v = getattr(key, name)
         form[name] = plain(v)      # 0.00002, never 2e-05

@@ -65,6 +65,10 @@ class KeyInfo:
     team_budget_usd: float | None = None
     team_period: str = "month"
     team_tz: str = "UTC"
+    plan_id: int | None = None
+    plan_budget_usd: float | None = None    # the plan-wide cap shared by every key on the plan
+    plan_period: str = "month"
+    plan_tz: str = "UTC"
     valid_until: datetime | None = None     # set when this is a rotated-out secret in its grace
     redact: str | None = None               # the key's own redaction mode; None: the default
     cache_ttl: int | None = None            # response cache seconds; None: the policy's, else off
@@ -80,7 +84,8 @@ class KeyInfo:
     def limited(self) -> bool:
         """Whether admit() has anything to reserve or count for this key."""
         return any(v is not None for v in (self.token_quota, self.budget_usd, self.rpm, self.tpm,
-                                           self.max_parallel, self.team_budget_usd))
+                                           self.max_parallel, self.team_budget_usd,
+                                           self.plan_budget_usd))
 
     def allows_ip(self, addr: str | None) -> bool:
         if self.ip_allow is None:
@@ -136,6 +141,9 @@ def info(key: ApiKey, valid_until: datetime | None = None) -> KeyInfo:
         team_budget_usd=team.budget_usd if team else None,
         team_period=team.budget_period if team else "month",
         team_tz=team.timezone if team else "UTC",
+        plan_id=key.plan_id, plan_budget_usd=plan.pool_budget_usd if plan else None,
+        plan_period=(plan.pool_period or "month") if plan else "month",
+        plan_tz=(plan.pool_timezone or "UTC") if plan else "UTC",
         valid_until=valid_until, redact=key.redact, cache_ttl=key.cache_ttl)
 
 

@@ -22,7 +22,7 @@ log = logging.getLogger("gateway.quota")
 @dataclass(frozen=True, slots=True)
 class Limit:
     """One counter row a request reserves against, with the caps checked on it."""
-    scope: str                  # key:7, key:7:m (per minute), key:7:p (in flight), team:2, tag:k=v
+    scope: str                  # key:7, key:7:m (per minute), key:7:p (in flight), team:2, plan:3, tag:k=v
     period_start: datetime
     period_end: datetime | None
     tokens: int | None = None
@@ -89,6 +89,9 @@ def limits_for(key, tags: dict, now: datetime) -> list[Limit]:
     if key.team_id is not None and key.team_budget_usd is not None:
         start, end = periods.bounds(key.team_period, key.team_tz, now)
         out.append(Limit(f"team:{key.team_id}", start, end, usd=key.team_budget_usd, label="team budget"))
+    if key.plan_id is not None and key.plan_budget_usd is not None:
+        start, end = periods.bounds(key.plan_period, key.plan_tz, now)
+        out.append(Limit(f"plan:{key.plan_id}", start, end, usd=key.plan_budget_usd, label="plan budget"))
     if tags:
         budgets = tag_budgets()
         for name, value in tags.items():

@@ -69,6 +69,18 @@ def backend(app: Flask):
     return app.extensions["quota_backend"]
 
 
+def spent(limits: list[Limit]) -> dict[str, float]:
+    """USD settled on each counter in its period (reservations in flight not counted), for pages.
+    With Redis, the larger of Redis's count and the database ledger's (Redis may not hold a
+    counter no request has touched since it started)."""
+    store = backend(current_app._get_current_object())
+    now = store.current(Reservation("spent", None, tuple(limits), 0, 0.0))
+    ledger = getattr(store, "db", None)
+    durable = ledger.durable_used(limits) if ledger is not None and limits else {}
+    return {x.scope: max(now[x.scope].used_usd if x.scope in now else 0.0,
+                         durable.get((x.scope, x.period_start), (0, 0.0))[1]) for x in limits}
+
+
 def admit(req, key, plan, now: datetime | None = None) -> Admission:
     """Reserve the worst case of `req` (planned as `plan`) against every limit of `key` and its
     tags, or raise QuotaExceeded / RateLimited."""
