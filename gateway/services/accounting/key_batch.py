@@ -3,9 +3,9 @@ quota or budget, assign a policy or a team. Each key goes through keys.update_ke
 member stays within each key's ceiling); a key the change can't apply to is skipped, with why."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from collections.abc import Callable
 
 from gateway.errors import InvalidRequest
 from gateway.extensions import db
