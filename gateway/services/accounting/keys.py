@@ -152,11 +152,6 @@ def _check_dates(s: dict, key: ApiKey | None, now: datetime) -> dict[str, str]:
     errors = {}
     expires = s["expires_at"] if "expires_at" in s else (key.expires_at if key is not None else None)
     starts = s["valid_from"] if "valid_from" in s else (key.valid_from if key is not None else None)
-    for name in ("expires_at", "valid_from"):
-        if name in s and s[name] is not None and not isinstance(s[name], datetime):
-            errors[name] = f"{name} must be a date and time."
-    if errors:
-        return errors
     if s.get("expires_at") is not None and s["expires_at"] <= now and (
             key is None or key.expires_at != s["expires_at"]):
         errors["expires_at"] = f"The expiry {s['expires_at']:%Y-%m-%d %H:%M} is in the past; choose a later date."
@@ -175,7 +170,9 @@ def check(settings: dict, ceiling: key_ceiling.Ceiling | None = None, key: ApiKe
     unknown = set(settings) - set(SETTINGS)
     if unknown:
         raise InvalidRequest(f"Unknown key setting(s): {', '.join(sorted(unknown))}.")
-    s, errors = dict(settings), _check_dates(settings, key, now or utcnow())
+    s = dict(settings)
+    errors = {name: f"{name} must be a date and time." for name in ("expires_at", "valid_from")
+              if s.get(name) is not None and not isinstance(s[name], datetime)}
     if "quota_period" in s and s["quota_period"] not in PERIODS:
         errors["quota_period"] = f"quota_period must be one of {', '.join(PERIODS)}."
     if s.get("quota_tz"):
@@ -204,7 +201,9 @@ def check(settings: dict, ceiling: key_ceiling.Ceiling | None = None, key: ApiKe
         narrowed, wider = key_ceiling.narrow({k: v for k, v in s.items() if k not in errors}, ceiling)
         s.update(narrowed)
         errors = {**wider, **errors}
-    return s, errors
+    # after the ceiling filled in what a member left empty: those dates must hold together too
+    dates = _check_dates({k: v for k, v in s.items() if k not in errors}, key, now or utcnow())
+    return s, {**errors, **{k: v for k, v in dates.items() if k not in errors}}
 
 
 def _validate(settings: dict, ceiling: key_ceiling.Ceiling | None, key: ApiKey | None = None) -> dict:
