@@ -165,3 +165,21 @@ def test_a_console_batch_is_audited_readably_end_to_end(sqlite_app):
     assert c.post("/keys/batch", {"ids": list(ids.values()), "action": "quota", "token_quota": "750"}).status_code == 303
     html = c.get("/audit?action=key.batch", headers={"HX-Request": "true"}).text
     assert "token_quota: 750" in html and all(p in html for p in ids) and "[redacted]" not in html
+
+
+def test_first_start_seeding_is_audited_as_configuration(sqlite_app, monkeypatch):
+    from gateway import bootstrap
+    monkeypatch.setenv("GATEWAY_ADMIN_EMAIL", "first@example.com")
+    monkeypatch.setenv("GATEWAY_ADMIN_PASSWORD", "a-long-password-9")
+    sqlite_app.config["DEMO"] = True
+    with sqlite_app.app_context():
+        bootstrap.ensure_admin(out=lambda s: None)
+        printed = []
+        bootstrap.seed_demo(out=printed.append)
+        rows = db.session.scalars(select(AuditLog).order_by(AuditLog.id)).all()
+        assert [(r.actor, r.source, r.action, r.target) for r in rows] == [
+            ("bootstrap", "config", "user.create", "first@example.com"), ("bootstrap", "config", "demo.seed", "demo (mock)")]
+        assert rows[0].details == {"role": "admin", "password_generated": False}
+        secret = next(line for line in printed if line.startswith("Demo key")).split()[-1]
+        assert rows[1].details["key_prefix"] == secret[:14] and secret not in str(rows[1].details)
+        assert "a-long-password-9" not in str([r.details for r in rows])
