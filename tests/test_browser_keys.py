@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import timedelta
+from pathlib import Path
 
 try:
     from playwright.sync_api import expect
@@ -85,7 +86,7 @@ def test_batch_extend_and_quota_then_the_audit_and_its_export(browser_page, cons
 
     with page.expect_download() as download:
         page.click("#audit-export-csv")
-    body = open(download.value.path(), encoding="utf-8-sig").read()
+    body = Path(download.value.path()).read_text(encoding="utf-8-sig")
     exported = list(csv.reader(io.StringIO(body)))
     assert exported[0][:4] == ["Time (UTC)", "Actor", "Source", "Action"]
     assert sorted(r[3] for r in exported[1:]) == ["key.batch_extend", "key.batch_quota"]

@@ -238,3 +238,23 @@ def test_cli_valid_from_past_expiry_and_show(demo):
     with demo.app_context():
         assert the_key(demo).valid_from is None
     assert runner.invoke(args=["keys", "create", "--name", "x", "--valid-from", "soon"]).exit_code == 2
+
+
+def test_key_states_in_sql_match_the_state_of_each_key(app):
+    """key_scope.search's SQL and key_scope.state agree, on SQLite and Postgres."""
+    from gateway.services.accounting import key_scope
+    now = utcnow()
+    with app.app_context():
+        made = {name: keys.create_key(name, **kw)[0] for name, kw in {
+            "active": {}, "ends-later": {"expires_at": now + timedelta(days=1)},
+            "started": {"valid_from": now - timedelta(days=1)}, "disabled": {"enabled": False},
+            "future": {"valid_from": now + timedelta(days=1)}, "revoked": {}, "expired": {}}.items()}
+        keys.revoke_key(made["revoked"])
+        made["expired"].expires_at = now - timedelta(seconds=1)
+        db.session.commit()
+        for state in key_scope.STATES:
+            rows, _ = key_scope.search(None, state=state)
+            assert {k.name for k in rows} == {n for n, k in made.items() if key_scope.state(k) == state}, state
+        assert {key_scope.state(made[n]) for n in ("active", "ends-later", "started")} == {"active"}
+        assert [key_scope.state(made[n]) for n in ("disabled", "future", "revoked", "expired")] == [
+            "disabled", "not-yet-valid", "revoked", "expired"]

@@ -10,7 +10,7 @@ from gateway.auth.rbac import READ, WRITE, require_role
 from gateway.console import bp
 from gateway.console.scope import done, log_action, owner
 from gateway.htmx import navigate, render
-from gateway.models import ApiKey, utcnow
+from gateway.models import ApiKey
 from gateway.errors import InvalidRequest
 from gateway.services.accounting import key_batch, key_ceiling, key_limits, key_scope, keys, redaction, teams
 from gateway.services.admin import catalog_admin, users

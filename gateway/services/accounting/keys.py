@@ -150,8 +150,8 @@ def _check_dates(s: dict, key: ApiKey | None, now: datetime) -> dict[str, str]:
     """An expiry must be in the future (one already stored may stay: editing an expired key's
     name is fine) and after the valid-from date, the key's stored one when not given."""
     errors = {}
-    expires = s["expires_at"] if "expires_at" in s else (key.expires_at if key is not None else None)
-    starts = s["valid_from"] if "valid_from" in s else (key.valid_from if key is not None else None)
+    expires = s.get("expires_at", key.expires_at if key is not None else None)
+    starts = s.get("valid_from", key.valid_from if key is not None else None)
     if s.get("expires_at") is not None and s["expires_at"] <= now and (
             key is None or key.expires_at != s["expires_at"]):
         errors["expires_at"] = f"The expiry {s['expires_at']:%Y-%m-%d %H:%M} is in the past; choose a later date."
