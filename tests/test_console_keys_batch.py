@@ -235,3 +235,11 @@ def test_the_form_sets_valid_from_and_refuses_past_expiries(world):
     form = {"name": "renamed", "expires_at": "2020-01-01", "quota_period": "total", "enabled": "on"}
     assert c.post(f"/keys/{ids['never']}", form).status_code == 303
     assert stored(world, ids["never"]).name == "renamed"
+
+
+def test_the_detail_writes_a_key_budget_as_money(world):
+    ids, c = world.ids, Console(world, ADMIN)
+    with world.app_context():
+        keys.update_key(db.session.get(ApiKey, ids["admins"]), budget_usd=0.00002, token_quota=1_500_000)
+    settings = c.get(f"/keys/{ids['admins']}").text.split("<h2>Settings</h2>")[1].split("</section>")[0]
+    assert "$0.00002" in settings and "1,500,000" in settings and "2e-05" not in settings
