@@ -243,3 +243,21 @@ def test_the_detail_writes_a_key_budget_as_money(world):
         keys.update_key(db.session.get(ApiKey, ids["admins"]), budget_usd=0.00002, token_quota=1_500_000)
     settings = c.get(f"/keys/{ids['admins']}").text.split("<h2>Settings</h2>")[1].split("</section>")[0]
     assert "$0.00002" in settings and "1,500,000" in settings and "2e-05" not in settings
+
+
+def test_the_keys_page_does_not_query_per_row(world):
+    from sqlalchemy import event
+    c = Console(world, ADMIN)
+    with world.app_context():
+        for i in range(30):         # each on its own team and plan, so nothing is loaded once for all
+            plan = teams.save_plan(f"plan {i}", rpm=i + 1)
+            keys.create_key(f"bulk {i}", team_id=teams.save_team(f"team {i}", plan_id=plan.id).id, plan_id=plan.id)
+        engine = db.engine
+    statements = []
+    listener = lambda *a: statements.append(a[2])      # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        assert c.get("/keys").status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert len(statements) < 20, len(statements)

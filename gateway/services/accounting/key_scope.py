@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import selectinload
 
 from gateway.extensions import db
 from gateway.models import ApiKey, Plan, UsageRecord, utcnow
@@ -88,6 +89,8 @@ def search(owner: Owner | None, text: str = "", state: str = "", page: int = 1, 
         q = q.where(ApiKey.team_id == team_id)
     if plan_id is not None:
         q = q.where(ApiKey.plan_id == plan_id)
+    # the list shows each key's owner, team and plan (its limits): loaded with the page, not per row
+    q = q.options(selectinload(ApiKey.user), selectinload(ApiKey.team), selectinload(ApiKey.plan))
     rows = db.session.scalars(q.order_by(ApiKey.id.desc()).limit(per_page + 1).offset((page - 1) * per_page)).all()
     return rows[:per_page], len(rows) > per_page
 
