@@ -183,3 +183,18 @@ def test_first_start_seeding_is_audited_as_configuration(sqlite_app, monkeypatch
         secret = next(line for line in printed if line.startswith("Demo key")).split()[-1]
         assert rows[1].details["key_prefix"] == secret[:14] and secret not in str(rows[1].details)
         assert "a-long-password-9" not in str([r.details for r in rows])
+
+
+def test_a_restore_is_audited_in_the_restored_database(tmp_path):
+    from tests.helpers import migrated_app
+    app = migrated_app(f"sqlite:///{tmp_path}/g.db", instance_path=str(tmp_path / "i"))
+    make_key(app, "kept")
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["backup", str(tmp_path / "b.db")]).exit_code == 0
+    out = runner.invoke(args=["restore", str(tmp_path / "b.db"), "--force"])
+    assert out.exit_code == 0, out.output
+    with app.app_context():
+        row = db.session.scalars(select(AuditLog).order_by(AuditLog.id.desc())).first()
+        assert (row.action, row.source, row.target) == ("database.restore", "cli", str(tmp_path / "b.db"))
+        assert ".before-restore-" in row.details["replaced_copy"]
+        db.engine.dispose()
