@@ -254,7 +254,9 @@ def test_the_keys_page_does_not_query_per_row(world):
             keys.create_key(f"bulk {i}", team_id=teams.save_team(f"team {i}", plan_id=plan.id).id, plan_id=plan.id)
         engine = db.engine
     statements = []
-    listener = lambda *a: statements.append(a[2])      # noqa: E731
+
+    def listener(*args):
+        statements.append(args[2])
     event.listen(engine, "before_cursor_execute", listener)
     try:
         assert c.get("/keys").status_code == 200
