@@ -12,7 +12,10 @@ from gateway.database import schema_lock, upgrade_schema
 from gateway.extensions import db
 from gateway.models import ApiKey, Provider, User
 from gateway.services.accounting import keys, pricing
-from gateway.services.admin import catalog_admin, users
+from gateway.services.admin import audit, catalog_admin, users
+
+# First-start seeding comes from the environment (GATEWAY_ADMIN_*, GATEWAY_DEMO): configuration.
+ACTOR, SOURCE = "bootstrap", "config"
 
 
 def ensure_admin(out=print) -> None:
@@ -25,6 +28,7 @@ def ensure_admin(out=print) -> None:
     generated = not password
     password = password or secrets.token_urlsafe(12)
     users.create_user(email, password, "admin")
+    audit.record(ACTOR, "user.create", email, {"role": "admin", "password_generated": generated}, source=SOURCE)
     out(f"Created the first admin: {email}")
     if generated:
         out(f"  password: {password}   (shown once; set GATEWAY_ADMIN_PASSWORD to choose it)")
@@ -41,7 +45,9 @@ def seed_demo(out=print, base_url: str = "http://127.0.0.1:8080") -> None:
     # The mock checks that a key is sent, like a real vendor; any value will do.
     catalog_admin.save_provider("demo (mock)", "mock", api_key="demo-mock-key", models=["demo-chat"],
                                 embedding_models=["demo-embed"], source="demo")
-    _, secret = keys.create_key("demo")
+    key, secret = keys.create_key("demo")
+    audit.record(ACTOR, "demo.seed", "demo (mock)", {"models": ["demo-chat", "demo-embed"], "key_prefix": key.prefix},
+                 source=SOURCE)
     out("Seeded a demo provider 'demo (mock)' (answers in-process; models demo-chat, demo-embed).")
     out(f"Demo key (shown once): {secret}")
     out("Try it:")

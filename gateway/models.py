@@ -111,6 +111,7 @@ class ApiKey(db.Model):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     user: Mapped[User | None] = relationship()
+    valid_from: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)  # refused before; None: at once
     # Limits (issue 5). None: no limit of that kind here (the plan's default, if any, applies).
     team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"), nullable=True, index=True)
     plan_id: Mapped[int | None] = mapped_column(ForeignKey("plans.id", ondelete="SET NULL"), nullable=True)

@@ -30,7 +30,7 @@ ALLOWED = {
     "console.usage": {A, M, V}, "console.logs": {A, M, V}, "console.log_detail": {A, M, V},
     "console.export": {A, M, V}, "console.usage_report": {A, M, V},
     "console.users_index": {A}, "console.user_create": {A}, "console.user_update": {A},
-    "console.audit_index": {A}, "console.settings_page": {A},
+    "console.audit_index": {A}, "console.audit_export": {A}, "console.settings_page": {A},
     "console.playground": {A, M}, "console.playground_stream": {A, M},
     "console.account": {A, M, V},
     "console.simulator_page": {A, V}, "console.simulator_run": {A, V},

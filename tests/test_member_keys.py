@@ -206,3 +206,28 @@ def test_cli_sets_a_teams_plan(team_app):
     assert out.exit_code == 0 and "plan pro" in out.output, out.output
     with team_app.app_context():
         assert db.session.get(Team, team_app.team_id).plan_id == teams.find_plan("pro").id
+
+
+def test_a_member_may_delay_a_key_but_not_start_it_before_the_admin_set_date(team_app):
+    kid = admin_key(team_app, valid_from=datetime(2030, 1, 1), expires_at=datetime(2031, 1, 31))
+    c = Console(team_app, MEMBER)
+    r = c.post(f"/keys/{kid}", form(valid_from="2029-06-01"))
+    assert r.status_code == 422 and 'id="valid_from-error"' in r.text and "start on 2030-01-01" in r.text
+    assert 'min="2030-01-01"' in r.text
+    assert c.post(f"/keys/{kid}", form(valid_from="2030-03-01")).status_code == 303
+    assert stored(team_app, kid).valid_from == datetime(2030, 3, 1)
+    assert c.post(f"/keys/{kid}", form()).status_code == 303              # empty: back to the admin's date
+    assert stored(team_app, kid).valid_from == datetime(2030, 1, 1)
+    r = c.post(f"/keys/{kid}", form(expires_at="2029-12-31"))
+    assert r.status_code == 422 and "must come first" in r.text
+
+
+def test_a_plan_restricted_members_key_shows_the_plans_models_not_all(team_app):
+    c = Console(team_app, MEMBER)
+    assert c.post("/keys", form(name="fresh", quota_period="month")).status_code == 200
+    with team_app.app_context():
+        kid = db.session.scalar(select(ApiKey.id).where(ApiKey.name == "fresh"))
+    detail = c.get(f"/keys/{kid}").text.split('id="effective-limits"')[1].split("</section>")[0]
+    assert "demo-chat" in detail and "plan starter" in detail and ">all<" not in detail
+    assert "$5.00 a month" in detail and "100 requests a minute" in detail
+    assert "models: demo-chat (plan starter)" in c.get("/keys").text

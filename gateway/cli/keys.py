@@ -8,28 +8,28 @@ from flask import current_app
 
 from gateway.cli import (PERIODS, audited, command, confirm, echo_row, given, list_command, options, split_csv,
                          yes_option)
-from gateway.formatting import money
 from gateway.models import ApiKey
-from gateway.services.accounting import keys, quota, redaction, teams
+from gateway.services.accounting import key_limits, key_scope, keys, quota, redaction, teams
 from gateway.services.admin import users
 
 keys_cli = click.Group("keys", help="Virtual API keys.")
 COMMANDS = (keys_cli,)
 
 
-def _parse_expiry(value: str | None) -> datetime | None:
+def _parse_date(value: str | None, option: str = "--expires") -> datetime | None:
     if not value:
         return None
     try:
         return datetime.fromisoformat(value).replace(tzinfo=None)
     except ValueError:
-        raise click.BadParameter("use an ISO date like 2027-01-31 or 2027-01-31T12:00") from None
+        raise click.BadParameter("use an ISO date like 2027-01-31 or 2027-01-31T12:00", param_hint=option) from None
 
 
 # The limit settings `keys create` and `keys update` share.
 _limit_options = options(
     click.option("--models", help="allowed models, comma-separated (default: all; 'all' on update)"),
-    click.option("--expires", help="ISO date or date-time, UTC ('never' on update)"),
+    click.option("--expires", help="ISO date or date-time, UTC, in the future ('never' on update)"),
+    click.option("--valid-from", help="ISO date or date-time, UTC: refused before it ('now' on update)"),
     click.option("--team", help="owning team (name or id)"),
     click.option("--plan", help="plan whose default limits apply"),
     click.option("--token-quota", type=int, help="tokens per period"),
@@ -48,7 +48,7 @@ _limit_options = options(
 )
 
 
-def _settings(models=None, expires=None, team=None, plan=None, token_quota=None, quota_period=None,
+def _settings(models=None, expires=None, valid_from=None, team=None, plan=None, token_quota=None, quota_period=None,
               quota_tz=None, budget=None, rpm=None, tpm=None, parallel=None, policy=None, ip_allow=None,
               redact=None, cache_ttl=None, update=False) -> dict:
     """Only what was given; on update, 0 / 'none' / 'all' / 'never' clear a limit."""
@@ -64,7 +64,9 @@ def _settings(models=None, expires=None, team=None, plan=None, token_quota=None,
     if models is not None:
         s["models"] = None if models.strip().lower() == "all" else split_csv(models)
     if expires is not None:
-        s["expires_at"] = None if expires.strip().lower() == "never" else _parse_expiry(expires)
+        s["expires_at"] = None if expires.strip().lower() == "never" else _parse_date(expires)
+    if valid_from is not None:
+        s["valid_from"] = None if valid_from.strip().lower() == "now" else _parse_date(valid_from, "--valid-from")
     if team is not None:
         s["team_id"] = None if team.lower() == "none" else teams.find_team(team).id
     if plan is not None:
@@ -82,25 +84,34 @@ def _settings(models=None, expires=None, team=None, plan=None, token_quota=None,
 
 @list_command(keys_cli, ApiKey, ApiKey.id)
 def _key_row(k) -> tuple:
-    i = keys.info(k)
-    limits = []
-    if i.token_quota is not None:
-        limits.append(f"quota={i.token_quota}/{i.quota_period}")
-    if i.budget_usd is not None:
-        limits.append(f"budget={money(i.budget_usd)}/{i.quota_period}")
-    for name in ("rpm", "tpm", "max_parallel"):
-        if getattr(i, name) is not None:
-            limits.append(f"{name}={getattr(i, name)}")
+    e = key_limits.effective(k)
+    limits = [a.cli() for a in e.applied]
     if k.ip_allow:
         limits.append("ip=" + ",".join(k.ip_allow))
     if k.redact:
         limits.append(f"redact={k.redact}")
     if k.cache_ttl is not None:
         limits.append(f"cache={k.cache_ttl}s")
-    state = "revoked" if k.revoked_at else ("disabled" if not k.enabled else "active")
-    return (f"{k.prefix}…", k.name, state, f"team={k.team.name if k.team else '-'}",
-            f"models={','.join(sorted(i.models)) if i.models is not None else 'all'}",
-            f"expires={k.expires_at or '-'}", " ".join(limits) or "unlimited")
+    return (f"{k.prefix}…", k.name, key_scope.state(k), f"team={k.team.name if k.team else '-'}",
+            f"models={','.join(e.models) if e.models is not None else 'all'}",
+            f"valid_from={k.valid_from or '-'}", f"expires={k.expires_at or '-'}", " ".join(limits) or "unlimited")
+
+
+@command(keys_cli, "show")
+@click.argument("prefix")
+def keys_show(prefix):
+    """The key PREFIX: its state, dates and the limits that apply (key, plan and team), with where each comes from."""
+    k = keys.find_by_prefix(prefix)
+    e = key_limits.effective(k)
+    rows = [("key", keys.label(k)), ("state", key_scope.state(k)), ("owner", k.user.email if k.user else "-"),
+            ("team", k.team.name if k.team else "-"), ("plan", k.plan.name if k.plan else "-"),
+            ("valid from", f"{k.valid_from:%Y-%m-%d %H:%M} UTC" if k.valid_from else "created"),
+            ("expires", f"{k.expires_at:%Y-%m-%d %H:%M} UTC" if k.expires_at else "never"),
+            ("models", e.models_text + (f" ({e.models_source})" if e.models_source else ""))]
+    rows += [(a.label.lower(), f"{a.text} ({a.source})") for a in e.applied] or [("limits", "unlimited")]
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        click.echo(f"{label.ljust(width)}  {value}")
 
 
 @command(keys_cli, "create")

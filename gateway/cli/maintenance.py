@@ -11,7 +11,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from gateway.cli import options
+from gateway.cli import audited, options
 from gateway.errors import GatewayError
 from gateway.providers.transport import Timeouts
 from gateway.services import checks
@@ -75,6 +75,8 @@ def restore_cmd(path, force):
     """Replace the SQLite database with the backup at PATH and migrate it to this release.
     Stop the gateway first. (Postgres: use pg_restore; this says how.)"""
     kept = backup.restore(path, force=force)
+    # Into the restored database, so its trail says where its data came from.
+    audited("database.restore", str(path), replaced_copy=str(kept) if kept else None)
     if kept is not None:
         click.echo(f"The data it replaced is in {kept}.")
     click.echo(f"Restored {backup.sqlite_file()} from {path}. Run `gateway doctor` to check that the "

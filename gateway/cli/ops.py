@@ -106,6 +106,8 @@ def usage_purge(older_than, prompts_only):
         done = retention.purge(None if prompts_only else days, days, echo=click.echo)
     except retention.Busy as e:
         raise click.ClickException(str(e)) from None
+    audited("usage.purge", "usage_records", older_than_days=days, prompts_only=prompts_only,
+            prompts_erased=done.prompts, records_deleted=0 if prompts_only else done.usage)
     click.echo(f"erased the stored prompts of {done.prompts} records before {done.prompts_before:%Y-%m-%d %H:%M} UTC")
     if not prompts_only:
         click.echo(f"deleted {done.usage} usage records and {done.reservations} settled reservations "

@@ -10,10 +10,10 @@ from gateway.auth.rbac import READ, WRITE, require_role
 from gateway.console import bp
 from gateway.console.scope import done, log_action, owner
 from gateway.htmx import navigate, render
-from gateway.models import ApiKey, utcnow
+from gateway.models import ApiKey
 from gateway.errors import InvalidRequest
 from gateway.formatting import plain
-from gateway.services.accounting import key_ceiling, key_scope, keys, redaction, teams
+from gateway.services.accounting import key_batch, key_ceiling, key_limits, key_scope, keys, redaction, teams
 from gateway.services.admin import catalog_admin, users
 from gateway.services.reporting import charts, filters
 from gateway.services.routing import catalog
@@ -40,13 +40,7 @@ def _changed(action: str, key: ApiKey, **details):
 
 
 def key_state(key: ApiKey) -> str:
-    if key.revoked_at:
-        return "revoked"
-    if key.expires_at and key.expires_at <= utcnow():
-        return "expired"
-    if not key.enabled:
-        return "disabled"
-    return "active"
+    return key_scope.state(key)
 
 
 def _ceiling(key: ApiKey | None) -> key_ceiling.Ceiling | None:
@@ -71,12 +65,19 @@ def _choices(ceiling: key_ceiling.Ceiling | None) -> dict:
 @bp.get("/keys")
 @require_role(*READ)
 def keys_index():
-    search = request.args.get("q", "").strip()[:100]
-    state = request.args.get("state", "")
-    page = max(1, request.args.get("page", 1, type=int))
-    rows, more = key_scope.search(owner(), search, state, page, PER_PAGE)
+    a = request.args
+    search = a.get("q", "").strip()[:100]
+    state = a.get("state", "")
+    state = state if state in key_scope.STATES else ""
+    team_id, plan_id = a.get("team_id", type=int), a.get("plan_id", type=int)
+    page = max(1, a.get("page", 1, type=int))
+    rows, more = key_scope.search(owner(), search, state, page, PER_PAGE, team_id=team_id, plan_id=plan_id)
+    admin = current_user.role == "admin"
     return render("console/keys.html", "console/_key_rows.html", keys=rows, more=more, page=page,
-                  spend=key_scope.spend_30d([k.id for k in rows]), key_state=key_state, search=search, state=state)
+                  spend=key_scope.spend_30d([k.id for k in rows]), key_state=key_state, search=search, state=state,
+                  states=key_scope.STATES, team_id=team_id, plan_id=plan_id, teams=teams.all_teams(),
+                  plans=key_scope.plans(), limits={k.id: key_limits.effective(k) for k in rows},
+                  policies=catalog_admin.policy_names() if admin else [], batch_actions=_batch_actions())
 
 
 @bp.get("/keys/new")
@@ -103,20 +104,15 @@ def _parse_form(existing: ApiKey | None, ceiling: key_ceiling.Ceiling | None) ->
     text into values; keys.check() says what is wrong with them, every field at once, a
     member's settings against the key's ceiling included."""
     f = request.form
-    form = {k: f.get(k, "") for k in ("name", "expires_at", "quota_period", "ip_allow", "policy",
+    form = {k: f.get(k, "") for k in ("name", "expires_at", "valid_from", "quota_period", "ip_allow", "policy",
                                        "team_id", "plan_id", "user_id", "redact", "cache_ttl", *LIMIT_FIELDS)}
     form["models"] = f.getlist("models")
     form["enabled"] = f.get("enabled") == "on"
     errors: dict[str, str] = {}
     s: dict = {"name": form["name"].strip()[:100], "models": [m for m in form["models"] if m] or None,
-               "ip_allow": form["ip_allow"].strip() or None, "expires_at": None}
-    if form["expires_at"].strip():
-        try:
-            s["expires_at"] = datetime.strptime(form["expires_at"].strip(), "%Y-%m-%d")
-            if existing is None and s["expires_at"] <= utcnow():
-                errors["expires_at"] = "The expiry date must be in the future."
-        except ValueError:
-            errors["expires_at"] = "Use a date like 2030-12-31."
+               "ip_allow": form["ip_allow"].strip() or None}
+    for name in ("expires_at", "valid_from"):      # keys.check() refuses a past expiry, or one before the start
+        s[name] = _date(form[name], name, errors)
     if existing is not None:
         s["enabled"] = form["enabled"]
     for name in LIMIT_FIELDS:
@@ -133,8 +129,18 @@ def _parse_form(existing: ApiKey | None, ceiling: key_ceiling.Ceiling | None) ->
     elif existing is None:      # a member's key is theirs, their team's, on their team's plan
         plan = teams.team_plan(current_user.team_id)
         s.update(user_id=current_user.id, team_id=current_user.team_id, plan_id=plan.id if plan else None)
-    s, problems = keys.check({k: v for k, v in s.items() if k not in errors}, ceiling)
+    s, problems = keys.check({k: v for k, v in s.items() if k not in errors}, ceiling, existing)
     return s, form, {**problems, **errors}
+
+
+def _date(raw: str, name: str, errors: dict) -> datetime | None:
+    """A date field (YYYY-MM-DD, midnight UTC), None when empty."""
+    raw = raw.strip()
+    try:
+        return datetime.strptime(raw, "%Y-%m-%d") if raw else None
+    except ValueError:
+        errors[name] = "Use a date like 2030-12-31."
+        return None
 
 
 @bp.post("/keys")
@@ -157,7 +163,7 @@ def key_detail(key_id: int):
     f, _ = filters.parse_filter({"range": request.args.get("range", "30d"), "key_id": str(key.id)})
     ceiling = _ceiling(key) if current_user.role != "viewer" else None
     return render_template("console/key_detail.html", key=key, state=key_state(key), totals=charts.totals(f),
-                           breakdown=charts.breakdown(f, limit=20), filter=f,
+                           breakdown=charts.breakdown(f, limit=20), filter=f, limits=key_limits.effective(key),
                            may_enable=ceiling is None or ceiling.may_enable)
 
 
@@ -167,6 +173,7 @@ def key_edit(key_id: int):
     key = _key_or_404(key_id)
     form = {"name": key.name, "models": key.models or [],
             "expires_at": key.expires_at.strftime("%Y-%m-%d") if key.expires_at else "",
+            "valid_from": key.valid_from.strftime("%Y-%m-%d") if key.valid_from else "",
             "ip_allow": ", ".join(key.ip_allow or []), "enabled": key.enabled, "policy": key.policy or "",
             "redact": key.redact or "", "cache_ttl": "" if key.cache_ttl is None else str(key.cache_ttl),
             "quota_period": key.quota_period, "team_id": str(key.team_id or ""),
@@ -242,15 +249,59 @@ def key_delete(key_id: int):
     return done("key.delete", label, url_for("console.keys_index"), key_id=kid)
 
 
+def _batch_actions() -> list[tuple[str, str]]:
+    """(action, button label) the current user may run on selected keys."""
+    labels = {"enable": "Enable", "disable": "Disable", "delete": "Delete", "extend": "Extend expiry",
+              "quota": "Set quota / budget", "policy": "Assign policy", "team": "Assign team"}
+    admin = current_user.role == "admin"
+    return [(a, labels[a]) for a in key_batch.ACTIONS if admin or a not in key_batch.ADMIN_ONLY]
+
+
+def _batch_change() -> key_batch.Change:
+    """The batch form as a checked Change; InvalidRequest names the field at fault."""
+    f, errors = request.form, {}
+    action = f.get("action", "")
+    days = until = token_quota = budget = team_id = None
+    if action == "extend":
+        until = _date(f.get("until", ""), "until", errors)
+        days = _number(f.get("days", ""), int, "days", errors) if not until else None
+    elif action == "quota":
+        token_quota = _number(f.get("token_quota", ""), int, "token_quota", errors)
+        budget = _number(f.get("budget_usd", ""), float, "budget_usd", errors)
+    elif action == "policy" and f.get("policy") and f["policy"] not in catalog_admin.policy_names():
+        errors["policy"] = f"There is no policy named '{f['policy'][:100]}'."
+    elif action == "team" and f.get("team_id"):
+        team_id = teams.find_team(f["team_id"]).id if f["team_id"].isdigit() else None
+    if errors:
+        name, message = next(iter(errors.items()))
+        raise InvalidRequest(message, param=name)
+    return key_batch.change(action, days=days, until=until, token_quota=token_quota, budget_usd=budget,
+                            policy=f.get("policy", "").strip()[:100] or None, team_id=team_id,
+                            admin=current_user.role == "admin")
+
+
 @bp.post("/keys/batch")
 @require_role(*WRITE)
 def keys_batch():
-    action = request.form.get("action")
+    """One change to the selected keys. A member's batch reaches only their own keys, each
+    within its ceiling; the audit row names the prefixes it changed and those it skipped."""
     ids = [int(i) for i in request.form.getlist("ids") if i.isdigit()][:500]
-    if action not in ("disable", "delete") or not ids:
-        return navigate(url_for("console.keys_index"))
-    labels = []
-    for key in key_scope.visible(owner(), ids=ids):      # keys outside a member's scope are skipped
-        labels.append(_label(key))
-        keys.update_key(key, ceiling=_ceiling(key), enabled=False) if action == "disable" else keys.delete_key(key)
-    return done(f"key.batch_{action}", f"{len(labels)} keys", url_for("console.keys_index"), keys=labels)
+    back = url_for("console.keys_index")
+    if not ids:
+        flash("Select at least one key first.")
+        return navigate(back)
+    try:
+        change = _batch_change()
+    except InvalidRequest as e:
+        flash(e.message)
+        return navigate(back)
+    admin = current_user.role == "admin"
+    found = key_scope.visible(owner(), ids=ids)         # keys outside a member's scope are never seen
+    mine = [k for k in found if admin or k.user_id == current_user.id]
+    theirs = {k.prefix: "a member may batch only their own keys" for k in found if k not in mine}
+    result = key_batch.run(mine, change, _ceiling)
+    result.skipped.update(theirs)
+    flash(f"{change.action.capitalize()}: {len(result.done)} key(s) changed"
+          + (f"; skipped {', '.join(f'{p}… ({why})' for p, why in result.skipped.items())}" if result.skipped else "."))
+    return done(f"key.batch_{change.action}", f"{len(result.done)} keys", back, prefixes=result.done,
+                skipped=result.skipped, **change.details())

@@ -19,7 +19,7 @@ from gateway.formatting import money
 from gateway.models import ApiKey, Plan
 
 NUMBERS = ("token_quota", "budget_usd", "rpm", "tpm", "max_parallel")
-FIELDS = ("models", "expires_at", "ip_allow", "quota_period", "enabled", *NUMBERS)
+FIELDS = ("models", "expires_at", "valid_from", "ip_allow", "quota_period", "enabled", *NUMBERS)
 _PLAN_FIELDS = ("models", "quota_period", *NUMBERS)
 _LABELS = {"token_quota": "{:,} tokens", "rpm": "{:,} requests a minute",
            "tpm": "{:,} tokens a minute", "max_parallel": "{:,} parallel requests"}
@@ -39,6 +39,11 @@ class Ceiling:
     @property
     def expires_at(self) -> datetime | None:
         value = self.admin.get("expires_at")
+        return datetime.fromisoformat(value) if value else None
+
+    @property
+    def valid_from(self) -> datetime | None:
+        value = self.admin.get("valid_from")
         return datetime.fromisoformat(value) if value else None
 
     @property
@@ -84,8 +89,9 @@ def snapshot(key: ApiKey) -> dict:
 def admin_set(settings: dict) -> dict:
     """The limit settings among `settings`, JSON-safe, to merge into admin_limits."""
     out = {k: v for k, v in settings.items() if k in FIELDS}
-    if isinstance(out.get("expires_at"), datetime):
-        out["expires_at"] = out["expires_at"].isoformat()
+    for name in ("expires_at", "valid_from"):
+        if isinstance(out.get(name), datetime):
+            out[name] = out[name].isoformat()
     return out
 
 
@@ -106,6 +112,12 @@ def narrow(settings: dict, ceiling: Ceiling) -> tuple[dict, dict[str, str]]:
             s["expires_at"] = latest
         elif latest is not None and s["expires_at"] > latest:
             errors["expires_at"] = f"An admin set this key to expire on {latest:%Y-%m-%d}; choose that day or an earlier one."
+    if "valid_from" in s:
+        earliest = ceiling.valid_from
+        if s["valid_from"] is None:
+            s["valid_from"] = earliest
+        elif earliest is not None and s["valid_from"] < earliest:
+            errors["valid_from"] = f"An admin set this key to start on {earliest:%Y-%m-%d}; choose that day or a later one."
     if "ip_allow" in s:
         allowed = ceiling.admin.get("ip_allow")
         if s["ip_allow"] is None:

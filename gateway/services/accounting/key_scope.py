@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import selectinload
 
 from gateway.extensions import db
-from gateway.models import ApiKey, UsageRecord, utcnow
+from gateway.models import ApiKey, Plan, UsageRecord, utcnow
+
+# A key's state, the first that holds: revoked, expired, disabled, not yet valid, active.
+STATES = ("active", "disabled", "expired", "not-yet-valid", "revoked")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,15 +47,50 @@ def visible_ids(owner: Owner | None) -> tuple[int, ...] | None:
     return None if owner is None else tuple(db.session.scalars(_visible(select(ApiKey.id), owner)))
 
 
-def search(owner: Owner | None, text: str = "", state: str = "", page: int = 1,
-           per_page: int = 50) -> tuple[list[ApiKey], bool]:
+def state(key: ApiKey, now: datetime | None = None) -> str:
+    """The one word for where `key` stands (one of STATES); keys.authenticate refuses all but active."""
+    now = now or utcnow()
+    if key.revoked_at:
+        return "revoked"
+    if key.expires_at and key.expires_at <= now:
+        return "expired"
+    if key.enabled is False:
+        return "disabled"
+    if key.valid_from and key.valid_from > now:
+        return "not-yet-valid"
+    return "active"
+
+
+def _state_condition(name: str, now: datetime):
+    """The SQL twin of state(): keys whose state is `name`."""
+    live = ApiKey.revoked_at.is_(None)
+    unexpired = or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now)
+    enabled = ApiKey.enabled.is_not(False)
+    started = or_(ApiKey.valid_from.is_(None), ApiKey.valid_from <= now)
+    return {"revoked": ApiKey.revoked_at.is_not(None),
+            "expired": and_(live, ApiKey.expires_at.is_not(None), ApiKey.expires_at <= now),
+            "disabled": and_(live, unexpired, ApiKey.enabled.is_(False)),
+            "not-yet-valid": and_(live, unexpired, enabled, ApiKey.valid_from > now),
+            "active": and_(live, unexpired, enabled, started)}[name]
+
+
+def search(owner: Owner | None, text: str = "", state: str = "", page: int = 1, per_page: int = 50, *,
+           team_id: int | None = None, plan_id: int | None = None,
+           now: datetime | None = None) -> tuple[list[ApiKey], bool]:
     """A page of the keys `owner` may see, newest first, and whether more follow. `text` matches
-    the name or the start of the prefix; `state` is "active", "revoked" or "" for both."""
+    the name or the start of the prefix; `state` is one of STATES or "" for any; team and plan
+    narrow it further."""
     q = _visible(select(ApiKey), owner)
     if text:
         q = q.where(ApiKey.name.contains(text) | ApiKey.prefix.startswith(text))
-    if state in ("active", "revoked"):
-        q = q.where(ApiKey.revoked_at.is_(None) if state == "active" else ApiKey.revoked_at.is_not(None))
+    if state in STATES:
+        q = q.where(_state_condition(state, now or utcnow()))
+    if team_id is not None:
+        q = q.where(ApiKey.team_id == team_id)
+    if plan_id is not None:
+        q = q.where(ApiKey.plan_id == plan_id)
+    # the list shows each key's owner, team and plan (its limits): loaded with the page, not per row
+    q = q.options(selectinload(ApiKey.user), selectinload(ApiKey.team), selectinload(ApiKey.plan))
     rows = db.session.scalars(q.order_by(ApiKey.id.desc()).limit(per_page + 1).offset((page - 1) * per_page)).all()
     return rows[:per_page], len(rows) > per_page
 
@@ -65,3 +104,8 @@ def spend_30d(ids: list[int]) -> dict[int, tuple[int, float]]:
                               .where(r.key_id.in_(ids), r.created_at >= utcnow() - timedelta(days=30))
                               .group_by(r.key_id)).all()
     return {k: (n, float(c)) for k, n, c in rows}
+
+
+def plans() -> list[Plan]:
+    """Every plan, by name: the keys list filters on them."""
+    return db.session.scalars(select(Plan).order_by(Plan.name)).all()

@@ -72,6 +72,7 @@ class KeyInfo:
     valid_until: datetime | None = None     # set when this is a rotated-out secret in its grace
     redact: str | None = None               # the key's own redaction mode; None: the default
     cache_ttl: int | None = None            # response cache seconds; None: the policy's, else off
+    valid_from: datetime | None = None      # refused before this moment; None: valid at once
 
     def allows(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -144,22 +145,43 @@ def info(key: ApiKey, valid_until: datetime | None = None) -> KeyInfo:
         plan_id=key.plan_id, plan_budget_usd=plan.pool_budget_usd if plan else None,
         plan_period=(plan.pool_period or "month") if plan else "month",
         plan_tz=(plan.pool_timezone or "UTC") if plan else "UTC",
-        valid_until=valid_until, redact=key.redact, cache_ttl=key.cache_ttl)
+        valid_until=valid_until, redact=key.redact, cache_ttl=key.cache_ttl,
+        valid_from=key.valid_from)
 
 
 # Settings update_key() accepts, with the column each one sets.
 SETTINGS = ("name", "models", "expires_at", "user_id", "team_id", "plan_id", "enabled", "token_quota",
             "quota_period", "quota_tz", "budget_usd", "rpm", "tpm", "max_parallel", "policy", "ip_allow",
-            "redact", "cache_ttl")
+            "redact", "cache_ttl", "valid_from")
 
 
-def check(settings: dict, ceiling: key_ceiling.Ceiling | None = None) -> tuple[dict, dict[str, str]]:
+def _check_dates(s: dict, key: ApiKey | None, now: datetime) -> dict[str, str]:
+    """An expiry must be in the future (one already stored may stay: editing an expired key's
+    name is fine) and after the valid-from date, the key's stored one when not given."""
+    errors = {}
+    expires = s.get("expires_at", key.expires_at if key is not None else None)
+    starts = s.get("valid_from", key.valid_from if key is not None else None)
+    if s.get("expires_at") is not None and s["expires_at"] <= now and (
+            key is None or key.expires_at != s["expires_at"]):
+        errors["expires_at"] = f"The expiry {s['expires_at']:%Y-%m-%d %H:%M} is in the past; choose a later date."
+    elif expires is not None and starts is not None and starts >= expires:
+        field = "valid_from" if "valid_from" in s else "expires_at"
+        errors[field] = (f"The key would expire ({expires:%Y-%m-%d %H:%M}) before it becomes valid "
+                         f"({starts:%Y-%m-%d %H:%M}); the valid-from date must come first.")
+    return errors
+
+
+def check(settings: dict, ceiling: key_ceiling.Ceiling | None = None, key: ApiKey | None = None,
+          now: datetime | None = None) -> tuple[dict, dict[str, str]]:
     """The settings as stored, and field -> message for every invalid one (a form shows them all).
-    With a ceiling (the editor is a member) nothing may widen the key past it."""
+    With a ceiling (the editor is a member) nothing may widen the key past it; `key` is the
+    key being edited (None: a new one), whose stored dates the new ones are checked against."""
     unknown = set(settings) - set(SETTINGS)
     if unknown:
         raise InvalidRequest(f"Unknown key setting(s): {', '.join(sorted(unknown))}.")
-    s, errors = dict(settings), {}
+    s = dict(settings)
+    errors = {name: f"{name} must be a date and time." for name in ("expires_at", "valid_from")
+              if s.get(name) is not None and not isinstance(s[name], datetime)}
     if "quota_period" in s and s["quota_period"] not in PERIODS:
         errors["quota_period"] = f"quota_period must be one of {', '.join(PERIODS)}."
     if s.get("quota_tz"):
@@ -188,11 +210,13 @@ def check(settings: dict, ceiling: key_ceiling.Ceiling | None = None) -> tuple[d
         narrowed, wider = key_ceiling.narrow({k: v for k, v in s.items() if k not in errors}, ceiling)
         s.update(narrowed)
         errors = {**wider, **errors}
-    return s, errors
+    # after the ceiling filled in what a member left empty: those dates must hold together too
+    dates = _check_dates({k: v for k, v in s.items() if k not in errors}, key, now or utcnow())
+    return s, {**errors, **{k: v for k, v in dates.items() if k not in errors}}
 
 
-def _validate(settings: dict, ceiling: key_ceiling.Ceiling | None) -> dict:
-    s, errors = check(settings, ceiling)
+def _validate(settings: dict, ceiling: key_ceiling.Ceiling | None, key: ApiKey | None = None) -> dict:
+    s, errors = check(settings, ceiling, key)
     if errors:
         name, message = next(iter(errors.items()))
         raise InvalidRequest(message, param=name)
@@ -216,7 +240,7 @@ def create_key(name: str, *, models: list[str] | None = None, expires_at: dateti
 def update_key(key: ApiKey, *, ceiling: key_ceiling.Ceiling | None = None, **settings) -> ApiKey:
     """Edit a key's settings in place; the secret stays the same. A member passes the key's
     ceiling; an admin's edit (no ceiling) moves the ceiling with it."""
-    s = _validate(settings, ceiling)
+    s = _validate(settings, ceiling, key)
     admin_limits = key.admin_limits if key.admin_limits is not None else key_ceiling.snapshot(key)
     for name, value in s.items():
         setattr(key, name, value)
@@ -387,6 +411,9 @@ def authenticate(secret: str | None, ip: str | None = None, now: datetime | None
         raise AuthenticationFailed("This API key is disabled.", code="key_disabled")
     if found.expires_at is not None and found.expires_at <= now:
         raise AuthenticationFailed("This API key has expired.", code="key_expired")
+    if found.valid_from is not None and now < found.valid_from:
+        raise AuthenticationFailed(f"This API key is not valid yet; it can be used from "
+                                   f"{found.valid_from:%Y-%m-%d %H:%M} UTC.", code="key_not_yet_valid")
     if found.ip_allow is not None:
         if not found.allows_ip(ip):
             raise PermissionDenied("This API key may not be used from this IP address.",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import datetime
 from typing import Iterator
 
 from sqlalchemy import select
@@ -159,5 +160,46 @@ def xlsx_bytes(f: UsageFilter, title: str = "Usage") -> bytes:
         detail.autofilter(0, 0, n, len(COLUMNS) - 1)
     if n >= MAX_ROWS:
         summary.write(line + 2, 0, f"Detail sheet cut at the newest {MAX_ROWS:,} rows; totals cover everything.", bold)
+    wb.close()
+    return buf.getvalue()
+
+
+def table_csv(header: list[str], rows) -> bytes:
+    """A plain table as CSV (Excel-readable UTF-8), user text made formula-safe."""
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(header)
+    for row in rows:
+        w.writerow([_safe_text(v) for v in row])
+    return out.getvalue().encode("utf-8-sig")
+
+
+def table_xlsx(sheet: str, header: list[str], rows, widths: list[int]) -> bytes:
+    """A plain table as a one-sheet workbook: text written as text (never a formula or URL),
+    datetimes as dates, numbers as numbers; a header row, frozen, with a filter."""
+    import xlsxwriter
+
+    buf = io.BytesIO()
+    wb = xlsxwriter.Workbook(buf, {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False})
+    head = wb.add_format({"bold": True, "bg_color": "#1d2330", "font_color": "#ffffff"})
+    when = wb.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
+    ws = wb.add_worksheet(sheet)
+    for col, (h, width) in enumerate(zip(header, widths)):
+        ws.write_string(0, col, h, head)
+        ws.set_column(col, col, width)
+    ws.freeze_panes(1, 0)
+    n = 0
+    for n, row in enumerate(rows, start=1):
+        for col, value in enumerate(row):
+            if value is None:
+                continue
+            if isinstance(value, datetime):
+                ws.write_datetime(n, col, value, when)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                ws.write_number(n, col, value)
+            else:
+                ws.write_string(n, col, str(_safe_text(value)))
+    if n:
+        ws.autofilter(0, 0, n, len(header) - 1)
     wb.close()
     return buf.getvalue()
