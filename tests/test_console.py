@@ -33,6 +33,14 @@ ALLOWED = {
     "console.audit_index": {A}, "console.settings_page": {A},
     "console.playground": {A, M}, "console.playground_stream": {A, M},
     "console.account": {A, M, V},
+    "console.routing_deployments": {A, V}, "console.routing_deployment_new": {A},
+    "console.routing_deployment_create": {A}, "console.routing_deployment_edit": {A},
+    "console.routing_deployment_update": {A}, "console.routing_deployment_toggle": {A},
+    "console.routing_deployment_delete": {A}, "console.routing_aliases": {A, V}, "console.routing_alias_set": {A},
+    "console.routing_alias_history": {A, V}, "console.routing_alias_rollback": {A},
+    "console.routing_alias_delete": {A}, "console.routing_policies": {A, V}, "console.routing_policy_new": {A},
+    "console.routing_policy_create": {A}, "console.routing_policy_edit": {A}, "console.routing_policy_update": {A},
+    "console.routing_policy_delete": {A},
 }
 SECRET = "sk-live-SUPERSECRET-provider-9z8y"
 

@@ -26,4 +26,4 @@ def no_store(response):
 
 # The page modules attach their routes to `bp`, so they load once it exists; create_app
 # imports this package before registering the blueprint.
-from gateway.console import account, admin, catalog, dashboard, keys, playground, usage  # noqa: E402,F401
+from gateway.console import account, admin, catalog, dashboard, keys, playground, routing, usage  # noqa: E402,F401

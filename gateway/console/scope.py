@@ -58,6 +58,11 @@ NAV = (
     NavLink("console.playground", "Playground", ("playground",)),
     NavLink("console.providers_index", "Providers", ("providers_index", "provider_new", "provider_edit",
                                                      "provider_create", "provider_update")),
+    NavLink("console.routing_deployments", "Routing", (
+        "routing_deployments", "routing_deployment_new", "routing_deployment_create", "routing_deployment_edit",
+        "routing_deployment_update", "routing_aliases", "routing_alias_set", "routing_alias_history",
+        "routing_alias_rollback", "routing_policies", "routing_policy_new", "routing_policy_create",
+        "routing_policy_edit", "routing_policy_update", "routing_policy_delete")),
     NavLink("console.users_index", "Users", ("users_index", "user_create")),
     NavLink("console.audit_index", "Audit", ("audit_index",)),
     NavLink("console.settings_page", "Settings", ("settings_page",)),
