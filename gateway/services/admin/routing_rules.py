@@ -148,13 +148,14 @@ def _experiment(exp: str, spec) -> dict | None:
         return None
     if not isinstance(spec, dict):
         raise InvalidRequest(f"{exp} needs a model and a percent from 0 to 100", param=exp)
-    model = _known_model(spec.get("model"), f"{exp}_model", "the " + ("A/B split" if exp == "ab" else "shadow"))
+    label = "the A/B split" if exp == "ab" else "the shadow share"
+    model = _known_model(spec.get("model"), f"{exp}_model", label)
     try:
         percent = float(spec.get("percent"))
     except (TypeError, ValueError):
         percent = math.nan
     if not 0 <= percent <= 100:        # NaN fails too
-        raise InvalidRequest(f"{exp}: the percent is a number from 0 to 100", param=f"{exp}_percent")
+        raise InvalidRequest(f"{label}: the percent is a number from 0 to 100", param=f"{exp}_percent")
     return {"model": model, "percent": percent}
 
 
