@@ -64,3 +64,21 @@ def test_alias_history_and_rollback_commands(sqlite_app):
         rows = db.session.scalars(select(AuditLog).where(AuditLog.action == "alias.rollback")).all()
         assert [(r.target, r.details["target"], r.details["previous_target"]) for r in rows] == \
             [("stable", "m1", "m2")]
+
+
+def test_deployment_commands_share_the_console_checks(sqlite_app):
+    app = sqlite_app
+    add_provider(app, "up", "mock", None, [])
+    run = app.test_cli_runner().invoke
+    out = run(args=["deployments", "add", "m", "up", "--upstream", "echo", "--weight", "-1"])
+    assert out.exit_code == 1 and "0 or more" in out.output
+    assert run(args=["deployments", "add", "m", "up", "--rpm", "0"]).exit_code == 1
+    out = run(args=["deployments", "add", "m", "up", "--upstream", "echo"])
+    dep_id = int(out.output.split()[1].rstrip(":"))
+    out = run(args=["deployments", "update", str(dep_id), "--upstream", "echo+latency=1", "--weight", "4"])
+    assert out.exit_code == 0 and f"deployment {dep_id}: m -> up/echo+latency=1" in out.output, out.output
+    assert run(args=["deployments", "delete", str(dep_id), "--yes"]).exit_code == 0
+    with app.app_context():
+        assert db.session.get(Deployment, dep_id) is None
+        assert [r.action for r in db.session.scalars(select(AuditLog).order_by(AuditLog.id))][-3:] == [
+            "deployment.save", "deployment.update", "deployment.delete"]

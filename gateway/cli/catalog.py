@@ -104,13 +104,13 @@ _deployment_options = options(
 )
 
 
-def _save_deployment(action, model, provider, upstream, **o):
+def _save_deployment(action, model, provider, upstream, deployment_id=None, **o):
     fields = given(weight=o["weight"], region=o["region"], input_per_1k=o["input_price"],
                    output_per_1k=o["output_price"], context_window=o["context_window"],
                    capabilities=split_csv(o["capabilities"]), rpm_limit=o["rpm"], tpm_limit=o["tpm"],
                    enabled=o["enabled"], mode=o["mode"], unit_price=o["unit_price"],
                    price_unit=o["price_unit"])
-    d = catalog_admin.save_deployment(model, provider, upstream, **fields)
+    d = catalog_admin.save_deployment(model, provider, upstream, deployment_id=deployment_id, **fields)
     audited(action, f"{provider}/{d.model}", deployment_id=d.id, upstream_model=d.upstream_model, **fields)
     click.echo(f"deployment {d.id}: {d.model} -> {provider}/{d.upstream_model}")
 
@@ -132,11 +132,8 @@ def deployments_update(deployment_id, upstream, **o):
     d = db.session.get(Deployment, deployment_id)
     if d is None:
         raise click.ClickException(f"no deployment {deployment_id}")
-    if upstream:
-        # save_deployment finds a deployment by its upstream model, so it can't rename one
-        d.upstream_model = upstream
-        db.session.commit()
-    _save_deployment("deployment.update", d.model, d.provider.name, d.upstream_model, **o)
+    _save_deployment("deployment.update", d.model, d.provider.name, upstream or d.upstream_model,
+                     deployment_id=d.id, **o)
 
 
 @command(deployments_cli, "delete")
