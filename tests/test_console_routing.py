@@ -24,6 +24,7 @@ def site(app):
     with app.app_context():
         catalog_admin.set_alias("stable", "m1", actor="setup")
         catalog_admin.save_policy("split", candidates=["m1"])
+        catalog_admin.set_alias("smart", "policy:split")
         app.ids = {"deployment": db.session.scalar(select(Deployment.id).where(Deployment.model == "m1")),
                    "policy": db.session.scalar(select(Policy.id))}
     return app
@@ -196,7 +197,7 @@ def test_alias_targets_must_exist_and_not_loop(site):
         assert r.status_code == 422 and f'id="{field}-error"' in r.text and message in r.text, (data, r.text)
     r = c.post("/routing/aliases", {"name": "stable", "target": "nope", "back": "history"})
     assert r.status_code == 422 and 'id="target-error"' in r.text and "History" in r.text
-    assert c.post("/routing/aliases", {"name": "smart", "target": "policy:split"}).status_code == 303
+    assert c.post("/routing/aliases", {"name": "smarter", "target": "policy:split"}).status_code == 303
     assert c.post("/routing/aliases", {"name": "fast", "target": "policy:latency-optimized"}).status_code == 303
     with site.app_context():
         assert db.session.scalar(select(Alias.target).where(Alias.name == "stable")) == "m1"
@@ -224,7 +225,8 @@ def test_every_source_writes_the_alias_history(site):
     assert site.test_cli_runner().invoke(args=["aliases", "set", "stable", "m1"]).exit_code == 0
     with site.app_context():
         declarative.apply({}, out=lambda *_: None)      # the file no longer names it: the CLI's row stays
-        rows = db.session.scalars(select(AliasVersion).order_by(AliasVersion.id)).all()
+        rows = db.session.scalars(select(AliasVersion).where(AliasVersion.alias == "stable")
+                                  .order_by(AliasVersion.id)).all()
         assert [(v.target, v.source) for v in rows] == [("m1", "cli"), ("m2", "config"), ("m1", "cli")]
         declarative.apply({"aliases": {"gone": {"target": "m2"}}}, out=lambda *_: None)
         declarative.apply({}, out=lambda *_: None)
@@ -293,6 +295,7 @@ def test_admin_creates_edits_and_deletes_a_policy(site):
     ({"shadow_percent": "-1"}, "shadow_percent", "from 0 to 100"),
     ({"ab_model": "ghost"}, "ab_model", "no deployment serves &#39;ghost&#39;"),
     ({"ab_model": "", "ab_percent": "10"}, "ab_model", "needs a model"),
+    ({"shadow_model": "smart"}, "shadow_model", "no policies in policies"),
     ({"weight_m1": "0"}, "weights", "positive whole number"),
     ({"weight_m1": "-2"}, "weights", "positive whole number"),
     ({"weight_m1": "heavy"}, "weights", "positive whole number"),

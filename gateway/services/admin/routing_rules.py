@@ -137,8 +137,14 @@ def _known_model(value, param: str, what: str) -> str:
     if name.startswith(POLICY_PREFIX):
         raise InvalidRequest(f"{what}: '{name}' is a policy; name a model or an alias (no policies in policies)",
                              param=param)
-    if name not in served_models() and name not in _aliases():
+    aliases = _aliases()
+    if name not in served_models() and name not in aliases:
         raise InvalidRequest(f"{what}: no deployment serves '{name}', and it is no alias", param=param)
+    hop = name
+    for _ in range(_ALIAS_DEPTH):
+        hop = aliases.get(hop, hop)
+    if hop.startswith(POLICY_PREFIX):
+        raise InvalidRequest(f"{what}: the alias '{name}' leads to {hop} (no policies in policies)", param=param)
     return name
 
 
