@@ -2,6 +2,8 @@
 admin, member and viewer, CSRF, escaping, validation next to the field, audit rows."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from console_client import Console, make_user
 from sqlalchemy import select
@@ -331,3 +333,15 @@ def test_user_strings_are_escaped_on_every_page(site):
         assert EVIL not in page and "&lt;script&gt;" in page, url
     r = c.post("/routing/aliases", {"name": EVIL, "target": "<b>nope</b>"})
     assert r.status_code == 422 and "<b>nope</b>" not in r.text and "&lt;b&gt;nope&lt;/b&gt;" in r.text
+
+
+def test_routing_pages_carry_the_csp_and_no_inline_script_or_style(site):
+    c = admin(site)
+    for url in (*PAGES, "/routing/deployments/new", f"/routing/deployments/{site.ids['deployment']}/edit",
+                "/routing/aliases/history?name=stable", "/routing/policies/new",
+                f"/routing/policies/{site.ids['policy']}/edit"):
+        r = c.get(url)
+        assert r.status_code == 200 and "script-src 'self'" in r.headers["Content-Security-Policy"], url
+        for tag in re.findall(r"<script\b[^>]*>", r.text):
+            assert "src=" in tag, (url, tag)
+        assert not re.search(r"\sstyle=|\son[a-z]+=", r.text), url
