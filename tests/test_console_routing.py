@@ -179,10 +179,13 @@ def test_alias_switch_history_and_one_click_rollback(site):
                        ("set", "m2", "m1", "admin@example.com", "console"), ("set", "m1", None, "setup", "cli")]
     page = c.get("/routing/aliases/history?name=stable").text
     assert page.count("<tr>") == 1 + 3 and "rollback" in page and "Roll back to m2" in page
-    [switch] = audit_rows(site, "alias.set")
+    assert "Use m2 again" in page and "Use m1 again" not in page        # any earlier version, in one click
+    assert c.post("/routing/aliases", {"name": "stable", "target": "m2", "back": "history"}).status_code == 303
+    assert c.post("/routing/aliases/rollback", {"name": "stable"}).status_code == 303
+    [switch, _] = audit_rows(site, "alias.set")
     assert (switch.target, switch.details) == ("stable", {"target": "m2", "previous_target": "m1"})
-    [back] = audit_rows(site, "alias.rollback")
-    assert back.details == {"target": "m1", "previous_target": "m2"}
+    back = audit_rows(site, "alias.rollback")
+    assert [b.details for b in back] == [{"target": "m1", "previous_target": "m2"}] * 2
 
 
 def test_alias_targets_must_exist_and_not_loop(site):

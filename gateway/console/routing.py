@@ -190,8 +190,8 @@ def routing_alias_set():
     except InvalidRequest as e:
         db.session.rollback()
         errors = {e.param if e.param in ("name", "target") else "target": e.message}
-        if back and existing is not None:
-            return _history_page(existing.name, form, errors, 422)
+        if back and (existing is not None or catalog_admin.alias_history(form["name"], 1)):
+            return _history_page(form["name"], form, errors, 422)
         return _aliases_page(form, errors, 422)
     url = url_for("console.routing_alias_history", name=form["name"]) if back else url_for("console.routing_aliases")
     return _done_alias("alias.set", form["name"], url, target=form["target"], previous_target=previous)
