@@ -120,6 +120,7 @@ def test_admin_adds_edits_disables_and_deletes_a_deployment(site):
     page = c.get("/routing/deployments").text
     assert "$0.00015 in" in page and "$0.0006 out" in page and "1.5e-04" not in page and "8,000" in page
     assert "state-unknown" in page          # the live status, no traffic yet
+    assert "alias stable" in page and "The alias(es) stable point at m1." in page
     [row] = audit_rows(site, "deployment.create")
     assert row.target == "mockp/fresh" and row.details["weight"] == 2 and row.details["deployment_id"] == dep_id
     edit = c.get(f"/routing/deployments/{dep_id}/edit").text

@@ -110,7 +110,7 @@ def _save_deployment(d: Deployment | None):
 @require_role(*SEE_ALL)
 def routing_deployments():
     rows = reads.deployments()
-    return render_template("console/routing_deployments.html", deployments=rows,
+    return render_template("console/routing_deployments.html", deployments=rows, aliased=reads.aliases_by_target(),
                            status={d.id: deployment_status(d.id) for d in rows})
 
 

@@ -25,6 +25,14 @@ def model_names() -> list[str]:
     return list(db.session.scalars(select(Deployment.model).distinct().order_by(Deployment.model)))
 
 
+def aliases_by_target() -> dict[str, list[str]]:
+    """Target -> the aliases pointing straight at it (what deleting its deployments would strand)."""
+    out: dict[str, list[str]] = {}
+    for a in aliases():
+        out.setdefault(a.target, []).append(a.name)
+    return out
+
+
 def aliases() -> list[Alias]:
     return list(db.session.scalars(select(Alias).order_by(Alias.name)))
 
