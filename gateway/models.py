@@ -431,3 +431,18 @@ class DeploymentEvent(db.Model):
     state: Mapped[str] = mapped_column(String(16))          # opened, half_open, closed
     at: Mapped[datetime] = mapped_column(DateTime)
     reason: Mapped[str] = mapped_column(String(200), default="")
+
+
+class AliasVersion(db.Model):
+    """One change of an alias (model version management): written by catalog_admin.set_alias,
+    rollback_alias and delete_alias whatever the source, so the history is complete."""
+    __tablename__ = "alias_versions"
+    __table_args__ = (Index("ix_alias_versions_alias", "alias", "id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    alias: Mapped[str] = mapped_column(String(200))
+    target: Mapped[str | None] = mapped_column(String(200), nullable=True)            # None: deleted
+    previous_target: Mapped[str | None] = mapped_column(String(200), nullable=True)   # None: created
+    change: Mapped[str] = mapped_column(String(16), default="set")      # set, rollback, delete
+    actor: Mapped[str] = mapped_column(String(255), default="")         # email, cli:user, config
+    source: Mapped[str] = mapped_column(String(16), default="cli")      # console, cli, config
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -198,7 +198,7 @@ def test_every_cli_change_is_audited_as_cli(app, cli, tmp_path):
         assert cli(*args).exit_code == 0
         assert audit_rows(app)[-1].action == action
     cfg = tmp_path / "gateway.yaml"
-    cfg.write_text("aliases:\n  fast: gpt-4o\n")
+    cfg.write_text("aliases:\n  fast: policy:cost-optimized\n")     # gpt-4o went with oa
     assert cli("config", "apply", str(cfg)).exit_code == 0
     by_file, by_command = audit_rows(app)[-2:]
     assert (by_file.action, by_file.actor, by_file.source) == ("alias.create", "config", "config")
@@ -253,7 +253,7 @@ def test_no_secret_reaches_the_audit_trail(app, cli):
 def test_the_audit_page_shows_and_filters_the_source(sqlite_app):
     app = sqlite_app
     make_user(app, "boss@example.com", "admin")
-    assert app.test_cli_runner().invoke(args=["aliases", "set", "chat", "m"]).exit_code == 0
+    assert app.test_cli_runner().invoke(args=["aliases", "set", "chat", "policy:cost-optimized"]).exit_code == 0
     c = Console(app, "boss@example.com")
     assert c.post("/settings", {"monthly_budget_usd": "50"}).status_code == 200
     page = c.get("/audit").text

@@ -111,7 +111,7 @@ def test_changes_are_audited_and_a_no_op_apply_is_not(app, cfg, monkeypatch):
         assert [(a, t) for a, t, _ in first] == [
             ("provider.create", "openai-eu"), ("provider.create", "local"),
             ("deployment.create", "openai-eu/gpt-4o-mini"), ("deployment.create", "local/gpt-4o-mini"),
-            ("alias.create", "chat-default"), ("policy.create", "eu-cheap")]
+            ("policy.create", "eu-cheap"), ("alias.create", "chat-default")]     # the alias names the policy
         created = first[0][2]
         assert created["base_url"] == "https://api.openai.com/v1" and created["key_changed"] is True
         assert created["region"] == "eu-west-1" and created["source"] == "config"

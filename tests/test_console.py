@@ -42,6 +42,14 @@ ALLOWED = {
     "console.plan_update": {A}, "console.plan_delete": {A},
     "console.tag_budgets_index": {A, V}, "console.tag_budget_new": {A}, "console.tag_budget_create": {A},
     "console.tag_budget_edit": {A}, "console.tag_budget_update": {A}, "console.tag_budget_delete": {A},
+    "console.routing_deployments": {A, V}, "console.routing_deployment_new": {A},
+    "console.routing_deployment_create": {A}, "console.routing_deployment_edit": {A},
+    "console.routing_deployment_update": {A}, "console.routing_deployment_toggle": {A},
+    "console.routing_deployment_delete": {A}, "console.routing_aliases": {A, V}, "console.routing_alias_set": {A},
+    "console.routing_alias_history": {A, V}, "console.routing_alias_rollback": {A},
+    "console.routing_alias_delete": {A}, "console.routing_policies": {A, V}, "console.routing_policy_new": {A},
+    "console.routing_policy_create": {A}, "console.routing_policy_edit": {A}, "console.routing_policy_update": {A},
+    "console.routing_policy_delete": {A},
 }
 SECRET = "sk-live-SUPERSECRET-provider-9z8y"
 

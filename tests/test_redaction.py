@@ -281,7 +281,7 @@ def test_cli_sets_key_and_policy_modes(sqlite_app):
     prefix = out.output.splitlines()[-1][:14]
     assert "redact=store" in runner.invoke(args=["keys", "list"]).output
     assert runner.invoke(args=["keys", "update", prefix, "--redact", "default"]).exit_code == 0
-    assert runner.invoke(args=["policies", "set", "eu", "--candidates", "chat", "--redact", "upstream"]).exit_code == 0
+    assert runner.invoke(args=["policies", "set", "eu", "--regions", "eu", "--redact", "upstream"]).exit_code == 0
     assert runner.invoke(args=["keys", "create", "--name", "x", "--redact", "sometimes"]).exit_code != 0
     with sqlite_app.app_context():
         assert db.session.scalar(select(ApiKey.redact).where(ApiKey.name == "ci")) is None

@@ -4,9 +4,11 @@ from __future__ import annotations
 import os
 
 import click
+from sqlalchemy import select
 
 from gateway import formatting
-from gateway.cli import audited, command, confirm, echo_row, given, list_command, options, split_csv, yes_option
+from gateway.cli import (audited, command, confirm, echo_row, given, list_command, options, os_user, split_csv,
+                         yes_option)
 from gateway.extensions import db
 from gateway.models import Alias, Deployment, Policy, Provider
 from gateway.providers import registry
@@ -103,13 +105,13 @@ _deployment_options = options(
 )
 
 
-def _save_deployment(action, model, provider, upstream, **o):
+def _save_deployment(action, model, provider, upstream, deployment_id=None, **o):
     fields = given(weight=o["weight"], region=o["region"], input_per_1k=o["input_price"],
                    output_per_1k=o["output_price"], context_window=o["context_window"],
                    capabilities=split_csv(o["capabilities"]), rpm_limit=o["rpm"], tpm_limit=o["tpm"],
                    enabled=o["enabled"], mode=o["mode"], unit_price=o["unit_price"],
                    price_unit=o["price_unit"])
-    d = catalog_admin.save_deployment(model, provider, upstream, **fields)
+    d = catalog_admin.save_deployment(model, provider, upstream, deployment_id=deployment_id, **fields)
     audited(action, f"{provider}/{d.model}", deployment_id=d.id, upstream_model=d.upstream_model, **fields)
     click.echo(f"deployment {d.id}: {d.model} -> {provider}/{d.upstream_model}")
 
@@ -131,11 +133,24 @@ def deployments_update(deployment_id, upstream, **o):
     d = db.session.get(Deployment, deployment_id)
     if d is None:
         raise click.ClickException(f"no deployment {deployment_id}")
-    if upstream:
-        # save_deployment finds a deployment by its upstream model, so it can't rename one
-        d.upstream_model = upstream
-        db.session.commit()
-    _save_deployment("deployment.update", d.model, d.provider.name, d.upstream_model, **o)
+    _save_deployment("deployment.update", d.model, d.provider.name, upstream or d.upstream_model,
+                     deployment_id=d.id, **o)
+
+
+@command(deployments_cli, "delete")
+@click.argument("deployment_id", type=int)
+@yes_option
+def deployments_delete(deployment_id, yes):
+    """Remove a deployment by id."""
+    d = db.session.get(Deployment, deployment_id)
+    if d is None:
+        raise click.ClickException(f"no deployment {deployment_id}")
+    label = f"{d.provider.name}/{d.model}"
+    confirm(yes, f"Delete deployment {deployment_id} ({label} -> {d.upstream_model})?")
+    upstream = d.upstream_model
+    catalog_admin.delete_deployment(d)
+    audited("deployment.delete", label, deployment_id=deployment_id, upstream_model=upstream)
+    click.echo(f"deleted deployment {deployment_id}")
 
 
 @list_command(deployments_cli, Deployment, Deployment.model, Deployment.id,
@@ -155,10 +170,34 @@ def _deployment_row(d) -> tuple:
 @click.argument("name")
 @click.argument("target")
 def aliases_set(name, target):
-    """Point NAME at TARGET (a model or policy:NAME); clients keep asking for NAME."""
-    catalog_admin.set_alias(name, target)
-    audited("alias.set", name, target=target)
+    """Point NAME at TARGET (a model, another alias or policy:NAME); clients keep asking for NAME."""
+    previous = db.session.scalar(select(Alias.target).where(Alias.name == name))
+    catalog_admin.set_alias(name, target, actor=f"cli:{os_user()}")
+    audited("alias.set", name, target=target, previous_target=previous)
     click.echo(f"alias {name} -> {target}")
+
+
+@command(aliases_cli, "rollback")
+@click.argument("name")
+def aliases_rollback(name):
+    """Point NAME back at its target before the last change (see `aliases history NAME`)."""
+    previous = db.session.scalar(select(Alias.target).where(Alias.name == name))
+    a = catalog_admin.rollback_alias(name, actor=f"cli:{os_user()}")
+    audited("alias.rollback", name, target=a.target, previous_target=previous)
+    click.echo(f"alias {name} -> {a.target} (was {previous or 'deleted'})")
+
+
+@command(aliases_cli, "history")
+@click.argument("name")
+@click.option("--limit", type=int, default=20, show_default=True)
+def aliases_history(name, limit):
+    """The changes of the alias NAME, newest first: when, what, target, previous target, who, from where."""
+    rows = catalog_admin.alias_history(name, limit)
+    if not rows:
+        raise click.ClickException(f"no history for alias {name}")
+    for v in rows:
+        echo_row((v.at.isoformat(timespec="seconds"), v.change, v.target or "(deleted)",
+                  f"was {v.previous_target or '-'}", v.actor, v.source))
 
 
 @list_command(aliases_cli, Alias, Alias.name)
@@ -170,7 +209,7 @@ def _alias_row(a) -> tuple:
 @click.argument("name")
 def aliases_delete(name):
     """Remove the alias NAME; clients asking for it get model_not_found."""
-    if not catalog_admin.delete_alias(name):
+    if not catalog_admin.delete_alias(name, actor=f"cli:{os_user()}"):
         raise click.ClickException(f"no alias {name}")
     audited("alias.delete", name)
     click.echo(f"deleted alias {name}")
@@ -217,6 +256,16 @@ def _policy_row(p) -> tuple:
     return (p.name, p.strategy, f"candidates={','.join(p.candidates or []) or 'any'}",
             f"regions={','.join(p.regions or []) or 'any'}", f"ab={p.ab or '-'}", f"shadow={p.shadow or '-'}",
             f"redact={p.redact or 'default'}", f"cache={f'{p.cache_ttl}s' if p.cache_ttl else 'off'}", p.source)
+
+
+@command(policies_cli, "delete")
+@click.argument("name")
+def policies_delete(name):
+    """Remove the admin-defined policy NAME (refused while an alias points at it)."""
+    if not catalog_admin.delete_policy(name):
+        raise click.ClickException(f"no policy {name}")
+    audited("policy.delete", name)
+    click.echo(f"deleted policy {name}")
 
 
 @command(policies_cli, "bind")

@@ -27,4 +27,4 @@ def no_store(response):
 # The page modules attach their routes to `bp`, so they load once it exists; create_app
 # imports this package before registering the blueprint.
 from gateway.console import (account, admin, alerts, catalog, dashboard, keys, playground,  # noqa: E402,F401
-                             plans, reports, simulator, teams, usage)
+                             plans, reports, routing, simulator, teams, usage)

@@ -59,6 +59,11 @@ NAV = (
     NavLink("console.playground", "Playground", ("playground",)),
     NavLink("console.providers_index", "Providers", ("providers_index", "provider_new", "provider_edit",
                                                      "provider_create", "provider_update")),
+    NavLink("console.routing_deployments", "Routing", (
+        "routing_deployments", "routing_deployment_new", "routing_deployment_create", "routing_deployment_edit",
+        "routing_deployment_update", "routing_aliases", "routing_alias_set", "routing_alias_history",
+        "routing_alias_rollback", "routing_policies", "routing_policy_new", "routing_policy_create",
+        "routing_policy_edit", "routing_policy_update", "routing_policy_delete")),
     NavLink("console.teams_index", "Teams", ("teams_index", "team_new", "team_create", "team_detail", "team_edit",
                                               "team_update", "team_member_add", "plans_index", "plan_new",
                                               "plan_create", "plan_edit", "plan_update", "tag_budgets_index",

@@ -12,21 +12,21 @@ from sqlalchemy import select
 from gateway import secrets
 from gateway.errors import InvalidRequest
 from gateway.extensions import db
-from gateway.models import Alias, Deployment, ModelPrice, Policy, Provider, utcnow
+from gateway.models import Deployment, ModelPrice, Provider, utcnow
 from gateway.providers import model_catalogue, registry, ssrf
 from gateway.services.accounting import pricing
-from gateway.services.accounting.redaction import check_mode
 from gateway.services.admin import audit
+# Aliases (with their history) and policies live in routing_rules; callers reach them here too.
+from gateway.services.admin.routing_rules import (  # noqa: F401
+    POLICY_FIELDS, alias_history, delete_alias, delete_policy, policy_names, record_pruned_alias, rollback_alias,
+    save_policy, set_alias)
 from gateway.services.api_request import MEDIA_MODES
 from gateway.services.routing import probe
-from gateway.services.routing.policies import STRATEGIES
 from gateway.services.routing.catalog import catalog
 
 DEPLOYMENT_FIELDS = ("upstream_model", "mode", "weight", "enabled", "region", "input_per_1k", "output_per_1k",
                      "context_window", "capabilities", "rpm_limit", "tpm_limit", "unit_price", "price_unit")
 MODES = ("chat", "embedding", *MEDIA_MODES)   # deployment modes the gateway serves; the catalogue knows more
-POLICY_FIELDS = ("strategy", "candidates", "weights", "capabilities", "regions", "sticky", "ab", "shadow",
-                 "redact", "cache_ttl", "enabled")
 
 
 def _commit() -> None:
@@ -248,17 +248,39 @@ def _probes_over_limit(actor, ip: str) -> bool:
 
 
 def save_deployment(model: str, provider: str, upstream_model: str | None = None, *,
-                    source: str | None = None, **fields) -> Deployment:
+                    source: str | None = None, deployment_id: int | None = None, exists_ok: bool = True,
+                    **fields) -> Deployment:
     """Create or update the deployment of `model` on `provider` serving `upstream_model`
     (by default the model's own name); only the fields given change. What a new deployment
-    leaves unset (mode, context window, capabilities) comes from the model catalogue."""
+    leaves unset (mode, context window, capabilities) comes from the model catalogue.
+    With `deployment_id` that deployment is changed (its model, provider and upstream too);
+    with exists_ok=False a deployment already serving the same is an error (the console's add)."""
     unknown = set(fields) - set(DEPLOYMENT_FIELDS)
     if unknown:
         raise InvalidRequest(f"unknown deployment field(s): {', '.join(sorted(unknown))}")
+    model = (model or "").strip()
+    if not model or len(model) > 200 or any(c.isspace() for c in model) or model.startswith("policy:"):
+        raise InvalidRequest("A model name has 1 to 200 characters, no spaces, and does not start with "
+                             "'policy:'.", param="model")
     p = find_provider(provider)
     upstream = (upstream_model or model).strip()
-    d = db.session.scalar(select(Deployment).where(
+    if len(upstream) > 200:
+        raise InvalidRequest("The upstream model name has at most 200 characters.", param="upstream_model")
+    check_deployment_fields(fields)
+    same = db.session.scalar(select(Deployment).where(
         Deployment.provider_id == p.id, Deployment.model == model, Deployment.upstream_model == upstream))
+    d = same
+    if deployment_id is not None:
+        d = db.session.get(Deployment, deployment_id)
+        if d is None:
+            raise InvalidRequest(f"no deployment {deployment_id}", param="deployment")
+        if same is not None and same.id != d.id:
+            raise InvalidRequest(f"{p.name} already serves {model} as {upstream} (deployment {same.id}).",
+                                 param="upstream_model")
+        d.model, d.provider, d.upstream_model = model, p, upstream
+    elif d is not None and not exists_ok:
+        raise InvalidRequest(f"{p.name} already serves {model} as {upstream}: edit that deployment.",
+                             param="upstream_model")
     if d is None:
         d = Deployment(model=model, provider=p, upstream_model=upstream, source=source or "cli")
         db.session.add(d)
@@ -270,8 +292,11 @@ def save_deployment(model: str, provider: str, upstream_model: str | None = None
     for name, value in _catalogue_fields(info, fields.get("mode", d.mode)).items():
         if fields.get(name, getattr(d, name)) is None:      # not set: the catalogue's
             fields[name] = value
-    check_mode_for_kind(p.kind, fields.get("mode") or d.mode)   # also a deployment moved to another kind
-    check_unit_price(fields.get("unit_price"), fields.get("price_unit"))
+    try:
+        check_mode_for_kind(p.kind, fields.get("mode") or d.mode)   # also a deployment moved to another kind
+    except InvalidRequest:
+        db.session.rollback()
+        raise
     caps = fields.get("capabilities")
     if caps is not None:
         fields["capabilities"] = sorted({str(c).strip().lower() for c in caps if str(c).strip()})
@@ -281,12 +306,48 @@ def save_deployment(model: str, provider: str, upstream_model: str | None = None
     return d
 
 
+def check_deployment_fields(fields: dict) -> None:
+    """Numbers in range before anything is written: weight 0 or more (0: fallback only), caps
+    and context window 1 or more, prices 0 or more, region at most 64 characters."""
+    def number(name: str, least: float, whole: bool, message: str) -> None:
+        value = fields.get(name)
+        if value is None:
+            return
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= least
+        if not ok or (whole and value != int(value)):
+            raise InvalidRequest(message, param=name)
+        if whole:
+            fields[name] = int(value)
+
+    number("weight", 0, True, "The weight is a whole number, 0 or more (0: used only as a fallback).")
+    for name in ("rpm_limit", "tpm_limit"):
+        number(name, 1, True, "A cap is a whole number of at least 1; leave it empty for none.")
+    number("context_window", 1, True, "The context window is a number of tokens, at least 1.")
+    for name in ("input_per_1k", "output_per_1k"):
+        number(name, 0, False, "Enter a price of 0 or more.")
+    check_unit_price(fields.get("unit_price"), fields.get("price_unit"))
+    region = fields.get("region")
+    if region is not None:
+        if not isinstance(region, str) or len(region.strip()) > 64:
+            raise InvalidRequest("A region has at most 64 characters.", param="region")
+        fields["region"] = region.strip() or None
+    caps = fields.get("capabilities")
+    if caps is not None and (isinstance(caps, str) or not isinstance(caps, (list, tuple, set))):
+        raise InvalidRequest("capabilities is a list", param="capabilities")
+
+
 def check_unit_price(price: float | None, unit: str | None) -> None:
     """A media price is 0 or more, in one of pricing.PRICE_UNITS."""
     if price is not None and price < 0:
         raise InvalidRequest("Enter a price of 0 or more.", param="unit_price")
     if unit is not None and unit not in pricing.PRICE_UNITS:
         raise InvalidRequest(f"price_unit must be one of {', '.join(pricing.PRICE_UNITS)}", param="price_unit")
+
+
+def delete_deployment(deployment: Deployment) -> None:
+    """Stop serving and forget one deployment (its usage records keep their labels)."""
+    db.session.delete(deployment)
+    _commit()
 
 
 def set_deployment_enabled(deployment: Deployment, enabled: bool) -> Deployment:
@@ -323,62 +384,3 @@ def save_price(model: str, input_per_1k: float | None, output_per_1k: float | No
     _commit()       # routes carry the table's prices (the cost strategy reads them)
     pricing.price_book().invalidate()
     return row
-
-
-def set_alias(name: str, target: str, source: str = "cli") -> None:
-    """Point `name` at a model or `policy:NAME` (clients keep asking for `name`)."""
-    name, target = name.strip(), target.strip()
-    if not name or not target or name == target:
-        raise InvalidRequest("an alias needs a name and a different target", param="alias")
-    row = db.session.scalar(select(Alias).where(Alias.name == name))
-    if row is None:
-        row = Alias(name=name, target=target, source=source)
-        db.session.add(row)
-    row.target, row.source = target, source
-    _commit()
-
-
-def delete_alias(name: str) -> bool:
-    row = db.session.scalar(select(Alias).where(Alias.name == name))
-    if row is not None:
-        db.session.delete(row)
-        _commit()
-    return row is not None
-
-
-def save_policy(name: str, source: str = "cli", **fields):
-    """Create or update a routing policy; only the fields given change."""
-    unknown = set(fields) - set(POLICY_FIELDS)
-    if unknown:
-        raise InvalidRequest(f"unknown policy field(s): {', '.join(sorted(unknown))}")
-    if fields.get("strategy") is not None and fields["strategy"] not in STRATEGIES:
-        raise InvalidRequest(f"strategy must be one of {', '.join(STRATEGIES)}", param="strategy")
-    for exp in ("ab", "shadow"):
-        spec = fields.get(exp)
-        if spec is not None and not (isinstance(spec, dict) and spec.get("model")
-                                     and 0 <= float(spec.get("percent", -1)) <= 100):
-            raise InvalidRequest(f"{exp} needs a model and a percent from 0 to 100", param=exp)
-    if problem := check_mode(fields.get("redact")):
-        raise InvalidRequest(problem, param="redact")
-    ttl = fields.get("cache_ttl")
-    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0):
-        raise InvalidRequest("cache_ttl must be a whole number of seconds, at least 0", param="cache_ttl")
-    if not name.strip():
-        raise InvalidRequest("a policy needs a name", param="name")
-    row = db.session.scalar(select(Policy).where(Policy.name == name))
-    if row is None:
-        row = Policy(name=name, source=source)
-        db.session.add(row)
-    row.source = source
-    for key, value in fields.items():
-        setattr(row, key, value)
-    _commit()
-    return row
-
-
-def policy_names(enabled_only: bool = False) -> list[str]:
-    """Policy names for the console's pickers (the key form offers disabled ones too)."""
-    q = select(Policy.name).order_by(Policy.name)
-    if enabled_only:
-        q = q.where(Policy.enabled)
-    return list(db.session.scalars(q))

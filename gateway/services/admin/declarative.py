@@ -153,27 +153,24 @@ def apply(doc: dict, out=print) -> dict:
             _audit("deployment", f"{d['provider']}/{model}", before, row, deployment_id=row.id)
             kept.add((model, str(d["provider"]), upstream))
 
-    for name, spec in aliases.items():
-        target = spec.get("target")
-        if not isinstance(target, str) or not target:
-            raise ConfigError(f"aliases.{name}: needs a target (a model or policy:NAME)")
-        before = _state("alias", _named_row(Alias, name))
-        catalog_admin.set_alias(name, target, source=SOURCE)
-        _audit("alias", name, before, _named_row(Alias, name))
-
-    for name, spec in policies.items():
-        fields = {k: spec.get(k) for k in catalog_admin.POLICY_FIELDS if k != "enabled"}
-        fields["strategy"] = fields["strategy"] or "weighted"
-        fields["enabled"] = bool(spec.get("enabled", True))
-        bad = set(spec) - set(catalog_admin.POLICY_FIELDS)
-        if bad:
-            raise ConfigError(f"policies.{name}: unknown key(s) {', '.join(sorted(bad))}")
-        before = _state("policy", _named_row(Policy, name))
-        try:
-            row = catalog_admin.save_policy(name, source=SOURCE, **fields)
-        except GatewayError as e:
-            raise ConfigError(f"policies.{name}: {e.message}") from None
-        _audit("policy", name, before, row)
+    # Aliases and policies name each other (an alias of policy:x, a policy whose candidate is
+    # an alias), and each must name what exists: apply them in passes, in whatever order
+    # they can be, until none is left; what still fails names something that is not there.
+    pending = [("alias", name, spec) for name, spec in aliases.items()] + \
+              [("policy", name, spec) for name, spec in policies.items()]
+    while pending:
+        failed = []
+        for item in pending:
+            try:
+                (_apply_alias if item[0] == "alias" else _apply_policy)(item[1], item[2])
+            except GatewayError as e:
+                failed.append((item, e))
+        if len(failed) == len(pending):
+            (kind, name, _), e = failed[0]
+            if isinstance(e, ConfigError):
+                raise e
+            raise ConfigError(f"{'aliases' if kind == 'alias' else 'policies'}.{name}: {e.message}") from None
+        pending = [item for item, _ in failed]
 
     removed = _prune(set(providers), kept, set(aliases), set(policies))
     catalog().invalidate()
@@ -183,6 +180,27 @@ def apply(doc: dict, out=print) -> dict:
         f"{summary['aliases']} aliases, {summary['policies']} policies"
         + (f"; removed {removed} no longer in the file" if removed else ""))
     return summary
+
+
+def _apply_alias(name: str, spec: dict) -> None:
+    target = spec.get("target")
+    if not isinstance(target, str) or not target:
+        raise ConfigError(f"aliases.{name}: needs a target (a model or policy:NAME)")
+    before = _state("alias", _named_row(Alias, name))
+    catalog_admin.set_alias(name, target, source=SOURCE, actor=SOURCE)
+    _audit("alias", name, before, _named_row(Alias, name))
+
+
+def _apply_policy(name: str, spec: dict) -> None:
+    fields = {k: spec.get(k) for k in catalog_admin.POLICY_FIELDS if k != "enabled"}
+    fields["strategy"] = fields["strategy"] or "weighted"
+    fields["enabled"] = bool(spec.get("enabled", True))
+    bad = set(spec) - set(catalog_admin.POLICY_FIELDS)
+    if bad:
+        raise ConfigError(f"policies.{name}: unknown key(s) {', '.join(sorted(bad))}")
+    before = _state("policy", _named_row(Policy, name))
+    row = catalog_admin.save_policy(name, source=SOURCE, **fields)
+    _audit("policy", name, before, row)
 
 
 def _prune(providers: set, deployments: set, aliases: set, policies: set) -> int:
@@ -197,6 +215,8 @@ def _prune(providers: set, deployments: set, aliases: set, policies: set) -> int
                                ("provider", Provider, providers)):
         for row in db.session.scalars(select(model).where(model.source == SOURCE)):
             if row.name not in names:
+                if kind == "alias":
+                    catalog_admin.record_pruned_alias(row, SOURCE)
                 _removed(kind, row.name, **({"base_url": row.base_url} if kind == "provider" else {}))
                 db.session.delete(row)
                 removed += 1

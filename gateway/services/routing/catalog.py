@@ -17,6 +17,9 @@ from gateway.providers import registry
 from gateway.providers.base import Target
 from gateway import secrets
 
+DEMO_SOURCE = "demo"     # bootstrap.seed_demo's provider (and its deployments)
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     """A deployment ready to call: everything the proxy needs, no database session."""
@@ -44,6 +47,7 @@ class Route:
     own_price: bool = False                 # the deployment sets its price (else the price table)
     unit_price: float | None = None         # media: the deployment's USD per price_unit, if it sets one
     price_unit: str | None = None
+    demo: bool = False                      # the seeded demo: serves only requests naming its model
 
     def price(self) -> tuple | None:
         """The price the request is billed at, as pricing.cost_of takes it."""
@@ -133,7 +137,8 @@ def _snapshot(book) -> Snapshot:
         table.setdefault(d.model, []).append(Route(
             d.id, d.model, d.mode, p.id, p.name, p.kind, region, max(d.weight, 0),
             target, inp, out, d.context_window, caps, d.rpm_limit, d.tpm_limit,
-            d.input_per_1k is not None or d.output_per_1k is not None, d.unit_price, d.price_unit))
+            d.input_per_1k is not None or d.output_per_1k is not None, d.unit_price, d.price_unit,
+            demo=DEMO_SOURCE in (p.source, d.source)))
     by_id = {r.deployment_id: r for routes in table.values() for r in routes}
     aliases = {a.name: a.target for a in db.session.scalars(select(Alias))}
     policies = {p.name: policy_dict(p) for p in db.session.scalars(select(Policy).where(Policy.enabled))}

@@ -45,7 +45,9 @@ def policy_named(name: str, snap: Snapshot) -> dict | None:
 
 
 def pool(name: str, snap: Snapshot, mode: str) -> tuple[list[Route], dict | None]:
-    """The deployments a requested name stands for, and the policy it names (if any)."""
+    """The deployments a requested name stands for, and the policy it names (if any).
+    The demo's deployments are only in the pool of a name that leads to their model (the model
+    itself, an alias of it, a policy listing it): an open policy never picks them."""
     target = resolve(name, snap)
     if not target.startswith(POLICY_PREFIX):
         return [r for r in snap.routes.get(target, ()) if r.mode == mode], None
@@ -54,8 +56,8 @@ def pool(name: str, snap: Snapshot, mode: str) -> tuple[list[Route], dict | None
         raise ModelNotFound(f"The routing policy '{target[len(POLICY_PREFIX):]}' does not exist.",
                             param="model")
     candidates = policy.get("candidates")
-    if not candidates:      # a built-in or open policy: every deployment that fits
-        return [r for routes in snap.routes.values() for r in routes if r.mode == mode], policy
+    if not candidates:      # a built-in or open policy: every deployment that fits, but the demo
+        return [r for routes in snap.routes.values() for r in routes if r.mode == mode and not r.demo], policy
     weights = policy.get("weights") or {}
     out = []
     for c in candidates:
