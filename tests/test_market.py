@@ -168,8 +168,8 @@ def test_the_playground_lists_only_what_can_chat(sqlite_app):
     with app.app_context():
         catalog_admin.set_alias("chatty", "fast-chat")
         catalog_admin.set_alias("vectors", "embedder")
-        catalog_admin.set_alias("routed", "policy:talkers")
         catalog_admin.save_policy("talkers", strategy="cost", candidates=["fast-chat", "embedder"])
+        catalog_admin.set_alias("routed", "policy:talkers")
         catalog_admin.save_policy("embedders", strategy="cost", candidates=["embedder"])
         catalog_admin.save_policy("images", strategy="cost", candidates=["painter"])
     page = Console(app, "admin@example.com").get("/playground").text

@@ -21,7 +21,7 @@ def init_app(app: Flask) -> None:
     from gateway.redis_link import RedisLink
     from gateway.services import gauges
     from gateway.services.response_store import ResponseStore
-    from gateway.services.accounting import alerts, keys, leases, limits, pricing, retention, usage
+    from gateway.services.accounting import alerts, key_cache, keys, leases, limits, pricing, retention, usage
     from gateway.services.accounting.counters import DbCounters
     from gateway.services.accounting.redis_counters import RedisCounters
     from gateway.services.accounting.settle_retry import SettleRetry
@@ -41,8 +41,8 @@ def init_app(app: Flask) -> None:
     if not c["REDIS_URL"] and leases.enabled(app):     # admission without a write per request
         counters = leases.LeasedCounters(app, counters)
     settle_retry = SettleRetry(app, counters.settle, give_up_after=float(c["QUOTA_RESERVATION_TTL"]))
-    key_cache = keys.KeyCache(c["KEY_CACHE_SECONDS"], bus=bus if bus.url else None,
-                              stale=c["KEY_CACHE_STALE_SECONDS"], wait=c["DB_LOCK_TIMEOUT"])
+    key_lookups = key_cache.KeyCache(keys.lookup, c["KEY_CACHE_SECONDS"], bus=bus if bus.url else None,
+                                     stale=c["KEY_CACHE_STALE_SECONDS"], wait=c["DB_LOCK_TIMEOUT"])
     recorder = usage.UsageRecorder(app)
     health = Health(app, redis)
     # Breaker transitions (downtime history) are written by the usage writer's thread.
@@ -57,7 +57,7 @@ def init_app(app: Flask) -> None:
         "tag_budgets": limits.TagBudgetCache(c["CATALOG_CACHE_SECONDS"]),
         "health": health,
         "breaker_log": health.breaker_log,
-        "key_cache": key_cache,
+        "key_cache": key_lookups,
         "quota_backend": counters,
         "settle_retry": settle_retry,
         "settings_cache": setting_values,
@@ -72,7 +72,7 @@ def init_app(app: Flask) -> None:
         "response_store": ResponseStore(app, redis if c["REDIS_URL"] else None, c["RESPONSE_STORE_REDIS_PREFIX"]),
     })
     if bus.url:     # another process changed a key or a setting: drop our copy
-        bus.subscribe(keys.INVALIDATE_CHANNEL, key_cache.on_message, key_cache.drop_all)
+        bus.subscribe(key_cache.INVALIDATE_CHANNEL, key_lookups.on_message, key_lookups.drop_all)
         bus.subscribe(settings.INVALIDATE_CHANNEL, lambda name: setting_values.pop(name, None),
                       setting_values.clear)
     atexit.register(recorder.drain)      # also the batch the writer is in the middle of

@@ -1,31 +1,25 @@
-"""Virtual API keys: issue, hash, look up (cached), edit, rotate, revoke."""
+"""Virtual API keys: issue, hash, look up (cached in key_cache.py), edit, rotate, revoke."""
 from __future__ import annotations
 
 import hashlib
 import ipaddress
 import secrets
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import or_, select
 
-from gateway import pubsub
-from gateway.database import UNAVAILABLE, DatabaseBusy, bounded_session
-from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, ServiceUnavailable
+from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from gateway.extensions import db
 from gateway.models import ApiKey, Plan, Team, utcnow
-from gateway.services.accounting import key_ceiling
+from gateway.services.accounting import key_cache, key_ceiling
 from gateway.services.accounting.periods import zone
 from gateway.services.accounting.redaction import check_mode
 
 KEY_PREFIX = "sk-gw-"
 PREFIX_LEN = 14     # "sk-gw-" + 8 characters: enough to tell keys apart, useless to an attacker
 PERIODS = ("total", "day", "week", "month")
-INVALIDATE_CHANNEL = "gw:keys:invalidate"  # a key hash, or ALL
-ALL = "*"
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -289,7 +283,7 @@ def _forget_hashes(*hashes: str | None) -> None:
         if h:
             c.forget(h)
             if c.bus is not None:
-                c.bus.publish(INVALIDATE_CHANNEL, h)
+                c.bus.publish(key_cache.INVALIDATE_CHANNEL, h)
 
 
 def find_by_prefix(prefix: str) -> ApiKey:
@@ -301,93 +295,17 @@ def find_by_prefix(prefix: str) -> ApiKey:
     return found[0]
 
 
-class KeyCache:
-    """hash -> (KeyInfo or None, fetched at). Short TTL; with a bus, changes made in other
-    processes drop entries at once instead of after the TTL.
-
-    While the database cannot answer (locked past `wait` seconds, or down), an entry fetched
-    less than `stale` seconds ago is served instead, and lookups of such entries pause for a
-    TTL, so that only one request per TTL waits on the database; other keys get 503."""
-
-    def __init__(self, ttl: float, max_entries: int = 20_000, bus: pubsub.Bus | None = None,
-                 stale: float = 300.0, wait: float = 1.0):
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self.entries: dict[str, tuple[KeyInfo | None, float]] = {}
-        self.lock = threading.Lock()
-        self.bus = bus
-        self.epoch = 0      # bumped by every invalidation: a lookup that raced one is not cached
-        self.stale, self.wait = stale, wait
-        self.db_down_until = 0.0    # a lookup just failed: serve usable entries without asking
-
-    def get(self, key_hash: str) -> KeyInfo | None:
-        if self.bus is not None:
-            self.bus.ensure()
-        now = time.monotonic()
-        hit = self.entries.get(key_hash)
-        if hit and now - hit[1] < self.ttl:
-            return hit[0]
-        usable = hit if hit and now - hit[1] < self.stale else None
-        if usable and now < self.db_down_until:
-            return usable[0]
-        epoch = self.epoch
-        try:
-            with bounded_session(self.wait):
-                row = db.session.scalar(select(ApiKey).where(
-                    or_(ApiKey.key_hash == key_hash, ApiKey.prev_key_hash == key_hash)))
-                if row is None:
-                    found = None
-                elif row.key_hash == key_hash:
-                    found = info(row)
-                else:   # a rotated-out secret: valid until its grace ends
-                    found = info(row, valid_until=row.prev_valid_until or utcnow())
-        except UNAVAILABLE as e:
-            db.session.rollback()
-            self.db_down_until = now + max(self.ttl, 1.0)
-            trace = not isinstance(e, DatabaseBusy)
-            if usable:
-                current_app.logger.warning("key lookup failed (%s); serving the entry cached %.0fs ago",
-                                           e, now - usable[1], exc_info=trace)
-                return usable[0]
-            current_app.logger.warning("key lookup failed (%s) and the key is not cached", e, exc_info=trace)
-            raise ServiceUnavailable("The gateway's database is busy or unreachable, so the API key "
-                                     "cannot be checked now; retry shortly.", code="database_unavailable",
-                                     retry_after=current_app.config["UNAVAILABLE_RETRY_AFTER"]) from None
-        finally:
-            db.session.remove()
-        with self.lock:
-            if self.epoch == epoch:
-                if len(self.entries) >= self.max_entries:
-                    self.entries.clear()
-                self.entries[key_hash] = (found, now)
-        return found
-
-    def forget(self, key_hash: str) -> None:
-        """Drop one entry in this process."""
-        with self.lock:
-            self.epoch += 1
-            self.entries.pop(key_hash, None)
-
-    def drop_all(self) -> None:
-        """Drop every entry in this process."""
-        with self.lock:
-            self.epoch += 1
-            self.entries.clear()
-
-    def clear(self) -> None:
-        """Drop every entry here and in every other process (e.g. a team's budget changed)."""
-        self.drop_all()
-        if self.bus is not None:
-            self.bus.publish(INVALIDATE_CHANNEL, ALL)
-
-    def on_message(self, data: str) -> None:
-        if data == ALL:
-            self.drop_all()
-        else:
-            self.forget(data)
+def lookup(key_hash: str) -> KeyInfo | None:
+    """The key a secret's hash belongs to, from the database (what the cache keeps)."""
+    row = db.session.scalar(select(ApiKey).where(or_(ApiKey.key_hash == key_hash, ApiKey.prev_key_hash == key_hash)))
+    if row is None:
+        return None
+    if row.key_hash == key_hash:
+        return info(row)
+    return info(row, valid_until=row.prev_valid_until or utcnow())     # rotated out: valid until its grace ends
 
 
-def cache() -> KeyCache:
+def cache() -> key_cache.KeyCache:
     """This process's key cache (built by services.init_app)."""
     return current_app.extensions["key_cache"]
 
