@@ -1,0 +1,260 @@
+"""How long every console page takes on a database with 100,000 usage records.
+
+    python bench/console_pages.py [--records 100000] [--runs 5] [--postgres] [--profile ENDPOINT]
+    make bench-console
+
+Builds the app on a fresh SQLite file (or, with --postgres, a new database on TEST_POSTGRES_URL's
+server, dropped afterwards), migrated as in production. Seeds the console walk's objects
+(tests/console_walk.py) plus many users, teams, keys, providers and models, then `--records`
+usage records over 60 days (errors, 429s, streams, cache hits, A/B arms, tags), written the way
+the usage writer writes them: raw rows and their rollup in one transaction per batch. Then
+every GET console route the walk finds, plus the wide-range variants in VARIANTS, is requested
+in-process (Flask's test client, so no network), warm, `--runs` times as admin and as member:
+the table shows the median ms and the SQL statements per page. `--profile ENDPOINT` prints a
+cProfile of that page instead (cumulative, top 30).
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import create_engine, event, insert, text  # noqa: E402
+
+from gateway import create_app  # noqa: E402
+from gateway.database import upgrade_schema  # noqa: E402
+from gateway.extensions import db  # noqa: E402
+from gateway.models import ApiKey, AuditLog, User, utcnow  # noqa: E402
+from gateway.services.accounting import keys, pricing, teams  # noqa: E402
+from gateway.services.accounting.usage import UsageEntry, UsageRecorder, row  # noqa: E402
+from gateway.services.admin import catalog_admin  # noqa: E402
+from tests.console_client import Console  # noqa: E402
+from tests.console_walk import get_pages, seed  # noqa: E402
+
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+# Pages worth timing beyond their default view (24 hours): the widest ranges and groupings.
+VARIANTS = {
+    "console.usage": ("range=7d", "range=30d", "range=30d&group=key", "range=30d&group=team",
+                      "range=30d&group=tag&tag_key=feature", "range=30d&status=error"),
+    "console.logs": ("range=30d", "range=30d&status=error", "range=30d&page=20"),
+    "console.audit_index": ("page=5",),
+}
+DAYS = 60
+MODELS = {      # public name -> (input, output) USD per 1K tokens
+    "gpt-4o": (0.0025, 0.01), "gpt-4o-mini": (0.00015, 0.0006), "claude-sonnet": (0.003, 0.015),
+    "claude-haiku": (0.0008, 0.004), "llama-70b": (0.0009, 0.0009), "mistral-large": (0.002, 0.006),
+    "gemini-flash": (0.0001, 0.0004), "gemini-pro": (0.00125, 0.005), "qwen-72b": (0.0009, 0.0009),
+    "deepseek-chat": (0.00027, 0.0011), "text-embedding-3-small": (0.00002, 0.0),
+}
+PROVIDERS = ("openai-main", "openai-eu", "anthropic", "together", "vertex")
+ERRORS = ((502, "upstream_error", "Bad gateway from the provider"), (500, "server_error", "Internal error"),
+          (400, "invalid_request_error", "max_tokens is too large for this model"),
+          (429, "rate_limit_exceeded", "Rate limit reached for requests"),
+          (429, "insufficient_quota", "The key's token quota is used up"),
+          (504, "timeout", "The provider did not answer within 60 s"),
+          (404, "model_not_found", "No model named gpt-5 here"))
+
+
+def build_app(db_url: str, instance: str):
+    """The app as production configures it (caches on), migrated by the migrations."""
+    app = create_app(instance_path=instance, overrides={
+        "SECRET_KEY": "bench", "SQLALCHEMY_DATABASE_URI": db_url, "DEMO": False, "RETENTION_INTERVAL_SECONDS": 0})
+    with app.app_context():
+        upgrade_schema()
+        pricing.seed_prices()
+    return app
+
+
+def seed_world(app, records: int, rng: random.Random) -> dict:
+    """The walk's objects, then a realistic gateway's worth of configuration and traffic."""
+    world = seed(app)
+    with app.app_context():
+        for p in PROVIDERS:
+            catalog_admin.save_provider(p, "mock", models=list(MODELS), api_key="sk-bench-upstream-key-1")
+        for m, (i, o) in MODELS.items():
+            catalog_admin.save_price(m, i, o)
+        plans = [teams.save_plan(n, token_quota=q).id for n, q in (("free", 10**5), ("pro", 10**7), ("max", None))]
+        team_ids = [teams.save_team(f"team-{i:02d}", budget_usd=500.0 * (i + 1), plan_id=rng.choice(plans)).id
+                    for i in range(12)]
+        for t in ("search", "chat", "summarise", "agent"):
+            teams.save_tag_budget("feature", t, 200.0)
+        db.session.execute(insert(User), [
+            dict(email=f"user{i:03d}@example.com", password_hash="x", role="member", active=True,
+                 team_id=rng.choice(team_ids), session_version=0) for i in range(60)])
+        db.session.commit()
+        user_rows = db.session.execute(text("SELECT id, team_id FROM users WHERE email LIKE 'user%'")).all()
+        made = []
+        for i in range(400):
+            uid, team_id = rng.choice(user_rows)
+            key, _ = keys.create_key(f"key-{i:03d}", user_id=uid, team_id=team_id,
+                                     token_quota=rng.choice([None, 10**6, 10**8]))
+            made.append((key.id, key.prefix, uid))
+        # the walk's member has keys and traffic of their own, like any member
+        member_keys = [(k.id, k.prefix, world["member"]) for k in
+                       db.session.query(ApiKey).filter(ApiKey.user_id == world["member"]).all()]
+        db.session.execute(insert(AuditLog), [
+            dict(at=utcnow() - timedelta(minutes=rng.randint(0, DAYS * 1440)), actor="admin@example.com",
+                 action=rng.choice(("key.create", "key.update", "provider.update", "price.update")),
+                 target=f"key-{rng.randint(0, 399):03d}", details={"rpm": rng.randint(1, 100)}, ip="10.0.0.1",
+                 source="console") for _ in range(3000)])
+        db.session.commit()
+    write_usage(app, records, made, member_keys, rng)
+    return world
+
+
+def write_usage(app, n: int, made: list, member_keys: list, rng: random.Random) -> None:
+    """`n` records over DAYS days, inserted with their rollup in batches (as UsageRecorder does)."""
+    now = utcnow()
+    models = list(MODELS)
+    weights = [30, 40, 15, 10, 5, 5, 12, 4, 3, 6, 8]
+    batch = []
+    for i in range(n):
+        key_id, prefix, uid = rng.choice(member_keys) if rng.random() < 0.03 else rng.choice(made)
+        model = rng.choices(models, weights)[0]
+        age = timedelta(seconds=rng.random() ** 1.3 * DAYS * 86400)   # more traffic lately
+        stream = rng.random() < 0.35
+        prompt = int(rng.lognormvariate(6, 1.1))
+        completion = 0 if model.startswith("text-embedding") else int(rng.lognormvariate(5, 1))
+        status, etype, message = 200, None, None
+        if rng.random() < 0.07:
+            status, etype, message = rng.choice(ERRORS)
+            completion = 0
+        price_in, price_out = MODELS[model]
+        cost = (prompt * price_in + completion * price_out) / 1000 if status == 200 else 0.0
+        latency = rng.lognormvariate(6.5, 0.8)
+        cached = status == 200 and rng.random() < 0.04
+        batch.append(row(UsageEntry(
+            request_id=f"bench-{i}-{uuid.uuid4().hex[:8]}", endpoint="embeddings" if completion == 0 and status == 200
+            else "chat", status=status, created_at=now - age, key_id=key_id, key_prefix=prefix, user_id=uid,
+            requested_model=model, provider_id=None, provider=rng.choice(PROVIDERS), upstream_model=model,
+            stream=stream, prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+            cost_usd=0.0 if cached else cost, saved_usd=cost if cached else 0.0, cached=cached,
+            latency_ms=latency, ttft_ms=latency * 0.3 if stream else None, overhead_ms=rng.uniform(0.5, 3),
+            error_type=etype, error_message=message,
+            tags={"feature": rng.choice(("search", "chat", "summarise", "agent")),
+                  "project": f"p{rng.randint(1, 25)}", **({"tenant": f"t{rng.randint(1, 200)}"}
+                                                        if rng.random() < 0.5 else {})},
+            attempts=[{"provider": rng.choice(PROVIDERS), "status": status, "ms": round(latency)}],
+            variant=rng.choice(("a", "b")) if rng.random() < 0.1 else None)))
+        if len(batch) == 2000:
+            _insert(app, batch)
+            batch = []
+    if batch:
+        _insert(app, batch)
+
+
+def _insert(app, rows: list[dict]) -> None:
+    with app.app_context():
+        UsageRecorder._insert(rows)
+
+
+@contextmanager
+def counting(app):
+    """Counts the SQL statements run meanwhile: yields a one-item list."""
+    seen = [0]
+    with app.app_context():
+        engine = db.engine
+
+    def count(*_):
+        seen[0] += 1
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def time_page(app, console: Console, url: str, runs: int) -> tuple[float, int, int]:
+    """(median ms, statements, status) of a warm GET."""
+    r = console.get(url)           # warm: caches, templates, the database's pages
+    times = []
+    with counting(app) as seen:
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            r = console.get(url)
+            r.get_data()
+            times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times), seen[0] // runs, r.status_code
+
+
+def pages(app, world: dict) -> list[tuple[str, str]]:
+    out = []
+    for endpoint, url in get_pages(app, world):
+        out.append((endpoint, url))
+        out += [(endpoint, f"{url}?{q}") for q in VARIANTS.get(endpoint, ())]
+    return out
+
+
+def run(db_url: str, instance: str, args) -> None:
+    rng = random.Random(12)
+    t0 = time.perf_counter()
+    app = build_app(db_url, instance)
+    world = seed_world(app, args.records, rng)
+    print(f"seeded {args.records} usage records on {db_url.split(':')[0]} in {time.perf_counter() - t0:.0f} s",
+          flush=True)
+    consoles = {role: Console(app, f"{role}@example.com") for role in ("admin", "member")}
+    if args.profile:
+        url = next(u for e, u in pages(app, world) if e == args.profile or u == args.profile)
+        consoles["admin"].get(url)
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(args.runs):
+            consoles["admin"].get(url).get_data()
+        prof.disable()
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
+        return
+    rows = []
+    for endpoint, url in pages(app, world):
+        cells = [time_page(app, consoles[role], url, args.runs) for role in ("admin", "member")]
+        rows.append((endpoint, url, cells))
+        print(f"  {url:<48} " + "  ".join(f"{ms:7.1f} ms {q:3d} q {s}" for ms, q, s in cells), flush=True)
+    print()
+    print("| page | URL | admin ms | admin queries | member ms | member queries |")
+    print("|---|---|---:|---:|---:|---:|")
+    for endpoint, url, cells in rows:
+        (ams, aq, _), (mms, mq, mst) = cells
+        member = f"{mms:.1f} | {mq}" if mst != 403 else "403 | -"
+        print(f"| {endpoint} | `{url}` | {ams:.1f} | {aq} | {member} |")
+    worst = max(rows, key=lambda r: r[2][0][0])
+    print(f"\nslowest: {worst[1]} {worst[2][0][0]:.1f} ms as admin ({args.runs} runs each, median, warm)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--records", type=int, default=100_000)
+    ap.add_argument("--runs", type=int, default=5, help="timed requests per page and role (median)")
+    ap.add_argument("--postgres", action="store_true", help=f"a new database on {PG_ADMIN_URL}'s server")
+    ap.add_argument("--profile", metavar="ENDPOINT", help="cProfile one page (endpoint or URL) instead")
+    ap.add_argument("--dir", help="where the SQLite file and instance folder go (default: a temp dir)")
+    args = ap.parse_args()
+    tmp = args.dir or tempfile.mkdtemp(prefix="bench-console-")
+    if not args.postgres:
+        run(f"sqlite:///{tmp}/console.db", f"{tmp}/instance", args)
+        return
+    name = f"bench_console_{uuid.uuid4().hex[:6]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        run(PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name, f"{tmp}/instance", args)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
