@@ -1,22 +1,24 @@
 """How long every console page takes on a database with 100,000 usage records.
 
     python bench/console_pages.py [--records 100000] [--runs 5] [--postgres] [--profile ENDPOINT]
-    make bench-console
+    make bench-console                      # BENCH_ARGS="--postgres" for Postgres
 
-Builds the app on a fresh SQLite file (or, with --postgres, a new database on TEST_POSTGRES_URL's
+Builds the app on a fresh SQLite file (with --postgres, a new database on TEST_POSTGRES_URL's
 server, dropped afterwards), migrated as in production. Seeds the console walk's objects
 (tests/console_walk.py) plus many users, teams, keys, providers and models, then `--records`
 usage records over 60 days (errors, 429s, streams, cache hits, A/B arms, tags), written the way
 the usage writer writes them: raw rows and their rollup in one transaction per batch. Then
-every GET console route the walk finds, plus the wide-range variants in VARIANTS, is requested
+every GET console route the walk finds, plus the wider views in VARIANTS, is requested
 in-process (Flask's test client, so no network), warm, `--runs` times as admin and as member:
-the table shows the median ms and the SQL statements per page. `--profile ENDPOINT` prints a
-cProfile of that page instead (cumulative, top 30).
+the table shows the median ms, the part of it spent in the database, and the SQL statements
+per page. `--profile PAGE` (an endpoint or URL) prints a cProfile and the slowest statements of
+that page instead. `--dir D` keeps the database in D; `--dir D --reuse` times it again unseeded.
 """
 from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import os
 import pstats
 import random
@@ -177,6 +179,27 @@ def counting(app):
         event.remove(engine, "before_cursor_execute", count)
 
 
+def statement_times(app, console: Console, url: str) -> list[tuple[float, str]]:
+    """(ms, SQL) of each statement one GET runs."""
+    out, started = [], []
+    with app.app_context():
+        engine = db.engine
+
+    def before(conn, cursor, statement, *_):
+        started.append(time.perf_counter())
+
+    def after(conn, cursor, statement, *_):
+        out.append(((time.perf_counter() - started.pop()) * 1000, statement))
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        console.get(url).get_data()
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "after_cursor_execute", after)
+    return out
+
+
 def time_page(app, console: Console, url: str, runs: int) -> tuple[float, int, int]:
     """(median ms, statements, status) of a warm GET."""
     r = console.get(url)           # warm: caches, templates, the database's pages
@@ -202,8 +225,14 @@ def run(db_url: str, instance: str, args) -> None:
     rng = random.Random(12)
     t0 = time.perf_counter()
     app = build_app(db_url, instance)
-    world = seed_world(app, args.records, rng)
-    print(f"seeded {args.records} usage records on {db_url.split(':')[0]} in {time.perf_counter() - t0:.0f} s",
+    saved = Path(instance) / "bench-world.json"
+    if args.reuse and saved.exists():
+        world = json.loads(saved.read_text())
+        print(f"reusing the database seeded before ({saved})", flush=True)
+    else:
+        world = seed_world(app, args.records, rng)
+        saved.write_text(json.dumps(world))
+        print(f"seeded {args.records} usage records on {db_url.split(':')[0]} in {time.perf_counter() - t0:.0f} s",
           flush=True)
     consoles = {role: Console(app, f"{role}@example.com") for role in ("admin", "member")}
     if args.profile:
@@ -215,6 +244,9 @@ def run(db_url: str, instance: str, args) -> None:
             consoles["admin"].get(url).get_data()
         prof.disable()
         pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
+        print("SQL statements of one request, slowest first:")
+        for ms, sql in sorted(statement_times(app, consoles["admin"], url), reverse=True)[:15]:
+            print(f"{ms:8.1f} ms  {' '.join(sql.split())[:300]}")
         return
     rows = []
     for endpoint, url in pages(app, world):
@@ -239,9 +271,12 @@ def main() -> None:
     ap.add_argument("--postgres", action="store_true", help=f"a new database on {PG_ADMIN_URL}'s server")
     ap.add_argument("--profile", metavar="ENDPOINT", help="cProfile one page (endpoint or URL) instead")
     ap.add_argument("--dir", help="where the SQLite file and instance folder go (default: a temp dir)")
+    ap.add_argument("--reuse", action="store_true", help="with --dir: time the database seeded there before")
     args = ap.parse_args()
     tmp = args.dir or tempfile.mkdtemp(prefix="bench-console-")
     if not args.postgres:
+        if not args.reuse:
+            Path(tmp, "console.db").unlink(missing_ok=True)
         run(f"sqlite:///{tmp}/console.db", f"{tmp}/instance", args)
         return
     name = f"bench_console_{uuid.uuid4().hex[:6]}"
