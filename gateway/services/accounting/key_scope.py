@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import func, or_, select
+from sqlalchemy.orm import selectinload
 
 from gateway.extensions import db
 from gateway.models import ApiKey, UsageRecord, utcnow
@@ -43,6 +44,11 @@ def visible_ids(owner: Owner | None) -> tuple[int, ...] | None:
     return None if owner is None else tuple(db.session.scalars(_visible(select(ApiKey.id), owner)))
 
 
+# What the keys list shows of each key's owner and team: loaded for the page in one query each,
+# not one per row (46 statements for a page of 50 keys before).
+LIST_LOADS = (selectinload(ApiKey.user), selectinload(ApiKey.team))
+
+
 def search(owner: Owner | None, text: str = "", state: str = "", page: int = 1,
            per_page: int = 50) -> tuple[list[ApiKey], bool]:
     """A page of the keys `owner` may see, newest first, and whether more follow. `text` matches
@@ -52,7 +58,8 @@ def search(owner: Owner | None, text: str = "", state: str = "", page: int = 1,
         q = q.where(ApiKey.name.contains(text) | ApiKey.prefix.startswith(text))
     if state in ("active", "revoked"):
         q = q.where(ApiKey.revoked_at.is_(None) if state == "active" else ApiKey.revoked_at.is_not(None))
-    rows = db.session.scalars(q.order_by(ApiKey.id.desc()).limit(per_page + 1).offset((page - 1) * per_page)).all()
+    rows = db.session.scalars(q.order_by(ApiKey.id.desc()).limit(per_page + 1).offset((page - 1) * per_page)
+                              .options(*LIST_LOADS)).all()
     return rows[:per_page], len(rows) > per_page
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import and_, case, func, select
 
 from gateway.extensions import db
 from gateway.models import UsageRecord
-from gateway.services.reporting.filters import UsageFilter, conditions
+from gateway.services.reporting.filters import UsageFilter, conditions, time_only
 
 
 def _percentile(expr, where: list, n: int, q: float) -> float | None:
@@ -30,7 +30,7 @@ def summary(f: UsageFilter) -> dict:
     """hits, answered, hit_rate (hits per answered request), saved_usd, and overhead and
     upstream p50/p95 in ms (None without measured requests)."""
     r = UsageRecord
-    where = conditions(f, covered=True)
+    where = conditions(f, covered=time_only(f))     # else the scans the other tiles do
     ok = r.status == 200
     went_upstream = and_(r.cached.is_(False), ok)
     answered, hits, saved, n, m = db.session.execute(select(
