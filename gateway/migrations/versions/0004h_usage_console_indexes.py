@@ -1,5 +1,7 @@
-"""an index covering the usage page's cache and overhead tiles (reporting/cache_stats.py):
-created_at, status, cached, overhead_ms, latency_ms, saved_usd of usage records
+"""indexes for the console's usage reads: one covering the usage page's cache and overhead tiles
+(created_at, status, cached, overhead_ms, latency_ms, saved_usd; reporting/cache_stats.py), and
+(user_id, created_at) so a member's scope (their requests or their keys') is two index searches
+instead of a scan of every record
 
 Revision ID: 0004h
 Revises: 0003f
@@ -21,8 +23,10 @@ def upgrade():
         batch_op.create_index('ix_usage_created_cache',
                               ['created_at', 'status', 'cached', 'overhead_ms', 'latency_ms', 'saved_usd'],
                               unique=False)
+        batch_op.create_index('ix_usage_user_created', ['user_id', 'created_at'], unique=False)
 
 
 def downgrade():
     with op.batch_alter_table('usage_records', schema=None) as batch_op:
+        batch_op.drop_index('ix_usage_user_created')
         batch_op.drop_index('ix_usage_created_cache')
