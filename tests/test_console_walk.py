@@ -138,4 +138,4 @@ def test_the_console_page_benchmark_runs_on_a_small_seed(tmp_path):
     out = subprocess.run([sys.executable, "bench/console_pages.py", "--records", "500", "--runs", "1",
                           "--dir", str(tmp_path)], check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "console.usage" in out.stdout and "queries" in out.stdout
+    assert "| console.usage |" in out.stdout and "statements" in out.stdout and "slowest:" in out.stdout
