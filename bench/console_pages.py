@@ -114,6 +114,12 @@ def seed_world(app, records: int, rng: random.Random) -> dict:
                  source="console") for _ in range(3000)])
         db.session.commit()
     write_usage(app, records, made, member_keys, rng)
+    with app.app_context():
+        if db.engine.dialect.name == "postgresql":
+            # what autovacuum does soon after a bulk load: planner statistics and the visibility
+            # map (index-only scans need it)
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text("VACUUM ANALYZE"))
     return world
 
 
