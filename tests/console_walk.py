@@ -6,7 +6,8 @@ bench/console_pages.py, so a new page is walked, checked and timed without touch
 A new route whose URL has a parameter this file does not know fails the walk: add the
 parameter to PARAMS (or, when its meaning depends on the page, to ENDPOINT_PARAMS) saying
 which seeded object fills it. A new kind of user-editable name: seed it in `seed()` under
-`name("<field>")` and add the field to FIELDS, and every page is checked to escape it.
+`name("<field>")` and add the field to FIELDS, and every page is checked to escape it; once a
+page shows a field listed in NOT_SHOWN_YET, take it off that list so the check must find it.
 """
 from __future__ import annotations
 
