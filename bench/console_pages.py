@@ -8,7 +8,7 @@ server, dropped afterwards), migrated as in production. Seeds the console walk's
 (tests/console_walk.py) plus many users, teams, keys, providers and models, then `--records`
 usage records over 60 days (errors, 429s, streams, cache hits, A/B arms, tags), written the way
 the usage writer writes them: raw rows and their rollup in one transaction per batch. Then
-every GET console route the walk finds, plus the wider views in VARIANTS, is requested
+every GET console route the walk finds, plus the wider views in VARIANTS and the POST_VIEWS, is requested
 in-process (Flask's test client, so no network), warm, `--runs` times as admin and as member:
 the table shows the median ms, the part of it spent in the database, and the SQL statements
 per page. `--profile PAGE` (an endpoint or URL) prints a cProfile and the slowest statements of
@@ -44,7 +44,7 @@ from gateway.services.accounting import keys, pricing, teams  # noqa: E402
 from gateway.services.accounting.usage import UsageEntry, UsageRecorder, row  # noqa: E402
 from gateway.services.admin import catalog_admin  # noqa: E402
 from tests.console_client import Console  # noqa: E402
-from tests.console_walk import get_pages, seed  # noqa: E402
+from tests.console_walk import console_rules, get_pages, seed, url_for_rule  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 # Pages worth timing beyond their default view (24 hours): the widest ranges and groupings.
@@ -53,6 +53,12 @@ VARIANTS = {
                       "range=30d&group=tag&tag_key=feature", "range=30d&status=error"),
     "console.logs": ("range=30d", "range=30d&status=error", "range=30d&page=20"),
     "console.audit_index": ("page=5",),
+    "console.usage_report": (f"month={utcnow():%Y-%m}",),      # the monthly workbook, where it exists
+}
+# Pages that are the answer to a POST which changes nothing (endpoint -> form), timed like the GETs.
+POST_VIEWS = {
+    "console.simulator_run": {"range": "30d", "route_model": "gpt-4o", "policy_source": "named", "policy": "cheap",
+                              "tag_keys": "feature"},
 }
 DAYS = 60
 MODELS = {      # public name -> (input, output) USD per 1K tokens
@@ -191,8 +197,16 @@ def counting(app):
         event.remove(engine, "after_cursor_execute", after)
 
 
-def statement_times(app, console: Console, url: str) -> list[tuple[float, str]]:
-    """(ms, SQL) of each statement one GET runs."""
+def fetch(console: Console, view: tuple):
+    """Request one view: (endpoint, URL, form), a GET when form is None."""
+    _, url, form = view
+    r = console.get(url) if form is None else console.post(url, form)
+    r.get_data()
+    return r
+
+
+def statement_times(app, console: Console, view: tuple) -> list[tuple[float, str]]:
+    """(ms, SQL) of each statement one request runs."""
     out, started = [], []
     with app.app_context():
         engine = db.engine
@@ -205,34 +219,42 @@ def statement_times(app, console: Console, url: str) -> list[tuple[float, str]]:
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "after_cursor_execute", after)
     try:
-        console.get(url).get_data()
+        fetch(console, view)
     finally:
         event.remove(engine, "before_cursor_execute", before)
         event.remove(engine, "after_cursor_execute", after)
     return out
 
 
-def time_page(app, console: Console, url: str, runs: int) -> tuple[float, float, float, int, int]:
+def time_page(app, console: Console, view: tuple, runs: int) -> tuple[float, float, float, int, int]:
     """(median ms, median CPU ms of this process, ms in the database per request, statements
-    per request, status) of a warm GET."""
-    r = console.get(url)           # warm: caches, templates, the database's pages
+    per request, status) of a warm request."""
+    r = fetch(console, view)           # warm: caches, templates, the database's pages
     times, cpu = [], []
     with counting(app) as seen:
         for _ in range(runs):
             t0, c0 = time.perf_counter(), time.process_time()
-            r = console.get(url)
-            r.get_data()
+            r = fetch(console, view)
             times.append((time.perf_counter() - t0) * 1000)
             cpu.append((time.process_time() - c0) * 1000)
     return statistics.median(times), statistics.median(cpu), seen[1] / runs, seen[0] // runs, r.status_code
 
 
-def pages(app, world: dict) -> list[tuple[str, str]]:
+def pages(app, world: dict) -> list[tuple[str, str, dict | None]]:
+    """(endpoint, URL, form or None) of every view to time: the walk's GET pages, their VARIANTS,
+    and the POST_VIEWS that exist."""
     out = []
     for endpoint, url in get_pages(app, world):
-        out.append((endpoint, url))
-        out += [(endpoint, f"{url}?{q}") for q in VARIANTS.get(endpoint, ())]
+        out.append((endpoint, url, None))
+        out += [(endpoint, f"{url}?{q}", None) for q in VARIANTS.get(endpoint, ())]
+    for rule in console_rules(app):
+        if rule.endpoint in POST_VIEWS and "POST" in rule.methods:
+            out.append((rule.endpoint, url_for_rule(app, rule, world), POST_VIEWS[rule.endpoint]))
     return out
+
+
+def label(view: tuple) -> str:
+    return view[1] if view[2] is None else f"POST {view[1]}"
 
 
 def run(db_url: str, instance: str, args) -> None:
@@ -250,23 +272,23 @@ def run(db_url: str, instance: str, args) -> None:
           flush=True)
     consoles = {role: Console(app, f"{role}@example.com") for role in ("admin", "member")}
     if args.profile:
-        url = next(u for e, u in pages(app, world) if e == args.profile or u == args.profile)
-        consoles["admin"].get(url)
+        view = next(v for v in pages(app, world) if args.profile in (v[0], v[1], label(v)))
+        fetch(consoles["admin"], view)
         prof = cProfile.Profile()
         prof.enable()
         for _ in range(args.runs):
-            consoles["admin"].get(url).get_data()
+            fetch(consoles["admin"], view)
         prof.disable()
         pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
         print("SQL statements of one request, slowest first:")
-        for ms, sql in sorted(statement_times(app, consoles["admin"], url), reverse=True)[:15]:
+        for ms, sql in sorted(statement_times(app, consoles["admin"], view), reverse=True)[:15]:
             print(f"{ms:8.1f} ms  {' '.join(sql.split())[:300]}")
         return
     rows = []
-    for endpoint, url in pages(app, world):
-        cells = [time_page(app, consoles[role], url, args.runs) for role in ("admin", "member")]
-        rows.append((endpoint, url, cells))
-        print(f"  {url:<48} " + "  ".join(f"{ms:7.1f} ms ({c:6.1f} CPU, {sql:6.1f} SQL, {q:3d} q) {s}"
+    for view in pages(app, world):
+        cells = [time_page(app, consoles[role], view, args.runs) for role in ("admin", "member")]
+        rows.append((view[0], label(view), cells))
+        print(f"  {label(view):<48} " + "  ".join(f"{ms:7.1f} ms ({c:6.1f} CPU, {sql:6.1f} SQL, {q:3d} q) {s}"
                                           for ms, c, sql, q, s in cells), flush=True)
     print(f"\n{args.records} usage records, {db_url.split(':')[0]}; median of {args.runs} warm requests. "
           "ms: the request, in-process; CPU: this process's CPU time for it (steadier than ms on a busy "
@@ -287,7 +309,7 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=5, help="timed requests per page and role (median)")
     ap.add_argument("--postgres", action="store_true", help=f"a new database on {PG_ADMIN_URL}'s server")
-    ap.add_argument("--profile", metavar="ENDPOINT", help="cProfile one page (endpoint or URL) instead")
+    ap.add_argument("--profile", metavar="PAGE", help="cProfile one page (endpoint, URL or 'POST URL') instead")
     ap.add_argument("--dir", help="where the SQLite file and instance folder go (default: a temp dir)")
     ap.add_argument("--reuse", action="store_true", help="with --dir: time the database seeded there before")
     args = ap.parse_args()
