@@ -9,7 +9,9 @@ import subprocess
 import sys
 
 import pytest
+from flask import url_for
 
+from gateway.console.scope import NAV
 from tests.console_client import Console
 from tests.console_walk import (FIELDS, NOT_SHOWN_YET, RAW_MARKER, UnknownParameter, changed, console_rules,
                                 escaped_markers, get_pages, hostile, methods, seed, snapshot, url_for_rule)
@@ -93,6 +95,23 @@ def test_each_role_gets_what_required_roles_allows(sqlite_app, role):
                 assert r.status_code == 403, (role, method, url, r.status_code)
             if before is not None:
                 assert changed(before, snapshot(app)) == [], (role, method, url)
+
+
+@pytest.mark.parametrize("role", ["admin", "member", "viewer"])
+def test_navigation_shows_each_role_the_pages_it_may_open(sqlite_app, role):
+    """scope.NAV links appear exactly for the roles their page's view allows, and each opens."""
+    app = sqlite_app
+    seed(app)
+    c = Console(app, f"{role}@example.com")
+    page = c.get("/").get_data(as_text=True)
+    nav = page[page.index('<nav aria-label="Main">'):page.index("</nav>")]
+    with app.test_request_context():
+        for link in NAV:
+            allowed = role in app.view_functions[link.endpoint].required_roles
+            href = f'href="{url_for(link.endpoint)}"'
+            assert (href in nav) == allowed, (role, link.endpoint)
+            if allowed:
+                assert c.get(url_for(link.endpoint)).status_code == 200, (role, link.endpoint)
 
 
 def test_every_write_without_its_csrf_token_is_refused_and_changes_nothing(app, world):
