@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: run test test-fast bench bench-quick bench-overhead mock-upstream wheel clean
+.PHONY: run test test-fast bench bench-quick bench-overhead bench-console mock-upstream wheel clean
 
 $(BIN)/gateway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ bench-quick: $(VENV)/.test-deps $(LITELLM_VENV)/bin/litellm
 
 bench-overhead: $(VENV)/.test-deps  ## gateway against the mock upstream only, at 1, 16 and 64
 	$(BIN)/python bench/overhead.py
+
+bench-console: $(VENV)/.test-deps  ## every console page timed on 100,000 usage records (BENCH_ARGS=--postgres)
+	$(BIN)/python bench/console_pages.py $(BENCH_ARGS)
 
 mock-upstream: $(BIN)/gateway
 	$(BIN)/gateway mock-upstream --port 9000

@@ -58,13 +58,6 @@ def console_rules(app):
     return [r for r in app.url_map.iter_rules() if r.endpoint.startswith("console.")]
 
 
-def url_for_rule(rule, ids: dict) -> str:
-    url = rule.rule
-    for arg in rule.arguments:
-        url = re.sub(rf"<(?:[a-z]+:)?{arg}>", str(ids.get(arg, 1)), url)
-    return url
-
-
 @pytest.fixture
 def seeded(app):
     """One of everything, owned so that the member's own key is id 1."""
@@ -92,47 +85,11 @@ def seeded(app):
 
 
 def test_every_console_route_is_classified(app):
+    """ALLOWED is what each route should allow; its view's required_roles what it does (the walk in
+    test_console_walk.py checks every route against required_roles over HTTP)."""
     assert {r.endpoint for r in console_rules(app)} == set(ALLOWED)
-
-
-def test_anonymous_users_are_turned_away_from_every_console_endpoint(app, seeded):
-    c = Console(app)      # has a CSRF token, so the login check is what refuses
-    for rule in console_rules(app):
-        for method in rule.methods - {"HEAD", "OPTIONS"}:
-            url = url_for_rule(rule, {"fmt": "csv", "name": "demo-chat"})
-            r = c.get(url) if method == "GET" else c.post(url)
-            assert r.status_code in (302, 401), (method, url, r.status_code)
-            if r.status_code == 302:
-                assert "/login" in r.headers["Location"]
-
-
-@pytest.mark.parametrize("role", ROLES)
-def test_each_role_is_allowed_and_forbidden_on_every_route(sqlite_app, role):
-    app = sqlite_app
-    from gateway.models import Team
-    with app.app_context():
-        db.session.add(Team(name="t"))
-        db.session.commit()
-    uid = make_user(app, f"{role}@example.com", role, 1 if role == "member" else None)
-    if role != "admin":
-        make_user(app, "boss@example.com", "admin")
-    add_provider(app, "mockp", "mock", None, ["demo-chat"])
-    with app.app_context():
-        key, _ = keys.create_key("k", user_id=uid)
-        ids = {"key_id": key.id, "provider_id": 1, "deployment_id": 1, "user_id": uid, "record_id": 1,
-               "fmt": "csv", "name": "demo-chat"}
-    c = Console(app, f"{role}@example.com")
-    # Reads first, then writes; destructive ones last so earlier checks have their objects.
-    order = sorted(console_rules(app), key=lambda r: ("GET" not in r.methods, "delete" in r.endpoint))
-    for rule in order:
-        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-            url = url_for_rule(rule, ids)
-            r = c.get(url) if method == "GET" else c.post(url, json={} if "playground" in url else None) \
-                if "playground" in url else c.post(url)
-            if role in ALLOWED[rule.endpoint]:
-                assert r.status_code != 403, (role, method, url)
-            else:
-                assert r.status_code == 403, (role, method, url, r.status_code)
+    declared = {r.endpoint: set(app.view_functions[r.endpoint].required_roles) for r in console_rules(app)}
+    assert declared == ALLOWED
 
 
 def test_csrf_rejected_on_console_writes(sqlite_app):

@@ -15,7 +15,12 @@ class UsageRecord(db.Model):
     __tablename__ = "usage_records"
     __table_args__ = (Index("ix_usage_created", "created_at"),
                       Index("ix_usage_key_created", "key_id", "created_at"),
-                      Index("ix_usage_model_created", "requested_model", "created_at"))
+                      Index("ix_usage_model_created", "requested_model", "created_at"),
+                      # a member's scope: their own requests (this) or their keys' (ix_usage_key_created)
+                      Index("ix_usage_user_created", "user_id", "created_at"),
+                      # covers the usage page's cache and overhead tiles (reporting/cache_stats.py)
+                      Index("ix_usage_created_cache", "created_at", "status", "cached", "overhead_ms",
+                            "latency_ms", "saved_usd"))
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

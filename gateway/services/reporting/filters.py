@@ -103,12 +103,21 @@ def parse_filter(args, owner: key_scope.Owner | None = None) -> tuple[UsageFilte
     return f, errors
 
 
-def conditions(f: UsageFilter, start: datetime | None = None, end: datetime | None = None) -> list:
-    """WHERE clauses for a filter, including the member's scope; start/end narrow its range."""
+def time_only(f: UsageFilter) -> bool:
+    """Whether the filter narrows by time (and status) alone: no dimension, tag or member scope."""
+    return not (f.model or f.provider or f.tag or f.key_id is not None or f.user_id is not None
+                or f.team_id is not None or f.scope_user_id is not None or f.scope_key_ids is not None)
+
+
+def conditions(f: UsageFilter, start: datetime | None = None, end: datetime | None = None,
+               covered: bool = False) -> list:
+    """WHERE clauses for a filter, including the member's scope; start/end narrow its range.
+    `covered`: the query and these conditions read only columns an index on created_at holds
+    (ix_usage_created_cache; see time_only), so walking that index beats scanning the table at any width."""
     r = UsageRecord
     col = r.created_at
     start, end = start or f.start, end or f.end
-    if end - start > timedelta(days=2) and db.engine.dialect.name == "sqlite":
+    if end - start > timedelta(days=2) and db.engine.dialect.name == "sqlite" and not covered:
         # A wide range matches most rows: walking the created_at index and fetching each row is
         # ~10x slower than scanning the table in SQLite; the unary + keeps the planner off it.
         col = literal_column("+usage_records.created_at", DateTime)
