@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from console_client import PASSWORD, make_user
+from tests.console_client import PASSWORD, make_user
 
 from gateway.extensions import db
 from gateway.services.accounting.usage import recorder

@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from gateway.extensions import db
+from gateway.formatting import money
 from gateway.metrics import metrics
 from gateway.services.accounting import teams
 from gateway.services.admin import catalog_admin
@@ -288,7 +289,7 @@ def test_console_tiles_and_key_form(gw):
     page = console.get("/usage?range=24h").text
     assert 'id="cache-hit-rate">75.0%<' in page
     saved = sum(r.saved_usd for r in usage_records(gw))
-    assert saved > 0 and f'id="cache-saved">${saved:.4f}<' in page
+    assert saved > 0 and f'id="cache-saved">{money(saved)}<' in page
     pct = page.split('id="overhead-pct">')[1].split("<")[0]
     assert " ms / " in pct and "—" not in pct
     assert " ms / " in page.split('id="upstream-pct">')[1].split("<")[0]

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from gateway.extensions import db
-from gateway.models import Reservation, Setting, UsageRecord, utcnow
+from gateway.models import DeploymentEvent, Reservation, Setting, UsageRecord, utcnow
 from gateway.services.accounting import prompt_log, retention, rollup
 from gateway.services.accounting.usage import UsageEntry, new_request_id, recorder
 from gateway.services.admin import settings
@@ -123,6 +123,17 @@ def test_cli_purge_deletes_records_and_settled_reservations(app):
     assert count(app) == 1
     bad = app.test_cli_runner().invoke(args=["usage", "purge", "--older-than", "soon"])
     assert bad.exit_code != 0 and "number of days" in bad.output
+
+
+def test_breaker_transitions_go_with_the_usage_of_their_days(app):
+    with app.app_context():
+        db.session.add_all([DeploymentEvent(deployment_id=1, state="opened", at=NOW - timedelta(days=100)),
+                            DeploymentEvent(deployment_id=1, state="closed", at=NOW - timedelta(days=99)),
+                            DeploymentEvent(deployment_id=1, state="opened", at=NOW - timedelta(days=3))])
+        db.session.commit()
+        out = retention.purge(90, None, now=NOW)
+        assert out.events == 2
+        assert [e.at for e in db.session.scalars(select(DeploymentEvent))] == [NOW - timedelta(days=3)]
 
 
 def test_a_late_replayed_prompt_is_still_erased(app):

@@ -1,4 +1,4 @@
-"""Retention: usage records (and settled reservations) older than `usage_retention_days` are
+"""Retention: usage records (with settled reservations and breaker transitions) older than `usage_retention_days` are
 deleted, stored prompts and answers older than `prompt_retention_days` erased, a batch per
 transaction so no table is ever loaded whole and writers wait at most one batch.
 
@@ -25,7 +25,7 @@ from flask import Flask, current_app
 from sqlalchemy import delete, or_, select, text, update
 
 from gateway.extensions import db
-from gateway.models import Reservation, Setting, StoredResponse, UsageRecord, utcnow
+from gateway.models import DeploymentEvent, Reservation, Setting, StoredResponse, UsageRecord, utcnow
 from gateway.services.accounting import rollup
 from gateway.services.admin import settings
 from gateway.services.response_store import store
@@ -53,6 +53,7 @@ class Purged:
     responses: int = 0          # stored Responses API answers deleted (they hold prompts too)
     reservations: int = 0       # settled reservations deleted
     cached: int = 0             # expired cached and idempotent responses deleted (database store)
+    events: int = 0             # breaker transitions (downtime history) deleted with the usage
     usage_before: datetime | None = None
     prompts_before: datetime | None = None
 
@@ -95,6 +96,9 @@ def _purge(usage_days: int | None, prompt_days: int | None, now: datetime, echo)
             select(Reservation.request_id).where(Reservation.settled_at.is_not(None),
                                                  Reservation.created_at < out.usage_before),
             lambda ids: delete(Reservation).where(Reservation.request_id.in_(ids)))
+        out.events = _in_batches(
+            select(DeploymentEvent.id).where(DeploymentEvent.at < out.usage_before),
+            lambda ids: delete(DeploymentEvent).where(DeploymentEvent.id.in_(ids)))
     if out.usage or out.prompts:
         log.info("retention: deleted %d usage records, erased %d stored prompts", out.usage, out.prompts)
     return out
