@@ -2,15 +2,19 @@
 alias target. What it would have cost, which deployments would have served it, and the
 difference per model, team and tag.
 
-The records are grouped in SQL first (time bucket, endpoint, requested model, key, served
-deployment, the tags asked for), so a replay reads a few hundred rows, not the records. Each
-group is routed with the routing code's own pieces (policies.pool, plan.in_regions,
-plan.tiers, plan.first_shares) on a copy of the catalog snapshot with the scenario applied;
-the live catalogue is never touched and nothing is sent upstream. Splits are expected shares
+The records are grouped in SQL first, only by what the replay reads (time bucket, endpoint,
+requested model, the key's team and bound policy, served deployment, the tags asked for), so a
+replay reads a few thousand rows, not the records. Routing is decided once per requested model,
+bound policy and context-window fit (and per request size only under the cost strategy, whose
+ranking depends on it) with the routing code's own pieces (policies.pool, plan.in_regions,
+plan.tiers, plan.first_shares) on a copy of the catalog snapshot with the scenario applied,
+and applied to every group it covers; the live catalogue is never touched and nothing is sent
+upstream. Splits are expected shares
 (a 70/30 weighted pool sends 0.7 and 0.3 of each group), so a replay is deterministic.
 """
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -138,10 +142,9 @@ def _first(routes: list[Route], policy: dict, need: Need) -> list[tuple[Route, f
     return first_shares(unknown or ranked[0])
 
 
-def decide(snap: Snapshot, scenario: Scenario, requested: str, mode: str, key_policy: str | None,
-           need: Need, largest: int) -> Decision:
-    """Route a group the way plan.plan would (health and the explore share left out); `largest`
-    is the group's biggest request in tokens, which must fit a deployment's context window."""
+def _policy(snap: Snapshot, scenario: Scenario, requested: str, mode: str,
+            key_policy: str | None) -> tuple[list[Route], dict] | None:
+    """The pool and policy a requested name routes by under `scenario` (None: it names nothing)."""
     target = scenario.routes.get(requested, scenario.routes.get(EVERY_MODEL))
     name = requested
     if target is not None:
@@ -149,10 +152,20 @@ def decide(snap: Snapshot, scenario: Scenario, requested: str, mode: str, key_po
     try:
         primary_pool, policy = pool(name, snap, mode)
     except GatewayError:
-        return Decision(())
+        return None
     if policy is None and key_policy:
         policy = policy_named(key_policy, snap)
-    policy = policy or {}
+    return primary_pool, policy or {}
+
+
+def decide(snap: Snapshot, scenario: Scenario, requested: str, mode: str, key_policy: str | None,
+           need: Need, largest: int) -> Decision:
+    """Route a group the way plan.plan would (health and the explore share left out); `largest`
+    is the group's biggest request in tokens, which must fit a deployment's context window."""
+    resolved = _policy(snap, scenario, requested, mode, key_policy)
+    if resolved is None:
+        return Decision(())
+    primary_pool, policy = resolved
     required = frozenset(policy.get("capabilities") or ())
     regions = policy.get("regions")
 
@@ -192,16 +205,17 @@ REPLAY, SHADOW, KEEP = 0, 1, 2      # served upstream / a shadow copy / failed o
 
 
 def _groups(f: UsageFilter, tag_keys: tuple[str, ...]):
-    """The records of the filter, summed per bucket, endpoint, model, key, served deployment,
-    kind and tag values."""
+    """The records of the filter, summed per bucket, endpoint, model, the key's team and bound
+    policy (what the replay reads of a key), served deployment, kind and tag values."""
     r = UsageRecord
     kind = case((r.variant == "shadow", SHADOW), (and_(r.status < 400, r.cached.is_not(True)), REPLAY),
                 else_=KEEP)
-    keys = [bucket_expr(bucket_unit(f)), r.endpoint, r.requested_model, r.key_id, r.provider,
-            r.upstream_model, r.unit, kind] + [r.tags[k].as_string() for k in tag_keys]
+    keys = [bucket_expr(bucket_unit(f)), r.endpoint, r.requested_model, ApiKey.team_id, ApiKey.policy,
+            r.provider, r.upstream_model, r.unit, kind] + [r.tags[k].as_string() for k in tag_keys]
     labeled = [k.label(f"k{i}") for i, k in enumerate(keys)]
     q = (select(*labeled, func.count(), func.sum(r.prompt_tokens), func.sum(r.completion_tokens),
                 func.sum(r.cached_tokens), func.sum(r.units), func.sum(r.cost_usd), func.max(r.total_tokens))
+         .select_from(r).outerjoin(ApiKey, ApiKey.id == r.key_id)
          .where(*conditions(f)).group_by(*labeled))
     return db.session.execute(q).all()
 
@@ -247,10 +261,52 @@ def _as_time(value) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))   # SQLite: text
 
 
-def _cost(route: Route, prompt: int, completion: int, cached: int, units: float | None, unit: str | None) -> float:
+Priced = tuple[tuple[Route, float, tuple | None, tuple | None], ...]
+
+
+def _priced(pairs: tuple[tuple[Route, float], ...]) -> Priced:
+    """(route, share, token price, unit price): each route's prices looked up once per decision."""
+    return tuple((r, s, r.price(), r.unit_price_of()) for r, s in pairs)
+
+
+def _cost(price: tuple | None, unit_price: tuple | None, prompt: int, completion: int, cached: int,
+          units: float | None, unit: str | None) -> float:
     if unit:
-        return pricing.unit_cost(route.unit_price_of(), units or 0, unit)
-    return pricing.cost_of(route.price(), Usage(prompt, completion, cached))
+        return pricing.unit_cost(unit_price, units or 0, unit)
+    return pricing.cost_of(price, Usage(prompt, completion, cached))
+
+
+class _Router:
+    """Decisions under the scenario and under today's configuration, each made once per requested
+    model, mode, bound policy, context-window fit and, under the cost strategy only, request size."""
+
+    def __init__(self, snap: Snapshot, base: Snapshot, scenario: Scenario):
+        self.snap, self.base, self.scenario = snap, base, scenario
+        # Which context windows a group's largest request exceeds is all `fits` reads of it.
+        self.windows = sorted({r.context_window for s in (snap, base) for r in s.by_id.values() if r.context_window})
+        self.sized: dict[tuple, bool] = {}
+        self.memo: dict[tuple, tuple[Decision, Priced, Priced, float]] = {}
+
+    def _by_size(self, model: str, mode: str, key_policy: str | None) -> bool:
+        """Whether the request's size changes the route: only the cost strategy ranks by it."""
+        k = (model, mode, key_policy)
+        if k not in self.sized:
+            found = [_policy(s, sc, model, mode, key_policy) for s, sc in
+                     ((self.snap, self.scenario), (self.base, Scenario()))]
+            self.sized[k] = any(p is not None and p[1].get("strategy") == "cost" for p in found)
+        return self.sized[k]
+
+    def route(self, model: str, mode: str, key_policy: str | None, need: Need, largest: int):
+        """(scenario decision, its priced shares and shadow, today's priced shares and shadow,
+        the scenario's share of client requests served)."""
+        size = (need.prompt_tokens, need.max_output) if self._by_size(model, mode, key_policy) else None
+        k = (model, mode, key_policy, bisect_left(self.windows, largest), size)
+        if k not in self.memo:
+            decision = decide(self.snap, self.scenario, model, mode, key_policy, need, largest)
+            baseline = decide(self.base, Scenario(), model, mode, key_policy, need, largest)
+            self.memo[k] = (decision, _priced(decision.shares + decision.shadow),
+                            _priced(baseline.shares + baseline.shadow), sum(s for _, s in decision.shares))
+        return self.memo[k]
 
 
 def replay(f: UsageFilter, scenario: Scenario, tag_keys: tuple[str, ...] = ()) -> Result:
@@ -260,22 +316,18 @@ def replay(f: UsageFilter, scenario: Scenario, tag_keys: tuple[str, ...] = ()) -
     if errors:
         field_name, message = next(iter(errors.items()))
         raise InvalidRequest(message, param=field_name)
-    snap, base = apply(live, scenario), live
+    router = _Router(apply(live, scenario), live, scenario)
     rows = _groups(f, tag_keys[:MAX_TAG_KEYS])
-    key_ids = {row[3] for row in rows if row[3] is not None}
-    keys = {k.id: (k.team_id, k.policy) for k in db.session.scalars(select(ApiKey).where(ApiKey.id.in_(key_ids)))} \
-        if key_ids else {}
     team_names = {t.id: t.name for t in db.session.scalars(select(Team))}
     out = Result(f.start, f.end, bucket_unit(f), tags={k: {} for k in tag_keys[:MAX_TAG_KEYS]})
-    memo: dict[tuple, tuple[Decision, Decision]] = {}
-    n_keys = 8
+    n_keys = 9
     for row in rows:
-        bucket, endpoint, model, key_id, provider, upstream, unit, kind = row[:n_keys]
+        bucket, endpoint, model, team_id, key_policy, provider, upstream, unit, kind = row[:n_keys]
         tag_values = row[n_keys:n_keys + len(out.tags)]
         n, prompt, completion, cached, units, cost, largest = row[n_keys + len(out.tags):]
         prompt, completion, cached, cost = int(prompt or 0), int(completion or 0), int(cached or 0), float(cost or 0)
         units = float(units) if units is not None else None
-        team_id, key_policy = keys.get(key_id, (None, None))
+        tokens = prompt + completion
         cells = [out.totals, out.buckets.setdefault(_as_time(bucket), Cell()),
                  out.models.setdefault(model or "—", Cell()),
                  out.teams.setdefault(team_names.get(team_id, "—") if team_id else "—", Cell())]
@@ -285,38 +337,34 @@ def replay(f: UsageFilter, scenario: Scenario, tag_keys: tuple[str, ...] = ()) -
         served = [*cells, out.deployments.setdefault(label, Cell())]
         for c in served:
             c.actual_requests += n
-            c.actual_tokens += prompt + completion
+            c.actual_tokens += tokens
             c.actual_cost += cost
         if kind != REPLAY:
             if kind == KEEP:    # failed or answered from the cache: the same under any policy
                 for c in served:
                     c.sim_requests += n
-                    c.sim_tokens += prompt + completion
+                    c.sim_tokens += tokens
                     c.sim_cost += cost
             continue
         out.replayed += n
         mode = MODES.get(endpoint, "chat")
         need = Need(mode, frozenset(), prompt // max(n, 1), (completion // max(n, 1)) or None)
-        memo_key = (model, mode, key_policy, int(largest or 0), need.prompt_tokens, need.max_output)
-        if memo_key not in memo:
-            memo[memo_key] = (decide(snap, scenario, model or "", mode, key_policy, need, int(largest or 0)),
-                              decide(base, Scenario(), model or "", mode, key_policy, need, int(largest or 0)))
-        decision, baseline = memo[memo_key]
-        for route, share in baseline.shares + baseline.shadow:
-            out.baseline_cost += share * _cost(route, prompt, completion, cached, units, unit)
+        decision, priced, baseline, served_share = router.route(model or "", mode, key_policy, need, int(largest or 0))
+        for _, share, price, unit_price in baseline:
+            out.baseline_cost += share * _cost(price, unit_price, prompt, completion, cached, units, unit)
         if not decision.shares:
             out.unserved += n
-        for route, share in decision.shares + decision.shadow:
-            usd = share * _cost(route, prompt, completion, cached, units, unit)
+        for route, share, price, unit_price in priced:
+            usd = share * _cost(price, unit_price, prompt, completion, cached, units, unit)
             for c in cells:
-                c.sim_tokens += (prompt + completion) * share
+                c.sim_tokens += tokens * share
                 c.sim_cost += usd
             dep = out.deployments.setdefault(route.label, Cell())
             dep.sim_requests += n * share
-            dep.sim_tokens += (prompt + completion) * share
+            dep.sim_tokens += tokens * share
             dep.sim_cost += usd
         for c in cells:     # client requests; shadow copies count only at their deployment
-            c.sim_requests += n * sum(s for _, s in decision.shares)
+            c.sim_requests += n * served_share
     return out
 
 
