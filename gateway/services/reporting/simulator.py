@@ -14,11 +14,11 @@ upstream. Splits are expected shares
 """
 from __future__ import annotations
 
-from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, cast, func, literal, null, select, union_all
+from sqlalchemy.types import NullType
 
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.extensions import db
@@ -204,20 +204,41 @@ def decide(snap: Snapshot, scenario: Scenario, requested: str, mode: str, key_po
 REPLAY, SHADOW, KEEP = 0, 1, 2      # served upstream / a shadow copy / failed or from the cache
 
 
-def _groups(f: UsageFilter, tag_keys: tuple[str, ...]):
-    """The records of the filter, summed per bucket, endpoint, model, the key's team and bound
-    policy (what the replay reads of a key), served deployment, kind and tag values."""
+TOTALS, BUCKETS, SERVED = 0, 1, 2     # the parts of the grouped read (below)
+
+
+def _null_like(expr):
+    """NULL of `expr`'s type, so the parts of a UNION agree (untyped where the type is unknown)."""
+    return null() if isinstance(expr.type, NullType) else cast(null(), expr.type)
+
+
+def _groups(f: UsageFilter, tag_keys: tuple[str, ...], windows: list[int]):
+    """The filter's records summed three ways in one statement: per endpoint, model, the key's
+    team and bound policy (what the replay reads of a key), kind, context-window fit and tag
+    values (TOTALS: every breakdown but time and served deployment); per time bucket, endpoint,
+    model, bound policy, kind and fit (BUCKETS); per served deployment and kind (SERVED). A
+    record's fit is how many of `windows` (the catalogue's context windows, ascending) it exceeds."""
     r = UsageRecord
     kind = case((r.variant == "shadow", SHADOW), (and_(r.status < 400, r.cached.is_not(True)), REPLAY),
                 else_=KEEP)
-    keys = [bucket_expr(bucket_unit(f)), r.endpoint, r.requested_model, ApiKey.team_id, ApiKey.policy,
-            r.provider, r.upstream_model, r.unit, kind] + [r.tags[k].as_string() for k in tag_keys]
-    labeled = [k.label(f"k{i}") for i, k in enumerate(keys)]
-    q = (select(*labeled, func.count(), func.sum(r.prompt_tokens), func.sum(r.completion_tokens),
-                func.sum(r.cached_tokens), func.sum(r.units), func.sum(r.cost_usd), func.max(r.total_tokens))
-         .select_from(r).outerjoin(ApiKey, ApiKey.id == r.key_id)
-         .where(*conditions(f)).group_by(*labeled))
-    return db.session.execute(q).all()
+    fit = (case(*[(r.total_tokens > w, i) for i, w in reversed(list(enumerate(windows, 1)))], else_=0)
+           if windows else literal(0))
+    cols = {"bucket": bucket_expr(bucket_unit(f)), "endpoint": r.endpoint, "model": r.requested_model,
+            "team": ApiKey.team_id, "policy": ApiKey.policy, "provider": r.provider, "upstream": r.upstream_model,
+            "unit": r.unit, "kind": kind, "fit": fit} | {f"t{i}": r.tags[k].as_string() for i, k in enumerate(tag_keys)}
+    parts = {TOTALS: ("endpoint", "model", "team", "policy", "unit", "kind", "fit", *(f"t{i}" for i in range(len(tag_keys)))),
+             BUCKETS: ("bucket", "endpoint", "model", "policy", "unit", "kind", "fit"),
+             SERVED: ("provider", "upstream", "kind")}
+    sums = (func.count(), func.sum(r.prompt_tokens), func.sum(r.completion_tokens), func.sum(r.cached_tokens),
+            func.sum(r.units), func.sum(r.cost_usd))
+    selects = []
+    for part, names in parts.items():
+        grouped = [cols[c] for c in names]
+        shown = [(cols[c] if c in names else _null_like(cols[c])).label(c) for c in cols]
+        selects.append(select(literal(part).label("part"), *shown, *sums)
+                       .select_from(r).outerjoin(ApiKey, ApiKey.id == r.key_id)
+                       .where(*conditions(f)).group_by(*grouped))
+    return db.session.execute(union_all(*selects)).all()
 
 
 @dataclass
@@ -278,35 +299,46 @@ def _cost(price: tuple | None, unit_price: tuple | None, prompt: int, completion
 
 class _Router:
     """Decisions under the scenario and under today's configuration, each made once per requested
-    model, mode, bound policy, context-window fit and, under the cost strategy only, request size."""
+    model, mode, bound policy and context-window fit. A cost ranking reads the request's size: the
+    average of that model's and policy's replayed requests over the whole range."""
 
     def __init__(self, snap: Snapshot, base: Snapshot, scenario: Scenario):
         self.snap, self.base, self.scenario = snap, base, scenario
-        # Which context windows a group's largest request exceeds is all `fits` reads of it.
         self.windows = sorted({r.context_window for s in (snap, base) for r in s.by_id.values() if r.context_window})
-        self.sized: dict[tuple, bool] = {}
+        self.sizes: dict[tuple, list[int]] = {}
         self.memo: dict[tuple, tuple[Decision, Priced, Priced, float]] = {}
 
-    def _by_size(self, model: str, mode: str, key_policy: str | None) -> bool:
-        """Whether the request's size changes the route: only the cost strategy ranks by it."""
-        k = (model, mode, key_policy)
-        if k not in self.sized:
-            found = [_policy(s, sc, model, mode, key_policy) for s, sc in
-                     ((self.snap, self.scenario), (self.base, Scenario()))]
-            self.sized[k] = any(p is not None and p[1].get("strategy") == "cost" for p in found)
-        return self.sized[k]
+    def count(self, model: str, mode: str, key_policy: str | None, n: int, prompt: int, completion: int) -> None:
+        size = self.sizes.setdefault((model, mode, key_policy), [0, 0, 0])
+        size[0] += n
+        size[1] += prompt
+        size[2] += completion
 
-    def route(self, model: str, mode: str, key_policy: str | None, need: Need, largest: int):
+    def route(self, model: str, mode: str, key_policy: str | None, fit: int):
         """(scenario decision, its priced shares and shadow, today's priced shares and shadow,
         the scenario's share of client requests served)."""
-        size = (need.prompt_tokens, need.max_output) if self._by_size(model, mode, key_policy) else None
-        k = (model, mode, key_policy, bisect_left(self.windows, largest), size)
+        k = (model, mode, key_policy, fit)
         if k not in self.memo:
+            n, prompt, completion = self.sizes.get((model, mode, key_policy), (0, 0, 0))
+            need = Need(mode, frozenset(), prompt // max(n, 1), (completion // max(n, 1)) or None)
+            largest = self.windows[fit - 1] + 1 if fit else 0      # over exactly `fit` windows
             decision = decide(self.snap, self.scenario, model, mode, key_policy, need, largest)
             baseline = decide(self.base, Scenario(), model, mode, key_policy, need, largest)
             self.memo[k] = (decision, _priced(decision.shares + decision.shadow),
                             _priced(baseline.shares + baseline.shadow), sum(s for _, s in decision.shares))
         return self.memo[k]
+
+
+def _add(cells: list[Cell], n: float, tokens: float, cost: float, sim: bool = False) -> None:
+    for c in cells:
+        if sim:
+            c.sim_requests += n
+            c.sim_tokens += tokens
+            c.sim_cost += cost
+        else:
+            c.actual_requests += n
+            c.actual_tokens += tokens
+            c.actual_cost += cost
 
 
 def replay(f: UsageFilter, scenario: Scenario, tag_keys: tuple[str, ...] = ()) -> Result:
@@ -317,54 +349,50 @@ def replay(f: UsageFilter, scenario: Scenario, tag_keys: tuple[str, ...] = ()) -
         field_name, message = next(iter(errors.items()))
         raise InvalidRequest(message, param=field_name)
     router = _Router(apply(live, scenario), live, scenario)
-    rows = _groups(f, tag_keys[:MAX_TAG_KEYS])
+    tag_keys = tag_keys[:MAX_TAG_KEYS]
+    rows = _groups(f, tag_keys, router.windows)
     team_names = {t.id: t.name for t in db.session.scalars(select(Team))}
-    out = Result(f.start, f.end, bucket_unit(f), tags={k: {} for k in tag_keys[:MAX_TAG_KEYS]})
-    n_keys = 9
+    out = Result(f.start, f.end, bucket_unit(f), tags={k: {} for k in tag_keys})
+    n_tags = len(tag_keys)
+    for row in rows:    # the request sizes a cost ranking reads, before anything is routed
+        if row.part == TOTALS and row.kind == REPLAY:
+            router.count(row.model or "", MODES.get(row.endpoint, "chat"), row.policy, row[-6],
+                         int(row[-5] or 0), int(row[-4] or 0))
     for row in rows:
-        bucket, endpoint, model, team_id, key_policy, provider, upstream, unit, kind = row[:n_keys]
-        tag_values = row[n_keys:n_keys + len(out.tags)]
-        n, prompt, completion, cached, units, cost, largest = row[n_keys + len(out.tags):]
+        part, kind = row.part, row.kind
+        n, prompt, completion, cached, units, cost = row[-6:]
         prompt, completion, cached, cost = int(prompt or 0), int(completion or 0), int(cached or 0), float(cost or 0)
         units = float(units) if units is not None else None
         tokens = prompt + completion
-        cells = [out.totals, out.buckets.setdefault(_as_time(bucket), Cell()),
-                 out.models.setdefault(model or "—", Cell()),
-                 out.teams.setdefault(team_names.get(team_id, "—") if team_id else "—", Cell())]
-        cells += [out.tags[k].setdefault(v if v is not None else "—", Cell())
-                  for k, v in zip(out.tags, tag_values, strict=True)]
-        label = f"{provider}/{upstream}" if provider and upstream else "—"
-        served = [*cells, out.deployments.setdefault(label, Cell())]
-        for c in served:
-            c.actual_requests += n
-            c.actual_tokens += tokens
-            c.actual_cost += cost
-        if kind != REPLAY:
-            if kind == KEEP:    # failed or answered from the cache: the same under any policy
-                for c in served:
-                    c.sim_requests += n
-                    c.sim_tokens += tokens
-                    c.sim_cost += cost
+        if part == SERVED:
+            label = f"{row.provider}/{row.upstream}" if row.provider and row.upstream else "—"
+            cells = [out.deployments.setdefault(label, Cell())]
+        elif part == BUCKETS:
+            cells = [out.buckets.setdefault(_as_time(row.bucket), Cell())]
+        else:
+            cells = [out.totals, out.models.setdefault(row.model or "—", Cell()),
+                     out.teams.setdefault(team_names.get(row.team, "—") if row.team else "—", Cell())]
+            cells += [out.tags[k].setdefault(v if v is not None else "—", Cell())
+                      for k, v in zip(out.tags, row[-6 - n_tags:-6], strict=True)]
+        _add(cells, n, tokens, cost)
+        if kind == KEEP:    # failed or answered from the cache: the same under any policy
+            _add(cells, n, tokens, cost, sim=True)
+        if kind != REPLAY or part == SERVED:
             continue
-        out.replayed += n
-        mode = MODES.get(endpoint, "chat")
-        need = Need(mode, frozenset(), prompt // max(n, 1), (completion // max(n, 1)) or None)
-        decision, priced, baseline, served_share = router.route(model or "", mode, key_policy, need, int(largest or 0))
-        for _, share, price, unit_price in baseline:
-            out.baseline_cost += share * _cost(price, unit_price, prompt, completion, cached, units, unit)
-        if not decision.shares:
-            out.unserved += n
+        decision, priced, baseline, served_share = router.route(row.model or "", MODES.get(row.endpoint, "chat"),
+                                                                row.policy, row.fit)
+        if part == TOTALS:
+            out.replayed += n
+            if not decision.shares:
+                out.unserved += n
+            for _, share, price, unit_price in baseline:
+                out.baseline_cost += share * _cost(price, unit_price, prompt, completion, cached, units, row.unit)
         for route, share, price, unit_price in priced:
-            usd = share * _cost(price, unit_price, prompt, completion, cached, units, unit)
-            for c in cells:
-                c.sim_tokens += tokens * share
-                c.sim_cost += usd
-            dep = out.deployments.setdefault(route.label, Cell())
-            dep.sim_requests += n * share
-            dep.sim_tokens += tokens * share
-            dep.sim_cost += usd
-        for c in cells:     # client requests; shadow copies count only at their deployment
-            c.sim_requests += n * served_share
+            usd = share * _cost(price, unit_price, prompt, completion, cached, units, row.unit)
+            _add(cells, 0, tokens * share, usd, sim=True)
+            if part == TOTALS:
+                _add([out.deployments.setdefault(route.label, Cell())], n * share, tokens * share, usd, sim=True)
+        _add(cells, n * served_share, 0, 0.0, sim=True)    # client requests; shadow copies only at their deployment
     return out
 
 
