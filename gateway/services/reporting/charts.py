@@ -84,9 +84,20 @@ def totals(f: UsageFilter) -> dict:
             **_rates(n, err, tokens, cost, throttled)}
 
 
-def breakdown(f: UsageFilter, limit: int = 50) -> list[dict]:
-    """Per-group totals, biggest first."""
-    cells = _aggregate(f, by_bucket=False, by_group=True)
+def breakdown(f: UsageFilter, limit: int = 50, by_bucket: dict[tuple, list] | None = None) -> list[dict]:
+    """Per-group totals, biggest first; `by_bucket` (from `grouped`, which the charts read too)
+    is summed over its buckets instead of grouping the records again."""
+    if by_bucket is None:
+        cells = _aggregate(f, by_bucket=False, by_group=True)
+    else:
+        cells = {}
+        for (_, grp), c in by_bucket.items():
+            cell = cells.get((grp,))
+            if cell is None:
+                cells[(grp,)] = list(c)
+            else:
+                for i, v in enumerate(c):
+                    cell[i] += v
     rows = sorted(cells.items(), key=lambda kv: kv[1][0], reverse=True)[:limit]
     names = group_names(f, [k[0] for k, _ in rows])
     return [{"group": names.get(k[0], "—" if k[0] is None else str(k[0])), "requests": c[0], "errors": int(c[1]),
@@ -215,10 +226,15 @@ def group_names(f: UsageFilter, values: list) -> dict:
     return {v: str(v) for v in ids}
 
 
-def series(f: UsageFilter) -> dict:
+def grouped(f: UsageFilter) -> dict[tuple, list]:
+    """(bucket, group) -> the measures of `_aggregate`: what the charts and the breakdown share."""
+    return _aggregate(f, by_bucket=True, by_group=True)
+
+
+def series(f: UsageFilter, by_bucket: dict[tuple, list] | None = None) -> dict:
     """Per bucket and group: requests, tokens and cost; the top groups kept, the rest 'other'."""
     unit = bucket_unit(f)
-    rows = [(b, g, c[0], c[4], c[5]) for (b, g), c in _aggregate(f, by_bucket=True, by_group=True).items()]
+    rows = [(b, g, c[0], c[4], c[5]) for (b, g), c in (grouped(f) if by_bucket is None else by_bucket).items()]
     rows.sort(key=lambda x: x[0])
     weight: dict = {}
     for _, grp, n, _, _ in rows:
@@ -311,11 +327,11 @@ def budget_line(f: UsageFilter) -> float | None:
     return float(value) if value else None
 
 
-def figures(f: UsageFilter, budget: float | None = None) -> dict[str, dict]:
+def figures(f: UsageFilter, budget: float | None = None, by_bucket: dict[tuple, list] | None = None) -> dict[str, dict]:
     """The four usage charts as Plotly figures ({"data", "layout", "config"}, plain JSON).
     The page embeds them as JSON and static/console.js draws them: no inline script, so the
     Content-Security-Policy can forbid those. Plain dicts: graph_objects costs ~40 ms a chart."""
-    data = series(f)
+    data = series(f, by_bucket)
     times = _timeline(f, data["unit"])
     xs = [t.isoformat() for t in times]
     figs: dict[str, dict] = {}
