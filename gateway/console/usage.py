@@ -40,7 +40,7 @@ def usage_page(report_errors: dict | None = None):
     down = downtime.history(f.start, f.end)
     if down:
         figs["downtime"] = downtime.timeline_figure(down, f.start, f.end)
-    ctx = dict(filter=f, errors=errors, totals=charts.totals(f), breakdown=charts.breakdown(f, by_bucket=cells),
+    ctx = dict(filter=f, errors=errors, totals=charts.totals(f), breakdown=charts.breakdown(f, cells=cells),
                cache=cache_stats.summary(f), charts=figs, error_types=error_types, downtime=down,
                args=request.args, export_args=f.query_args(), report_errors=report_errors or {},
                report_month=request.args.get("month") or f"{f.end:%Y-%m}",

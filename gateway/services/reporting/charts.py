@@ -13,9 +13,10 @@ aggregate, so it takes the nearest-rank value per bucket from a window-function 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import case, func, literal, null, or_, select
 
 from gateway.extensions import db
 from gateway.formatting import money
@@ -84,20 +85,10 @@ def totals(f: UsageFilter) -> dict:
             **_rates(n, err, tokens, cost, throttled)}
 
 
-def breakdown(f: UsageFilter, limit: int = 50, by_bucket: dict[tuple, list] | None = None) -> list[dict]:
-    """Per-group totals, biggest first; `by_bucket` (from `grouped`, which the charts read too)
-    is summed over its buckets instead of grouping the records again."""
-    if by_bucket is None:
-        cells = _aggregate(f, by_bucket=False, by_group=True)
-    else:
-        cells = {}
-        for (_, grp), c in by_bucket.items():
-            cell = cells.get((grp,))
-            if cell is None:
-                cells[(grp,)] = list(c)
-            else:
-                for i, v in enumerate(c):
-                    cell[i] += v
+def breakdown(f: UsageFilter, limit: int = 50, cells: Grouped | None = None) -> list[dict]:
+    """Per-group totals, biggest first; `cells` (from `grouped`, which the charts read too)
+    instead of grouping the records again."""
+    cells = cells.by_group if cells is not None else _aggregate(f, by_bucket=False, by_group=True)
     rows = sorted(cells.items(), key=lambda kv: kv[1][0], reverse=True)[:limit]
     names = group_names(f, [k[0] for k, _ in rows])
     return [{"group": names.get(k[0], "—" if k[0] is None else str(k[0])), "requests": c[0], "errors": int(c[1]),
@@ -171,22 +162,38 @@ def _rollup_bucket(unit: str, grain: int):
     return UsageHourly.hour
 
 
-def _aggregate(f: UsageFilter, by_bucket: bool, by_group: bool) -> dict[tuple, list]:
+def _folded(expr, top: list) -> list:
+    """[the group, or NULL outside `top`; 1 outside `top`]: groups past the top ones summed in SQL."""
+    named = [v for v in top if v is not None]
+    inside = or_(*([expr.in_(named)] if named else []), *([expr.is_(None)] if None in top else []))
+    if not (named or None in top):
+        return [null(), literal(1)]
+    return [case((inside, expr), else_=null()), case((inside, 0), else_=1)]
+
+
+def _aggregate(f: UsageFilter, by_bucket: bool, by_group: bool, top: list | None = None) -> dict[tuple, list]:
     """(bucket?, group?) -> [requests, errors, prompt, completion, total tokens, cost, latency sum,
-    throttled (429)], summed over the raw and rollup segments of the range."""
+    throttled (429)], summed over the raw and rollup segments of the range. With `top` (and
+    by_group), the groups not in it are summed as one, OTHER."""
     unit = bucket_unit(f)
     out: dict[tuple, list] = {}
+
+    def group_keys(expr) -> list:
+        if not by_group:
+            return []
+        return [expr] if top is None else _folded(expr, top)
+
     for seg in segments(f, by_group):
         if seg[0] == "raw":
             r = UsageRecord
-            keys = ([bucket_expr(unit)] if by_bucket else []) + ([group_expr(f)] if by_group else [])
+            keys = ([bucket_expr(unit)] if by_bucket else []) + group_keys(group_expr(f))
             measures = [func.count(), func.sum(case((r.status >= 400, 1), else_=0)), func.sum(r.prompt_tokens),
                         func.sum(r.completion_tokens), func.sum(r.total_tokens), func.sum(r.cost_usd),
                         func.sum(r.latency_ms), func.sum(case((r.status == 429, 1), else_=0))]
             where = conditions(f, seg[1], seg[2])
         else:
             h, grain = UsageHourly, seg[1]
-            keys = ([_rollup_bucket(unit, grain)] if by_bucket else []) + ([rollup_group_expr(f)] if by_group else [])
+            keys = ([_rollup_bucket(unit, grain)] if by_bucket else []) + group_keys(rollup_group_expr(f))
             measures = [func.sum(h.requests), func.sum(h.errors), func.sum(h.prompt_tokens),
                         func.sum(h.completion_tokens), func.sum(h.total_tokens), func.sum(h.cost_usd),
                         func.sum(h.latency_ms_sum), func.sum(case((h.status == 429, h.requests), else_=0))]
@@ -197,6 +204,8 @@ def _aggregate(f: UsageFilter, by_bucket: bool, by_group: bool) -> dict[tuple, l
             q = q.group_by(*labeled)
         for row in db.session.execute(q):
             k = tuple(row[:len(keys)])
+            if top is not None and by_group:
+                k = k[:-2] + (OTHER if k[-1] else k[-2],)
             if by_bucket:
                 k = (_as_time(k[0]),) + k[1:]
             n = row[len(keys)] or 0
@@ -226,20 +235,61 @@ def group_names(f: UsageFilter, values: list) -> dict:
     return {v: str(v) for v in ids}
 
 
-def grouped(f: UsageFilter) -> dict[tuple, list]:
-    """(bucket, group) -> the measures of `_aggregate`: what the charts and the breakdown share."""
-    return _aggregate(f, by_bucket=True, by_group=True)
+class _Other:
+    """The groups past the top ones, summed (a key no group value can equal)."""
+
+    def __repr__(self) -> str:
+        return "OTHER"
 
 
-def series(f: UsageFilter, by_bucket: dict[tuple, list] | None = None) -> dict:
+OTHER = _Other()
+MANY = ("key", "user")      # groupings that run to hundreds of groups
+
+
+@dataclass
+class Grouped:
+    """What the charts and the breakdown table share: per (bucket, group) and per group."""
+    by_bucket: dict[tuple, list]
+    by_group: dict[tuple, list]
+
+
+def grouped(f: UsageFilter) -> Grouped:
+    """One grouped read for the charts and the breakdown. Few groups: per (bucket, group), summed
+    here per group. Many (keys, users: 30 days x 400 keys = 12,000 rows): per group first, then
+    per bucket for the top TOP_GROUPS only, the rest summed in SQL as OTHER."""
+    if f.group in MANY:
+        by_group = _aggregate(f, by_bucket=False, by_group=True)
+        return Grouped(_aggregate(f, by_bucket=True, by_group=True, top=_top(by_group)), by_group)
+    by_bucket = _aggregate(f, by_bucket=True, by_group=True)
+    by_group: dict[tuple, list] = {}
+    for (_, grp), c in by_bucket.items():
+        cell = by_group.get((grp,))
+        if cell is None:
+            by_group[(grp,)] = list(c)
+        else:
+            for i, v in enumerate(c):
+                cell[i] += v
+    return Grouped(by_bucket, by_group)
+
+
+def _top(by_group: dict[tuple, list]) -> list:
+    """The TOP_GROUPS groups with the most requests, which the charts draw apart."""
+    return sorted((k[0] for k in by_group), key=lambda g: by_group[(g,)][0], reverse=True)[:TOP_GROUPS]
+
+
+def series(f: UsageFilter, cells: Grouped | None = None) -> dict:
     """Per bucket and group: requests, tokens and cost; the top groups kept, the rest 'other'."""
     unit = bucket_unit(f)
-    rows = [(b, g, c[0], c[4], c[5]) for (b, g), c in (grouped(f) if by_bucket is None else by_bucket).items()]
+    cells = cells or grouped(f)
+    rows = [(b, g, c[0], c[4], c[5]) for (b, g), c in cells.by_bucket.items()]
     rows.sort(key=lambda x: x[0])
-    weight: dict = {}
-    for _, grp, n, _, _ in rows:
-        weight[grp] = weight.get(grp, 0) + n
-    top = sorted(weight, key=weight.get, reverse=True)[:TOP_GROUPS]
+    if f.group in MANY:         # the rest is OTHER already
+        top = _top(cells.by_group)
+    else:
+        weight: dict = {}
+        for _, grp, n, _, _ in rows:
+            weight[grp] = weight.get(grp, 0) + n
+        top = sorted(weight, key=weight.get, reverse=True)[:TOP_GROUPS]
     names = group_names(f, top)
     out: dict[str, dict[datetime, list]] = {}
     for bucket, grp, n, tok, cost in rows:
@@ -327,11 +377,11 @@ def budget_line(f: UsageFilter) -> float | None:
     return float(value) if value else None
 
 
-def figures(f: UsageFilter, budget: float | None = None, by_bucket: dict[tuple, list] | None = None) -> dict[str, dict]:
+def figures(f: UsageFilter, budget: float | None = None, cells: Grouped | None = None) -> dict[str, dict]:
     """The four usage charts as Plotly figures ({"data", "layout", "config"}, plain JSON).
     The page embeds them as JSON and static/console.js draws them: no inline script, so the
     Content-Security-Policy can forbid those. Plain dicts: graph_objects costs ~40 ms a chart."""
-    data = series(f, by_bucket)
+    data = series(f, cells)
     times = _timeline(f, data["unit"])
     xs = [t.isoformat() for t in times]
     figs: dict[str, dict] = {}
