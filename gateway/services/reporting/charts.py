@@ -13,10 +13,9 @@ aggregate, so it takes the nearest-rank value per bucket from a window-function 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, func, literal, null, or_, select
+from sqlalchemy import case, func, or_, select
 
 from gateway.extensions import db
 from gateway.formatting import money
@@ -24,8 +23,8 @@ from gateway.models import ApiKey, Plan, Team, UsageHourly, UsageRecord, User
 from gateway.services.accounting import rollup
 from gateway.services.admin import settings
 from gateway.services.reporting.filters import UsageFilter, conditions, rollup_conditions
+from gateway.services.reporting.grouping import MANY, OTHER, TOP_GROUPS, Grouped, folded, top_groups
 
-TOP_GROUPS = 8          # series drawn per chart; the rest is summed as "other"
 
 
 def bucket_unit(f: UsageFilter) -> str:
@@ -88,8 +87,8 @@ def totals(f: UsageFilter) -> dict:
 def breakdown(f: UsageFilter, limit: int = 50, cells: Grouped | None = None) -> list[dict]:
     """Per-group totals, biggest first; `cells` (from `grouped`, which the charts read too)
     instead of grouping the records again."""
-    cells = cells.by_group if cells is not None else _aggregate(f, by_bucket=False, by_group=True)
-    rows = sorted(cells.items(), key=lambda kv: kv[1][0], reverse=True)[:limit]
+    per_group = cells.by_group if cells is not None else _aggregate(f, by_bucket=False, by_group=True)
+    rows = sorted(per_group.items(), key=lambda kv: kv[1][0], reverse=True)[:limit]
     names = group_names(f, [k[0] for k, _ in rows])
     return [{"group": names.get(k[0], "—" if k[0] is None else str(k[0])), "requests": c[0], "errors": int(c[1]),
              "tokens": int(c[4]), "cost": float(c[5]), "avg_latency": c[6] / c[0] if c[0] else 0.0,
@@ -162,15 +161,6 @@ def _rollup_bucket(unit: str, grain: int):
     return UsageHourly.hour
 
 
-def _folded(expr, top: list) -> list:
-    """[the group, or NULL outside `top`; 1 outside `top`]: groups past the top ones summed in SQL."""
-    named = [v for v in top if v is not None]
-    inside = or_(*([expr.in_(named)] if named else []), *([expr.is_(None)] if None in top else []))
-    if not (named or None in top):
-        return [null(), literal(1)]
-    return [case((inside, expr), else_=null()), case((inside, 0), else_=1)]
-
-
 def _aggregate(f: UsageFilter, by_bucket: bool, by_group: bool, top: list | None = None) -> dict[tuple, list]:
     """(bucket?, group?) -> [requests, errors, prompt, completion, total tokens, cost, latency sum,
     throttled (429)], summed over the raw and rollup segments of the range. With `top` (and
@@ -181,7 +171,7 @@ def _aggregate(f: UsageFilter, by_bucket: bool, by_group: bool, top: list | None
     def group_keys(expr) -> list:
         if not by_group:
             return []
-        return [expr] if top is None else _folded(expr, top)
+        return [expr] if top is None else folded(expr, top)
 
     for seg in segments(f, by_group):
         if seg[0] == "raw":
@@ -235,31 +225,13 @@ def group_names(f: UsageFilter, values: list) -> dict:
     return {v: str(v) for v in ids}
 
 
-class _Other:
-    """The groups past the top ones, summed (a key no group value can equal)."""
-
-    def __repr__(self) -> str:
-        return "OTHER"
-
-
-OTHER = _Other()
-MANY = ("key", "user")      # groupings that run to hundreds of groups
-
-
-@dataclass
-class Grouped:
-    """What the charts and the breakdown table share: per (bucket, group) and per group."""
-    by_bucket: dict[tuple, list]
-    by_group: dict[tuple, list]
-
-
 def grouped(f: UsageFilter) -> Grouped:
     """One grouped read for the charts and the breakdown. Few groups: per (bucket, group), summed
     here per group. Many (keys, users: 30 days x 400 keys = 12,000 rows): per group first, then
     per bucket for the top TOP_GROUPS only, the rest summed in SQL as OTHER."""
     if f.group in MANY:
         by_group = _aggregate(f, by_bucket=False, by_group=True)
-        return Grouped(_aggregate(f, by_bucket=True, by_group=True, top=_top(by_group)), by_group)
+        return Grouped(_aggregate(f, by_bucket=True, by_group=True, top=top_groups(by_group)), by_group)
     by_bucket = _aggregate(f, by_bucket=True, by_group=True)
     by_group: dict[tuple, list] = {}
     for (_, grp), c in by_bucket.items():
@@ -272,19 +244,14 @@ def grouped(f: UsageFilter) -> Grouped:
     return Grouped(by_bucket, by_group)
 
 
-def _top(by_group: dict[tuple, list]) -> list:
-    """The TOP_GROUPS groups with the most requests, which the charts draw apart."""
-    return sorted((k[0] for k in by_group), key=lambda g: by_group[(g,)][0], reverse=True)[:TOP_GROUPS]
-
-
 def series(f: UsageFilter, cells: Grouped | None = None) -> dict:
     """Per bucket and group: requests, tokens and cost; the top groups kept, the rest 'other'."""
     unit = bucket_unit(f)
-    cells = cells or grouped(f)
-    rows = [(b, g, c[0], c[4], c[5]) for (b, g), c in cells.by_bucket.items()]
+    shared = cells or grouped(f)
+    rows = [(b, g, c[0], c[4], c[5]) for (b, g), c in shared.by_bucket.items()]
     rows.sort(key=lambda x: x[0])
     if f.group in MANY:         # the rest is OTHER already
-        top = _top(cells.by_group)
+        top = top_groups(shared.by_group)
     else:
         weight: dict = {}
         for _, grp, n, _, _ in rows:
@@ -390,8 +357,8 @@ def figures(f: UsageFilter, budget: float | None = None, cells: Grouped | None =
                   for label, cells in data["groups"].items()]
         figs[name] = {"data": traces, "layout": {"title": {"text": title}, "barmode": "stack"}}
     per_bucket: dict[datetime, float] = {}
-    for cells in data["groups"].values():
-        for t, cell in cells.items():
+    for by_time in data["groups"].values():
+        for t, cell in by_time.items():
             per_bucket[t] = per_bucket.get(t, 0.0) + cell[2]
     running, total = [], 0.0
     for t in times:

@@ -28,6 +28,11 @@ from gateway.services.accounting import pricing
 from gateway.services.api_request import MEDIA_MODES, MODES
 from gateway.services.reporting.charts import bucket_expr, bucket_unit
 from gateway.services.reporting.filters import UsageFilter, conditions
+from gateway.services.reporting.simulator_input import (  # noqa: F401
+    parse_pairs,
+    parse_prices,
+    parse_weights,
+)
 from gateway.services.routing.catalog import Route, Snapshot, catalog
 from gateway.services.routing.plan import Need, first_shares, in_regions, tiers
 from gateway.services.routing.policies import (
@@ -394,52 +399,6 @@ def replay(f: UsageFilter, scenario: Scenario, tag_keys: tuple[str, ...] = ()) -
                 _add([out.deployments.setdefault(route.label, Cell())], n * share, tokens * share, usd, sim=True)
         _add(cells, n * served_share, 0, 0.0, sim=True)    # client requests; shadow copies only at their deployment
     return out
-
-
-def parse_prices(text: str) -> dict[str, tuple[float, float]]:
-    """`model=input,output` per line or comma-free list (USD per 1K tokens)."""
-    out = {}
-    for line in _items(text):
-        name, sep, value = line.partition("=")
-        parts = value.split(",")
-        if not sep or not name.strip() or len(parts) != 2:
-            raise InvalidRequest(f"Write '{line}' as model=input,output (USD per 1K tokens).", param="prices")
-        try:
-            inp, out_ = float(parts[0]), float(parts[1])
-        except ValueError:
-            raise InvalidRequest(f"'{value}' are not two prices.", param="prices") from None
-        if not (inp >= 0 and out_ >= 0) or inp == float("inf") or out_ == float("inf"):
-            raise InvalidRequest(f"The price of '{name.strip()}' must be 0 or more.", param="prices")
-        out[name.strip()] = (inp, out_)
-    return out
-
-
-def parse_pairs(text: str, param: str) -> dict[str, str]:
-    """`name=target` per line (aliases)."""
-    out = {}
-    for line in _items(text):
-        name, sep, target = (s.strip() for s in line.partition("="))
-        if not sep or not name or not target:
-            raise InvalidRequest(f"Write '{line}' as alias=target.", param=param)
-        out[name] = target
-    return out
-
-
-def parse_weights(text: str) -> dict[str, int]:
-    """`candidate=weight, ...`"""
-    out = {}
-    for item in (s.strip() for s in text.replace("\n", ",").split(",")):
-        if not item:
-            continue
-        name, sep, value = (s.strip() for s in item.partition("="))
-        if not sep or not value.isdigit():
-            raise InvalidRequest(f"Write '{item}' as candidate=weight (a whole number).", param="weights")
-        out[name] = int(value)
-    return out
-
-
-def _items(text: str) -> list[str]:
-    return [line.strip() for line in (text or "").replace(";", "\n").splitlines() if line.strip()]
 
 
 def known_policies(snap: Snapshot | None = None) -> list[str]:
