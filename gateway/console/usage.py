@@ -32,14 +32,15 @@ def usage_page(report_errors: dict | None = None):
     """The usage page (or its panel) for the current filter; `report_errors`: the monthly
     report picker's, shown next to its fields."""
     f, errors = usage_filter()
-    figs = charts.figures(f, charts.budget_line(f))
+    cells = charts.grouped(f)       # one grouped read for the charts and the breakdown table
+    figs = charts.figures(f, charts.budget_line(f), cells)
     error_types = outcomes.error_types(f)
     if error_types:
         figs["errors"] = outcomes.error_type_figure(error_types)
     down = downtime.history(f.start, f.end)
     if down:
         figs["downtime"] = downtime.timeline_figure(down, f.start, f.end)
-    ctx = dict(filter=f, errors=errors, totals=charts.totals(f), breakdown=charts.breakdown(f),
+    ctx = dict(filter=f, errors=errors, totals=charts.totals(f), breakdown=charts.breakdown(f, cells=cells),
                cache=cache_stats.summary(f), charts=figs, error_types=error_types, downtime=down,
                args=request.args, export_args=f.query_args(), report_errors=report_errors or {},
                report_month=request.args.get("month") or f"{f.end:%Y-%m}",

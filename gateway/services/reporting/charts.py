@@ -23,8 +23,8 @@ from gateway.models import ApiKey, Plan, Team, UsageHourly, UsageRecord, User
 from gateway.services.accounting import rollup
 from gateway.services.admin import settings
 from gateway.services.reporting.filters import UsageFilter, conditions, rollup_conditions
+from gateway.services.reporting.grouping import MANY, OTHER, TOP_GROUPS, Grouped, folded, top_groups
 
-TOP_GROUPS = 8          # series drawn per chart; the rest is summed as "other"
 
 
 def bucket_unit(f: UsageFilter) -> str:
@@ -84,10 +84,11 @@ def totals(f: UsageFilter) -> dict:
             **_rates(n, err, tokens, cost, throttled)}
 
 
-def breakdown(f: UsageFilter, limit: int = 50) -> list[dict]:
-    """Per-group totals, biggest first."""
-    cells = _aggregate(f, by_bucket=False, by_group=True)
-    rows = sorted(cells.items(), key=lambda kv: kv[1][0], reverse=True)[:limit]
+def breakdown(f: UsageFilter, limit: int = 50, cells: Grouped | None = None) -> list[dict]:
+    """Per-group totals, biggest first; `cells` (from `grouped`, which the charts read too)
+    instead of grouping the records again."""
+    per_group = cells.by_group if cells is not None else _aggregate(f, by_bucket=False, by_group=True)
+    rows = sorted(per_group.items(), key=lambda kv: kv[1][0], reverse=True)[:limit]
     names = group_names(f, [k[0] for k, _ in rows])
     return [{"group": names.get(k[0], "—" if k[0] is None else str(k[0])), "requests": c[0], "errors": int(c[1]),
              "tokens": int(c[4]), "cost": float(c[5]), "avg_latency": c[6] / c[0] if c[0] else 0.0,
@@ -160,22 +161,29 @@ def _rollup_bucket(unit: str, grain: int):
     return UsageHourly.hour
 
 
-def _aggregate(f: UsageFilter, by_bucket: bool, by_group: bool) -> dict[tuple, list]:
+def _aggregate(f: UsageFilter, by_bucket: bool, by_group: bool, top: list | None = None) -> dict[tuple, list]:
     """(bucket?, group?) -> [requests, errors, prompt, completion, total tokens, cost, latency sum,
-    throttled (429)], summed over the raw and rollup segments of the range."""
+    throttled (429)], summed over the raw and rollup segments of the range. With `top` (and
+    by_group), the groups not in it are summed as one, OTHER."""
     unit = bucket_unit(f)
     out: dict[tuple, list] = {}
+
+    def group_keys(expr) -> list:
+        if not by_group:
+            return []
+        return [expr] if top is None else folded(expr, top)
+
     for seg in segments(f, by_group):
         if seg[0] == "raw":
             r = UsageRecord
-            keys = ([bucket_expr(unit)] if by_bucket else []) + ([group_expr(f)] if by_group else [])
+            keys = ([bucket_expr(unit)] if by_bucket else []) + group_keys(group_expr(f))
             measures = [func.count(), func.sum(case((r.status >= 400, 1), else_=0)), func.sum(r.prompt_tokens),
                         func.sum(r.completion_tokens), func.sum(r.total_tokens), func.sum(r.cost_usd),
                         func.sum(r.latency_ms), func.sum(case((r.status == 429, 1), else_=0))]
             where = conditions(f, seg[1], seg[2])
         else:
             h, grain = UsageHourly, seg[1]
-            keys = ([_rollup_bucket(unit, grain)] if by_bucket else []) + ([rollup_group_expr(f)] if by_group else [])
+            keys = ([_rollup_bucket(unit, grain)] if by_bucket else []) + group_keys(rollup_group_expr(f))
             measures = [func.sum(h.requests), func.sum(h.errors), func.sum(h.prompt_tokens),
                         func.sum(h.completion_tokens), func.sum(h.total_tokens), func.sum(h.cost_usd),
                         func.sum(h.latency_ms_sum), func.sum(case((h.status == 429, h.requests), else_=0))]
@@ -186,6 +194,8 @@ def _aggregate(f: UsageFilter, by_bucket: bool, by_group: bool) -> dict[tuple, l
             q = q.group_by(*labeled)
         for row in db.session.execute(q):
             k = tuple(row[:len(keys)])
+            if top is not None and by_group:
+                k = k[:-2] + (OTHER if k[-1] else k[-2],)
             if by_bucket:
                 k = (_as_time(k[0]),) + k[1:]
             n = row[len(keys)] or 0
@@ -215,15 +225,38 @@ def group_names(f: UsageFilter, values: list) -> dict:
     return {v: str(v) for v in ids}
 
 
-def series(f: UsageFilter) -> dict:
+def grouped(f: UsageFilter) -> Grouped:
+    """One grouped read for the charts and the breakdown. Few groups: per (bucket, group), summed
+    here per group. Many (keys, users: 30 days x 400 keys = 12,000 rows): per group first, then
+    per bucket for the top TOP_GROUPS only, the rest summed in SQL as OTHER."""
+    if f.group in MANY:
+        by_group = _aggregate(f, by_bucket=False, by_group=True)
+        return Grouped(_aggregate(f, by_bucket=True, by_group=True, top=top_groups(by_group)), by_group)
+    by_bucket = _aggregate(f, by_bucket=True, by_group=True)
+    by_group: dict[tuple, list] = {}
+    for (_, grp), c in by_bucket.items():
+        cell = by_group.get((grp,))
+        if cell is None:
+            by_group[(grp,)] = list(c)
+        else:
+            for i, v in enumerate(c):
+                cell[i] += v
+    return Grouped(by_bucket, by_group)
+
+
+def series(f: UsageFilter, cells: Grouped | None = None) -> dict:
     """Per bucket and group: requests, tokens and cost; the top groups kept, the rest 'other'."""
     unit = bucket_unit(f)
-    rows = [(b, g, c[0], c[4], c[5]) for (b, g), c in _aggregate(f, by_bucket=True, by_group=True).items()]
+    shared = cells or grouped(f)
+    rows = [(b, g, c[0], c[4], c[5]) for (b, g), c in shared.by_bucket.items()]
     rows.sort(key=lambda x: x[0])
-    weight: dict = {}
-    for _, grp, n, _, _ in rows:
-        weight[grp] = weight.get(grp, 0) + n
-    top = sorted(weight, key=weight.get, reverse=True)[:TOP_GROUPS]
+    if f.group in MANY:         # the rest is OTHER already
+        top = top_groups(shared.by_group)
+    else:
+        weight: dict = {}
+        for _, grp, n, _, _ in rows:
+            weight[grp] = weight.get(grp, 0) + n
+        top = sorted(weight, key=weight.get, reverse=True)[:TOP_GROUPS]
     names = group_names(f, top)
     out: dict[str, dict[datetime, list]] = {}
     for bucket, grp, n, tok, cost in rows:
@@ -311,11 +344,11 @@ def budget_line(f: UsageFilter) -> float | None:
     return float(value) if value else None
 
 
-def figures(f: UsageFilter, budget: float | None = None) -> dict[str, dict]:
+def figures(f: UsageFilter, budget: float | None = None, cells: Grouped | None = None) -> dict[str, dict]:
     """The four usage charts as Plotly figures ({"data", "layout", "config"}, plain JSON).
     The page embeds them as JSON and static/console.js draws them: no inline script, so the
     Content-Security-Policy can forbid those. Plain dicts: graph_objects costs ~40 ms a chart."""
-    data = series(f)
+    data = series(f, cells)
     times = _timeline(f, data["unit"])
     xs = [t.isoformat() for t in times]
     figs: dict[str, dict] = {}
@@ -324,8 +357,8 @@ def figures(f: UsageFilter, budget: float | None = None) -> dict[str, dict]:
                   for label, cells in data["groups"].items()]
         figs[name] = {"data": traces, "layout": {"title": {"text": title}, "barmode": "stack"}}
     per_bucket: dict[datetime, float] = {}
-    for cells in data["groups"].values():
-        for t, cell in cells.items():
+    for by_time in data["groups"].values():
+        for t, cell in by_time.items():
             per_bucket[t] = per_bucket.get(t, 0.0) + cell[2]
     running, total = [], 0.0
     for t in times:

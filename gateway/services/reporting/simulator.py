@@ -2,11 +2,14 @@
 alias target. What it would have cost, which deployments would have served it, and the
 difference per model, team and tag.
 
-The records are grouped in SQL first (time bucket, endpoint, requested model, key, served
-deployment, the tags asked for), so a replay reads a few hundred rows, not the records. Each
-group is routed with the routing code's own pieces (policies.pool, plan.in_regions,
-plan.tiers, plan.first_shares) on a copy of the catalog snapshot with the scenario applied;
-the live catalogue is never touched and nothing is sent upstream. Splits are expected shares
+The records are grouped in SQL first, only by what the replay reads (time bucket, endpoint,
+requested model, the key's team and bound policy, served deployment, the tags asked for), so a
+replay reads a few thousand rows, not the records. Routing is decided once per requested model,
+bound policy and context-window fit (and per request size only under the cost strategy, whose
+ranking depends on it) with the routing code's own pieces (policies.pool, plan.in_regions,
+plan.tiers, plan.first_shares) on a copy of the catalog snapshot with the scenario applied,
+and applied to every group it covers; the live catalogue is never touched and nothing is sent
+upstream. Splits are expected shares
 (a 70/30 weighted pool sends 0.7 and 0.3 of each group), so a replay is deterministic.
 """
 from __future__ import annotations
@@ -14,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, cast, func, literal, null, select, union_all
+from sqlalchemy.types import NullType
 
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.extensions import db
@@ -24,6 +28,11 @@ from gateway.services.accounting import pricing
 from gateway.services.api_request import MEDIA_MODES, MODES
 from gateway.services.reporting.charts import bucket_expr, bucket_unit
 from gateway.services.reporting.filters import UsageFilter, conditions
+from gateway.services.reporting.simulator_input import (  # noqa: F401
+    parse_pairs,
+    parse_prices,
+    parse_weights,
+)
 from gateway.services.routing.catalog import Route, Snapshot, catalog
 from gateway.services.routing.plan import Need, first_shares, in_regions, tiers
 from gateway.services.routing.policies import (
@@ -138,10 +147,9 @@ def _first(routes: list[Route], policy: dict, need: Need) -> list[tuple[Route, f
     return first_shares(unknown or ranked[0])
 
 
-def decide(snap: Snapshot, scenario: Scenario, requested: str, mode: str, key_policy: str | None,
-           need: Need, largest: int) -> Decision:
-    """Route a group the way plan.plan would (health and the explore share left out); `largest`
-    is the group's biggest request in tokens, which must fit a deployment's context window."""
+def _policy(snap: Snapshot, scenario: Scenario, requested: str, mode: str,
+            key_policy: str | None) -> tuple[list[Route], dict] | None:
+    """The pool and policy a requested name routes by under `scenario` (None: it names nothing)."""
     target = scenario.routes.get(requested, scenario.routes.get(EVERY_MODEL))
     name = requested
     if target is not None:
@@ -149,10 +157,20 @@ def decide(snap: Snapshot, scenario: Scenario, requested: str, mode: str, key_po
     try:
         primary_pool, policy = pool(name, snap, mode)
     except GatewayError:
-        return Decision(())
+        return None
     if policy is None and key_policy:
         policy = policy_named(key_policy, snap)
-    policy = policy or {}
+    return primary_pool, policy or {}
+
+
+def decide(snap: Snapshot, scenario: Scenario, requested: str, mode: str, key_policy: str | None,
+           need: Need, largest: int) -> Decision:
+    """Route a group the way plan.plan would (health and the explore share left out); `largest`
+    is the group's biggest request in tokens, which must fit a deployment's context window."""
+    resolved = _policy(snap, scenario, requested, mode, key_policy)
+    if resolved is None:
+        return Decision(())
+    primary_pool, policy = resolved
     required = frozenset(policy.get("capabilities") or ())
     regions = policy.get("regions")
 
@@ -191,19 +209,41 @@ def decide(snap: Snapshot, scenario: Scenario, requested: str, mode: str, key_po
 REPLAY, SHADOW, KEEP = 0, 1, 2      # served upstream / a shadow copy / failed or from the cache
 
 
-def _groups(f: UsageFilter, tag_keys: tuple[str, ...]):
-    """The records of the filter, summed per bucket, endpoint, model, key, served deployment,
-    kind and tag values."""
+TOTALS, BUCKETS, SERVED = 0, 1, 2     # the parts of the grouped read (below)
+
+
+def _null_like(expr):
+    """NULL of `expr`'s type, so the parts of a UNION agree (untyped where the type is unknown)."""
+    return null() if isinstance(expr.type, NullType) else cast(null(), expr.type)
+
+
+def _groups(f: UsageFilter, tag_keys: tuple[str, ...], windows: list[int]):
+    """The filter's records summed three ways in one statement: per endpoint, model, the key's
+    team and bound policy (what the replay reads of a key), kind, context-window fit and tag
+    values (TOTALS: every breakdown but time and served deployment); per time bucket, endpoint,
+    model, bound policy, kind and fit (BUCKETS); per served deployment and kind (SERVED). A
+    record's fit is how many of `windows` (the catalogue's context windows, ascending) it exceeds."""
     r = UsageRecord
     kind = case((r.variant == "shadow", SHADOW), (and_(r.status < 400, r.cached.is_not(True)), REPLAY),
                 else_=KEEP)
-    keys = [bucket_expr(bucket_unit(f)), r.endpoint, r.requested_model, r.key_id, r.provider,
-            r.upstream_model, r.unit, kind] + [r.tags[k].as_string() for k in tag_keys]
-    labeled = [k.label(f"k{i}") for i, k in enumerate(keys)]
-    q = (select(*labeled, func.count(), func.sum(r.prompt_tokens), func.sum(r.completion_tokens),
-                func.sum(r.cached_tokens), func.sum(r.units), func.sum(r.cost_usd), func.max(r.total_tokens))
-         .where(*conditions(f)).group_by(*labeled))
-    return db.session.execute(q).all()
+    fit = (case(*[(r.total_tokens > w, i) for i, w in reversed(list(enumerate(windows, 1)))], else_=0)
+           if windows else literal(0))
+    cols = {"bucket": bucket_expr(bucket_unit(f)), "endpoint": r.endpoint, "model": r.requested_model,
+            "team": ApiKey.team_id, "policy": ApiKey.policy, "provider": r.provider, "upstream": r.upstream_model,
+            "unit": r.unit, "kind": kind, "fit": fit} | {f"t{i}": r.tags[k].as_string() for i, k in enumerate(tag_keys)}
+    parts = {TOTALS: ("endpoint", "model", "team", "policy", "unit", "kind", "fit", *(f"t{i}" for i in range(len(tag_keys)))),
+             BUCKETS: ("bucket", "endpoint", "model", "policy", "unit", "kind", "fit"),
+             SERVED: ("provider", "upstream", "kind")}
+    sums = (func.count(), func.sum(r.prompt_tokens), func.sum(r.completion_tokens), func.sum(r.cached_tokens),
+            func.sum(r.units), func.sum(r.cost_usd))
+    selects = []
+    for part, names in parts.items():
+        grouped = [cols[c] for c in names]
+        shown = [(cols[c] if c in names else _null_like(cols[c])).label(c) for c in cols]
+        selects.append(select(literal(part).label("part"), *shown, *sums)
+                       .select_from(r).outerjoin(ApiKey, ApiKey.id == r.key_id)
+                       .where(*conditions(f)).group_by(*grouped))
+    return db.session.execute(union_all(*selects)).all()
 
 
 @dataclass
@@ -247,10 +287,63 @@ def _as_time(value) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))   # SQLite: text
 
 
-def _cost(route: Route, prompt: int, completion: int, cached: int, units: float | None, unit: str | None) -> float:
+Priced = tuple[tuple[Route, float, tuple | None, tuple | None], ...]
+
+
+def _priced(pairs: tuple[tuple[Route, float], ...]) -> Priced:
+    """(route, share, token price, unit price): each route's prices looked up once per decision."""
+    return tuple((r, s, r.price(), r.unit_price_of()) for r, s in pairs)
+
+
+def _cost(price: tuple | None, unit_price: tuple | None, prompt: int, completion: int, cached: int,
+          units: float | None, unit: str | None) -> float:
     if unit:
-        return pricing.unit_cost(route.unit_price_of(), units or 0, unit)
-    return pricing.cost_of(route.price(), Usage(prompt, completion, cached))
+        return pricing.unit_cost(unit_price, units or 0, unit)
+    return pricing.cost_of(price, Usage(prompt, completion, cached))
+
+
+class _Router:
+    """Decisions under the scenario and under today's configuration, each made once per requested
+    model, mode, bound policy and context-window fit. A cost ranking reads the request's size: the
+    average of that model's and policy's replayed requests over the whole range."""
+
+    def __init__(self, snap: Snapshot, base: Snapshot, scenario: Scenario):
+        self.snap, self.base, self.scenario = snap, base, scenario
+        self.windows = sorted({r.context_window for s in (snap, base) for r in s.by_id.values() if r.context_window})
+        self.sizes: dict[tuple, list[int]] = {}
+        self.memo: dict[tuple, tuple[Decision, Priced, Priced, float]] = {}
+
+    def count(self, model: str, mode: str, key_policy: str | None, n: int, prompt: int, completion: int) -> None:
+        size = self.sizes.setdefault((model, mode, key_policy), [0, 0, 0])
+        size[0] += n
+        size[1] += prompt
+        size[2] += completion
+
+    def route(self, model: str, mode: str, key_policy: str | None, fit: int):
+        """(scenario decision, its priced shares and shadow, today's priced shares and shadow,
+        the scenario's share of client requests served)."""
+        k = (model, mode, key_policy, fit)
+        if k not in self.memo:
+            n, prompt, completion = self.sizes.get((model, mode, key_policy), (0, 0, 0))
+            need = Need(mode, frozenset(), prompt // max(n, 1), (completion // max(n, 1)) or None)
+            largest = self.windows[fit - 1] + 1 if fit else 0      # over exactly `fit` windows
+            decision = decide(self.snap, self.scenario, model, mode, key_policy, need, largest)
+            baseline = decide(self.base, Scenario(), model, mode, key_policy, need, largest)
+            self.memo[k] = (decision, _priced(decision.shares + decision.shadow),
+                            _priced(baseline.shares + baseline.shadow), sum(s for _, s in decision.shares))
+        return self.memo[k]
+
+
+def _add(cells: list[Cell], n: float, tokens: float, cost: float, sim: bool = False) -> None:
+    for c in cells:
+        if sim:
+            c.sim_requests += n
+            c.sim_tokens += tokens
+            c.sim_cost += cost
+        else:
+            c.actual_requests += n
+            c.actual_tokens += tokens
+            c.actual_cost += cost
 
 
 def replay(f: UsageFilter, scenario: Scenario, tag_keys: tuple[str, ...] = ()) -> Result:
@@ -260,110 +353,52 @@ def replay(f: UsageFilter, scenario: Scenario, tag_keys: tuple[str, ...] = ()) -
     if errors:
         field_name, message = next(iter(errors.items()))
         raise InvalidRequest(message, param=field_name)
-    snap, base = apply(live, scenario), live
-    rows = _groups(f, tag_keys[:MAX_TAG_KEYS])
-    key_ids = {row[3] for row in rows if row[3] is not None}
-    keys = {k.id: (k.team_id, k.policy) for k in db.session.scalars(select(ApiKey).where(ApiKey.id.in_(key_ids)))} \
-        if key_ids else {}
+    router = _Router(apply(live, scenario), live, scenario)
+    tag_keys = tag_keys[:MAX_TAG_KEYS]
+    rows = _groups(f, tag_keys, router.windows)
     team_names = {t.id: t.name for t in db.session.scalars(select(Team))}
-    out = Result(f.start, f.end, bucket_unit(f), tags={k: {} for k in tag_keys[:MAX_TAG_KEYS]})
-    memo: dict[tuple, tuple[Decision, Decision]] = {}
-    n_keys = 8
+    out = Result(f.start, f.end, bucket_unit(f), tags={k: {} for k in tag_keys})
+    n_tags = len(tag_keys)
+    for row in rows:    # the request sizes a cost ranking reads, before anything is routed
+        if row.part == TOTALS and row.kind == REPLAY:
+            router.count(row.model or "", MODES.get(row.endpoint, "chat"), row.policy, row[-6],
+                         int(row[-5] or 0), int(row[-4] or 0))
     for row in rows:
-        bucket, endpoint, model, key_id, provider, upstream, unit, kind = row[:n_keys]
-        tag_values = row[n_keys:n_keys + len(out.tags)]
-        n, prompt, completion, cached, units, cost, largest = row[n_keys + len(out.tags):]
+        part, kind = row.part, row.kind
+        n, prompt, completion, cached, units, cost = row[-6:]
         prompt, completion, cached, cost = int(prompt or 0), int(completion or 0), int(cached or 0), float(cost or 0)
         units = float(units) if units is not None else None
-        team_id, key_policy = keys.get(key_id, (None, None))
-        cells = [out.totals, out.buckets.setdefault(_as_time(bucket), Cell()),
-                 out.models.setdefault(model or "—", Cell()),
-                 out.teams.setdefault(team_names.get(team_id, "—") if team_id else "—", Cell())]
-        cells += [out.tags[k].setdefault(v if v is not None else "—", Cell())
-                  for k, v in zip(out.tags, tag_values, strict=True)]
-        label = f"{provider}/{upstream}" if provider and upstream else "—"
-        served = [*cells, out.deployments.setdefault(label, Cell())]
-        for c in served:
-            c.actual_requests += n
-            c.actual_tokens += prompt + completion
-            c.actual_cost += cost
-        if kind != REPLAY:
-            if kind == KEEP:    # failed or answered from the cache: the same under any policy
-                for c in served:
-                    c.sim_requests += n
-                    c.sim_tokens += prompt + completion
-                    c.sim_cost += cost
+        tokens = prompt + completion
+        if part == SERVED:
+            label = f"{row.provider}/{row.upstream}" if row.provider and row.upstream else "—"
+            cells = [out.deployments.setdefault(label, Cell())]
+        elif part == BUCKETS:
+            cells = [out.buckets.setdefault(_as_time(row.bucket), Cell())]
+        else:
+            cells = [out.totals, out.models.setdefault(row.model or "—", Cell()),
+                     out.teams.setdefault(team_names.get(row.team, "—") if row.team else "—", Cell())]
+            cells += [out.tags[k].setdefault(v if v is not None else "—", Cell())
+                      for k, v in zip(out.tags, row[-6 - n_tags:-6], strict=True)]
+        _add(cells, n, tokens, cost)
+        if kind == KEEP:    # failed or answered from the cache: the same under any policy
+            _add(cells, n, tokens, cost, sim=True)
+        if kind != REPLAY or part == SERVED:
             continue
-        out.replayed += n
-        mode = MODES.get(endpoint, "chat")
-        need = Need(mode, frozenset(), prompt // max(n, 1), (completion // max(n, 1)) or None)
-        memo_key = (model, mode, key_policy, int(largest or 0), need.prompt_tokens, need.max_output)
-        if memo_key not in memo:
-            memo[memo_key] = (decide(snap, scenario, model or "", mode, key_policy, need, int(largest or 0)),
-                              decide(base, Scenario(), model or "", mode, key_policy, need, int(largest or 0)))
-        decision, baseline = memo[memo_key]
-        for route, share in baseline.shares + baseline.shadow:
-            out.baseline_cost += share * _cost(route, prompt, completion, cached, units, unit)
-        if not decision.shares:
-            out.unserved += n
-        for route, share in decision.shares + decision.shadow:
-            usd = share * _cost(route, prompt, completion, cached, units, unit)
-            for c in cells:
-                c.sim_tokens += (prompt + completion) * share
-                c.sim_cost += usd
-            dep = out.deployments.setdefault(route.label, Cell())
-            dep.sim_requests += n * share
-            dep.sim_tokens += (prompt + completion) * share
-            dep.sim_cost += usd
-        for c in cells:     # client requests; shadow copies count only at their deployment
-            c.sim_requests += n * sum(s for _, s in decision.shares)
+        decision, priced, baseline, served_share = router.route(row.model or "", MODES.get(row.endpoint, "chat"),
+                                                                row.policy, row.fit)
+        if part == TOTALS:
+            out.replayed += n
+            if not decision.shares:
+                out.unserved += n
+            for _, share, price, unit_price in baseline:
+                out.baseline_cost += share * _cost(price, unit_price, prompt, completion, cached, units, row.unit)
+        for route, share, price, unit_price in priced:
+            usd = share * _cost(price, unit_price, prompt, completion, cached, units, row.unit)
+            _add(cells, 0, tokens * share, usd, sim=True)
+            if part == TOTALS:
+                _add([out.deployments.setdefault(route.label, Cell())], n * share, tokens * share, usd, sim=True)
+        _add(cells, n * served_share, 0, 0.0, sim=True)    # client requests; shadow copies only at their deployment
     return out
-
-
-def parse_prices(text: str) -> dict[str, tuple[float, float]]:
-    """`model=input,output` per line or comma-free list (USD per 1K tokens)."""
-    out = {}
-    for line in _items(text):
-        name, sep, value = line.partition("=")
-        parts = value.split(",")
-        if not sep or not name.strip() or len(parts) != 2:
-            raise InvalidRequest(f"Write '{line}' as model=input,output (USD per 1K tokens).", param="prices")
-        try:
-            inp, out_ = float(parts[0]), float(parts[1])
-        except ValueError:
-            raise InvalidRequest(f"'{value}' are not two prices.", param="prices") from None
-        if not (inp >= 0 and out_ >= 0) or inp == float("inf") or out_ == float("inf"):
-            raise InvalidRequest(f"The price of '{name.strip()}' must be 0 or more.", param="prices")
-        out[name.strip()] = (inp, out_)
-    return out
-
-
-def parse_pairs(text: str, param: str) -> dict[str, str]:
-    """`name=target` per line (aliases)."""
-    out = {}
-    for line in _items(text):
-        name, sep, target = (s.strip() for s in line.partition("="))
-        if not sep or not name or not target:
-            raise InvalidRequest(f"Write '{line}' as alias=target.", param=param)
-        out[name] = target
-    return out
-
-
-def parse_weights(text: str) -> dict[str, int]:
-    """`candidate=weight, ...`"""
-    out = {}
-    for item in (s.strip() for s in text.replace("\n", ",").split(",")):
-        if not item:
-            continue
-        name, sep, value = (s.strip() for s in item.partition("="))
-        if not sep or not value.isdigit():
-            raise InvalidRequest(f"Write '{item}' as candidate=weight (a whole number).", param="weights")
-        out[name] = int(value)
-    return out
-
-
-def _items(text: str) -> list[str]:
-    return [line.strip() for line in (text or "").replace(";", "\n").splitlines() if line.strip()]
 
 
 def known_policies(snap: Snapshot | None = None) -> list[str]:
