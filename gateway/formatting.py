@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+NOISE = 5e-13    # far below any real charge (a token at $0.01 per 1M tokens is $1e-8)
+
 
 def money(usd: float | None, none: str = "—") -> str:
-    """Dollars with cents; amounts under a cent keep their first two significant digits."""
+    """Dollars with cents; amounts under a cent keep their first two significant digits.
+    Float noise (a difference of two equal sums, -2.7e-19) is zero, not -$0.00000000000000000027."""
     if usd is None:
         return none
+    if abs(usd) < NOISE:
+        usd = 0
     sign, usd = ("-" if usd < 0 else ""), abs(usd)
     if usd >= 0.01 or usd == 0:
         return f"{sign}${usd:,.2f}"
