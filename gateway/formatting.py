@@ -48,3 +48,10 @@ def price(usd: float | None, none: str = "—") -> str:
         text = f"{abs(usd):,.6f}".rstrip("0")
         return ("-" if usd < 0 else "") + "$" + (text if len(text.split(".")[1]) >= 2 else f"{abs(usd):,.2f}")
     return money(usd)
+
+
+def change(pct: float | None, none: str = "") -> str:
+    """A relative change as people write it: +12%, -2%; under half a percent either way is 0%, never -0%."""
+    if pct is None:
+        return none
+    return "0%" if abs(pct) < 0.5 else f"{pct:+.0f}%"

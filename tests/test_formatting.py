@@ -1,7 +1,7 @@
 """Money is written as people write it, never in scientific notation."""
 import pytest
 
-from gateway.formatting import money
+from gateway.formatting import change, money
 
 
 @pytest.mark.parametrize("usd, text", [
@@ -11,3 +11,8 @@ from gateway.formatting import money
 ])
 def test_money(usd, text):
     assert money(usd) == text
+
+
+@pytest.mark.parametrize("pct, text", [(None, ""), (12.4, "+12%"), (-2.2, "-2%"), (-1e-15, "0%"), (0.3, "0%"), (0, "0%")])
+def test_change(pct, text):
+    assert change(pct) == text

@@ -6,10 +6,11 @@ from flask import Blueprint, request
 
 from gateway.auth.rbac import is_admin
 from gateway.console.scope import nav_links
-from gateway.formatting import money
+from gateway.formatting import change, money
 
 bp = Blueprint("console", __name__)
 bp.add_app_template_filter(money, "money")
+bp.add_app_template_filter(change, "change")
 
 
 @bp.app_context_processor
