@@ -17,7 +17,7 @@ from console_client import PASSWORD, make_user
 from gateway.extensions import db
 from gateway.models import UsageRecord
 from gateway.services.accounting.usage import recorder
-from tests.browser import BROWSER, EVIL, shot
+from tests.browser import BROWSER, EVIL, login, shot
 from tests.helpers import add_provider
 
 pytestmark = BROWSER
@@ -241,3 +241,15 @@ def test_every_page_under_the_content_security_policy(browser_page, console_serv
     assert violations == []
     assert page.js_errors == [] or all("404" in e or "Not Found" in e for e in page.js_errors), page.js_errors
     assert policies and all("script-src 'self'" in p and "unsafe-inline" not in p for p in policies.values()), policies
+
+
+def test_the_closed_log_drawer_leaves_no_shadow(browser_page, console_server):
+    """The drawer waits off-screen to the right; closed, its shadow showed as a grey strip down
+    the page's right edge, and its (empty) content could take the focus."""
+    page = browser_page
+    login(page)
+    page.goto("/logs")
+    closed = page.evaluate("() => { const s = getComputedStyle(document.querySelector('#log-detail'));"
+                           " return [s.boxShadow, s.visibility]; }")
+    assert closed == ["none", "hidden"]
+    assert page.js_errors == []
