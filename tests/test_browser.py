@@ -253,3 +253,28 @@ def test_the_closed_log_drawer_leaves_no_shadow(browser_page, console_server):
                            " return [s.boxShadow, s.visibility]; }")
     assert closed == ["none", "hidden"]
     assert page.js_errors == []
+
+
+def test_the_top_bar_stays_on_one_line(browser_page, console_server):
+    """13 links and a long e-mail wrapped the top bar; the menus keep it on one line, open on a
+    click, and close on a click elsewhere or Escape."""
+    page, app = browser_page, console_server.app
+    make_user(app, "someone.with.a.long.name@example.com", "admin")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    login(page, "someone.with.a.long.name@example.com")
+    page.goto("/keys")
+    tops = page.evaluate("() => [...document.querySelectorAll('header.top > *, header nav > *')]"
+                         ".map(e => Math.round(e.getBoundingClientRect().top))")
+    assert max(tops) - min(tops) < 10, tops      # a second line starts a line height (~30 px) lower
+    page.click("header nav summary:has-text('Admin')")
+    page.click("header nav a:has-text('Audit')")
+    page.wait_for_url("**/audit")
+    page.click("header nav summary:has-text('Configure')")
+    assert page.is_visible("header nav a:has-text('Providers')")
+    page.mouse.click(700, 600)                  # anywhere else on the page
+    assert not page.is_visible("header nav a:has-text('Providers')")
+    page.click("header nav summary:has-text('Configure')")
+    page.keyboard.press("Escape")
+    assert not page.is_visible("header nav a:has-text('Providers')")
+    shot(page, "qa-01-top-bar")
+    assert page.js_errors == []

@@ -38,6 +38,7 @@ def test_routing_pages_in_a_real_browser(browser_page, console_server, mock):
     add_provider(app, "upstream", "openai", mock + "/v1", [])
     key = make_key(app)
     login(page)
+    page.click("header nav summary:has-text('Configure')")     # the top bar's menu of setup pages
     page.click("header nav a:has-text('Routing')")
     page.wait_for_url(re.compile(r"/routing/deployments$"))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from gateway.auth.rbac import is_admin
-from gateway.console.scope import nav_links
+from gateway.console.scope import nav_entries, nav_links
 from gateway.formatting import change, money
 
 bp = Blueprint("console", __name__)
@@ -15,7 +15,7 @@ bp.add_app_template_filter(change, "change")
 
 @bp.app_context_processor
 def console_context():
-    return {"is_admin": is_admin, "nav_links": nav_links, "nav_active": request.endpoint or ""}
+    return {"is_admin": is_admin, "nav_links": nav_links, "nav_entries": nav_entries, "nav_active": request.endpoint or ""}
 
 
 @bp.after_request
