@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+NOISE = 5e-13    # far below any real charge (a token at $0.01 per 1M tokens is $1e-8)
+
 
 def money(usd: float | None, none: str = "—") -> str:
-    """Dollars with cents; amounts under a cent keep their first two significant digits."""
+    """Dollars with cents; amounts under a cent keep their first two significant digits.
+    Float noise (a difference of two equal sums, -2.7e-19) is zero, not -$0.00000000000000000027."""
     if usd is None:
         return none
+    if abs(usd) < NOISE:
+        usd = 0
     sign, usd = ("-" if usd < 0 else ""), abs(usd)
     if usd >= 0.01 or usd == 0:
         return f"{sign}${usd:,.2f}"
@@ -43,3 +48,10 @@ def price(usd: float | None, none: str = "—") -> str:
         text = f"{abs(usd):,.6f}".rstrip("0")
         return ("-" if usd < 0 else "") + "$" + (text if len(text.split(".")[1]) >= 2 else f"{abs(usd):,.2f}")
     return money(usd)
+
+
+def change(pct: float | None, none: str = "") -> str:
+    """A relative change as people write it: +12%, -2%; under half a percent either way is 0%, never -0%."""
+    if pct is None:
+        return none
+    return "0%" if abs(pct) < 0.5 else f"{pct:+.0f}%"

@@ -17,7 +17,7 @@ from console_client import PASSWORD, make_user
 from gateway.extensions import db
 from gateway.models import UsageRecord
 from gateway.services.accounting.usage import recorder
-from tests.browser import BROWSER, EVIL, shot
+from tests.browser import BROWSER, EVIL, login, shot
 from tests.helpers import add_provider
 
 pytestmark = BROWSER
@@ -241,3 +241,40 @@ def test_every_page_under_the_content_security_policy(browser_page, console_serv
     assert violations == []
     assert page.js_errors == [] or all("404" in e or "Not Found" in e for e in page.js_errors), page.js_errors
     assert policies and all("script-src 'self'" in p and "unsafe-inline" not in p for p in policies.values()), policies
+
+
+def test_the_closed_log_drawer_leaves_no_shadow(browser_page, console_server):
+    """The drawer waits off-screen to the right; closed, its shadow showed as a grey strip down
+    the page's right edge, and its (empty) content could take the focus."""
+    page = browser_page
+    login(page)
+    page.goto("/logs")
+    closed = page.evaluate("() => { const s = getComputedStyle(document.querySelector('#log-detail'));"
+                           " return [s.boxShadow, s.visibility]; }")
+    assert closed == ["none", "hidden"]
+    assert page.js_errors == []
+
+
+def test_the_top_bar_stays_on_one_line(browser_page, console_server):
+    """13 links and a long e-mail wrapped the top bar; the menus keep it on one line, open on a
+    click, and close on a click elsewhere or Escape."""
+    page, app = browser_page, console_server.app
+    make_user(app, "someone.with.a.long.name@example.com", "admin")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    login(page, "someone.with.a.long.name@example.com")
+    page.goto("/keys")
+    tops = page.evaluate("() => [...document.querySelectorAll('header.top > *, header nav > *')]"
+                         ".map(e => Math.round(e.getBoundingClientRect().top))")
+    assert max(tops) - min(tops) < 10, tops      # a second line starts a line height (~30 px) lower
+    page.click("header nav summary:has-text('Admin')")
+    page.click("header nav a:has-text('Audit')")
+    page.wait_for_url("**/audit")
+    page.click("header nav summary:has-text('Configure')")
+    assert page.is_visible("header nav a:has-text('Providers')")
+    page.mouse.click(700, 600)                  # anywhere else on the page
+    assert not page.is_visible("header nav a:has-text('Providers')")
+    page.click("header nav summary:has-text('Configure')")
+    page.keyboard.press("Escape")
+    assert not page.is_visible("header nav a:has-text('Providers')")
+    shot(page, "qa-01-top-bar")
+    assert page.js_errors == []

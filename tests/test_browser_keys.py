@@ -96,3 +96,19 @@ def test_batch_extend_and_quota_then_the_audit_and_its_export(browser_page, cons
         page.click("#audit-export-xlsx")
     assert xlsx.value.suggested_filename.endswith(".xlsx")
     assert page.js_errors == []
+
+
+FIELDS_OVERFLOWING = """() => [...document.querySelectorAll('.grid3 > label')].flatMap(label => {
+    const box = label.getBoundingClientRect();
+    return [...label.querySelectorAll('input, select')].filter(f => f.getBoundingClientRect().right > box.right + 1)
+        .map(f => f.name);
+})"""
+
+
+def test_key_form_fields_stay_in_their_columns(browser_page, console_server):
+    """The PII redaction select's longest option once pushed it over the next column's field."""
+    page = browser_page
+    login(page)
+    page.goto("/keys/new")
+    assert page.evaluate(FIELDS_OVERFLOWING) == []
+    assert page.js_errors == []

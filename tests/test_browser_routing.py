@@ -38,6 +38,7 @@ def test_routing_pages_in_a_real_browser(browser_page, console_server, mock):
     add_provider(app, "upstream", "openai", mock + "/v1", [])
     key = make_key(app)
     login(page)
+    page.click("header nav summary:has-text('Configure')")     # the top bar's menu of setup pages
     page.click("header nav a:has-text('Routing')")
     page.wait_for_url(re.compile(r"/routing/deployments$"))
 
@@ -115,3 +116,22 @@ def test_routing_pages_in_a_real_browser(browser_page, console_server, mock):
     # Chromium logs each refused form's 422 as a failed load: the three refusals above, nothing else
     refused = [e for e in page.js_errors if "status of 422" in e]
     assert len(refused) == 3 and len(page.js_errors) == 3, page.js_errors
+
+
+ROW_FIT = """() => [...document.querySelectorAll('td.actions')].map(td => {
+    const cell = td.getBoundingClientRect(), row = td.parentElement.getBoundingClientRect();
+    return [getComputedStyle(td).display, Math.round(cell.top - row.top), Math.round(row.bottom - cell.bottom)];
+})"""
+
+
+def test_action_cells_fill_their_rows(browser_page, console_server, mock):
+    """A table's Edit/Disable/Delete cell is a cell of its row: a flex <td> fell out of the table
+    layout, its borders off the row's and its height its own."""
+    page, app = browser_page, console_server.app
+    add_provider(app, "upstream", "openai", mock + "/v1", ["chat-with-a-long-name-v1", "chat-v2"])
+    login(page)
+    for path in ("/routing/deployments", "/providers"):
+        page.goto(path)
+        cells = page.evaluate(ROW_FIT)
+        assert cells and all(c == ["table-cell", 0, 0] for c in cells), (path, cells)
+    assert page.js_errors == []

@@ -26,6 +26,7 @@ def test_teams_and_plans_in_a_real_browser(browser_page, console_server, mock):
     login(page)
 
     # a team with a budget and alert thresholds
+    page.click("header nav summary:has-text('Configure')")     # the top bar's menu of setup pages
     page.click("nav >> text=Teams")
     page.wait_for_url(re.compile(r"/teams$"))
     page.click("text=Create team")

@@ -401,6 +401,9 @@ def test_marketplace_filters_and_snippets(sqlite_app):
     assert "No model matches" in c.get("/models?q=zzz").text
     cheap = c.get("/models?max_price=0.0001").text
     assert "demo-embed" in cheap and "demo-chat" not in cheap
+    # the filter asks per 1M tokens, the unit the cards show: demo-embed is $0.02 / 1M, demo-chat $0.50 / 1M
+    cheap = c.get("/models?max_per_1m=0.1").text
+    assert "demo-embed" in cheap and "demo-chat" not in cheap and "Max input $ / 1M tokens" in cheap
     detail = c.get("/models/demo-chat").text
     for snippet in ("snippet-curl", "snippet-python", "snippet-js"):
         assert f'id="{snippet}"' in detail

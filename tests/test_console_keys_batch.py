@@ -263,3 +263,14 @@ def test_the_keys_page_does_not_query_per_row(world):
     finally:
         event.remove(engine, "before_cursor_execute", listener)
     assert len(statements) < 20, len(statements)
+
+
+def test_the_owner_column_names_a_team_key_without_an_owner(world):
+    """A team's key with no owner read "— · blue": a dash for the owner, then the team's bare name."""
+    with world.app_context():
+        keys.create_key("service", team_id=world.ids["blue"])
+    rows = Console(world, ADMIN).get("/keys").text
+    service = rows[rows.index(">service<"):].split("</tr>")[0]
+    assert '<span class="muted">team blue</span>' in service and "—" not in service.split("<td>")[1]
+    mine = rows[rows.index(">mine<"):].split("</tr>")[0]
+    assert f"{MEMBER}<br><span class=\"muted\">team red</span>" in mine

@@ -5,6 +5,7 @@ is refused, and no page shows a user-editable name unescaped. The walk (URL para
 objects, the database snapshot) is tests/console_walk.py; bench/console_pages.py times it."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -158,3 +159,26 @@ def test_the_console_page_benchmark_runs_on_a_small_seed(tmp_path):
                           "--dir", str(tmp_path)], check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| console.usage |" in out.stdout and "statements" in out.stdout and "slowest:" in out.stdout
+
+
+@pytest.mark.parametrize("role, menus, plain", [
+    ("admin", {"Configure": ["Providers", "Routing", "Teams"], "Admin": ["Users", "Audit", "Settings"]}, []),
+    ("viewer", {"Configure": ["Providers", "Routing", "Teams"]}, []),
+    ("member", {}, ["Teams"]),                 # a menu of one link stays a plain link
+])
+def test_the_top_bar_gathers_setup_and_admin_pages_into_menus(sqlite_app, role, menus, plain):
+    """Thirteen links wrapped the top bar at 1360 px: the setup and admin pages sit in two menus,
+    each holding only the links the role may open."""
+    app = sqlite_app
+    seed(app)
+    page = Console(app, f"{role}@example.com").get("/routing/deployments" if role != "member" else "/keys")
+    html = page.get_data(as_text=True)
+    nav = html[html.index('<nav aria-label="Main">'):html.index("</nav>")]
+    found = {m.group(1): re.findall(r">([^<]+)</a>", m.group(2))
+             for m in re.finditer(r"<summary>([^<]+)</summary>(.*?)</details>", nav, re.DOTALL)}
+    assert found == menus
+    outside = re.sub(r"<details.*?</details>", "", nav, flags=re.DOTALL)
+    for label in plain:
+        assert f">{label}</a>" in outside
+    if role != "member":
+        assert 'class="nav-menu current"><summary>Configure' in nav     # the menu of the page shown is marked

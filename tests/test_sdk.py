@@ -126,3 +126,15 @@ def test_sdk_errors_are_typed(app, sdk):
     bad = openai.OpenAI(base_url=sdk.base_url, api_key="sk-gw-wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.chat.completions.create(model="chat", messages=[{"role": "user", "content": "x"}])
+
+
+def test_a_spent_quota_is_refused_once_to_the_sdk_with_its_default_retries(app, live):
+    """The SDK retries a 429 twice by default; a spent quota does not come back in seconds, so the
+    gateway says `x-should-retry: false` and the refusal is one request (one record), not three."""
+    add_provider(app, "mockp", "mock", None, ["demo-chat"])
+    client = openai.OpenAI(base_url=live.url + "/v1", api_key=make_key(app, token_quota=5))     # default retries
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "hello " * 20}])
+    assert refused.value.code == "insufficient_quota"
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    assert [r.status for r in usage_records(app)] == [429]

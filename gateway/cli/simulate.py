@@ -6,14 +6,14 @@ import click
 
 from gateway.cli import command
 from gateway.errors import InvalidRequest
-from gateway.formatting import money
+from gateway.formatting import change, money
 from gateway.services.reporting import filters, forecast, simulator
 
 _group = click.Group("_simulate")     # `command` adds to a group; the command itself is top-level
 
 
 def _row(name: str, c: simulator.Cell) -> str:
-    pct = f" ({c.diff_pct:+.0f}%)" if c.diff_pct is not None else ""
+    pct = f" ({change(c.diff_pct)})" if c.diff_pct is not None else ""
     sign = "+" if c.diff > 0 else ""
     return (f"{name}\t{c.actual_requests:g}\t{round(c.sim_requests, 2):g}\t{money(c.actual_cost)}\t"
             f"{money(c.sim_cost)}\t{sign}{money(c.diff)}{pct}")

@@ -5,16 +5,17 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from gateway.auth.rbac import is_admin
-from gateway.console.scope import nav_links
-from gateway.formatting import money
+from gateway.console.scope import nav_entries, nav_links
+from gateway.formatting import change, money
 
 bp = Blueprint("console", __name__)
 bp.add_app_template_filter(money, "money")
+bp.add_app_template_filter(change, "change")
 
 
 @bp.app_context_processor
 def console_context():
-    return {"is_admin": is_admin, "nav_links": nav_links, "nav_active": request.endpoint or ""}
+    return {"is_admin": is_admin, "nav_links": nav_links, "nav_entries": nav_entries, "nav_active": request.endpoint or ""}
 
 
 @bp.after_request

@@ -41,8 +41,10 @@ def _admin() -> bool:
 def marketplace():
     entries = market.model_entries(include_disabled=_admin())      # admins also see what they switched off
     a = request.args
+    per_1m = _float(a.get("max_per_1m"))            # the form asks per 1M tokens, as the cards show prices
+    max_price = per_1m / 1000 if per_1m is not None else _float(a.get("max_price"))     # max_price: per 1K
     shown = market.search(entries, q=a.get("q", "").strip(), provider=a.get("provider", ""),
-                          capability=a.get("capability", ""), max_price=_float(a.get("max_price")),
+                          capability=a.get("capability", ""), max_price=max_price,
                           min_context=_float(a.get("min_context")), sort=a.get("sort", "name"))
     providers = sorted({p for e in entries.values() for p in e.providers})
     capabilities = sorted({c for e in entries.values() for c in e.badges})

@@ -47,6 +47,7 @@ class NavLink:
     endpoint: str
     label: str
     active: tuple[str, ...]     # the pages (endpoint names) under this link
+    group: str = ""             # a menu of the top bar ("Configure", "Admin"); "" for a link of its own
 
 
 NAV = (
@@ -57,22 +58,22 @@ NAV = (
     NavLink("console.logs", "Logs", ("logs",)),
     NavLink("console.simulator_page", "Simulator", ("simulator_page", "simulator_run")),
     NavLink("console.playground", "Playground", ("playground",)),
+    NavLink("console.alerts_index", "Alerts", ("alerts_index",)),
     NavLink("console.providers_index", "Providers", ("providers_index", "provider_new", "provider_edit",
-                                                     "provider_create", "provider_update")),
+                                                     "provider_create", "provider_update"), "Configure"),
     NavLink("console.routing_deployments", "Routing", (
         "routing_deployments", "routing_deployment_new", "routing_deployment_create", "routing_deployment_edit",
         "routing_deployment_update", "routing_aliases", "routing_alias_set", "routing_alias_history",
         "routing_alias_rollback", "routing_policies", "routing_policy_new", "routing_policy_create",
-        "routing_policy_edit", "routing_policy_update", "routing_policy_delete")),
+        "routing_policy_edit", "routing_policy_update", "routing_policy_delete"), "Configure"),
     NavLink("console.teams_index", "Teams", ("teams_index", "team_new", "team_create", "team_detail", "team_edit",
                                               "team_update", "team_member_add", "plans_index", "plan_new",
                                               "plan_create", "plan_edit", "plan_update", "tag_budgets_index",
                                               "tag_budget_new", "tag_budget_create", "tag_budget_edit",
-                                              "tag_budget_update")),
-    NavLink("console.users_index", "Users", ("users_index", "user_create")),
-    NavLink("console.audit_index", "Audit", ("audit_index",)),
-    NavLink("console.alerts_index", "Alerts", ("alerts_index",)),
-    NavLink("console.settings_page", "Settings", ("settings_page",)),
+                                              "tag_budget_update"), "Configure"),
+    NavLink("console.users_index", "Users", ("users_index", "user_create"), "Admin"),
+    NavLink("console.audit_index", "Audit", ("audit_index",), "Admin"),
+    NavLink("console.settings_page", "Settings", ("settings_page",), "Admin"),
 )
 
 
@@ -80,3 +81,30 @@ def nav_links() -> list[NavLink]:
     """The links the current user may follow: a link's roles are those its page's view requires."""
     views = current_app.view_functions
     return [link for link in NAV if current_user.role in views[link.endpoint].required_roles]
+
+
+@dataclass(frozen=True, slots=True)
+class NavMenu:
+    label: str
+    links: tuple[NavLink, ...]
+
+    def holds(self, page: str) -> bool:
+        """Whether `page` (an endpoint name) is under one of the menu's links."""
+        return any(page in link.active for link in self.links)
+
+
+def nav_entries() -> list[NavLink | NavMenu]:
+    """The top bar: the user's links in NAV order, a group's links gathered into one menu where the
+    group's first link was; a group the user sees one link of stays a plain link."""
+    links = nav_links()
+    entries: list[NavLink | NavMenu] = []
+    for link in links:
+        if not link.group:
+            entries.append(link)
+            continue
+        members = tuple(m for m in links if m.group == link.group)
+        if len(members) == 1:
+            entries.append(link)
+        elif link is members[0]:
+            entries.append(NavMenu(link.group, members))
+    return entries

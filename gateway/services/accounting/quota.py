@@ -164,6 +164,8 @@ def refusal(failed: Limit | None, res: Reservation, now: datetime, at_least: boo
             needs = money(res.usd)
         err = QuotaExceeded(f"You exceeded the {what} of this key: it allows {_limits_text(failed)}; "
                             f"this request needs {'at least' if at_least else 'up to'} {needs}.")
+    if isinstance(err, QuotaExceeded):
+        headers["x-should-retry"] = "false"     # a spent quota doesn't return in seconds: the SDKs' retries stop
     err.headers = headers
     return err
 
