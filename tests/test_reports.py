@@ -123,6 +123,7 @@ def test_workbook_sheets_and_totals_match_the_hand_computation_and_the_usage_vie
     assert cells["Cost (USD)"] == pytest.approx(TOTAL[2])
     for header, want in (("Team", BY_TEAM), ("project", BY_PROJECT), ("Key", BY_KEY), ("Plan", BY_PLAN)):
         close(table(summary, header), {**want, "Total": TOTAL})
+    assert {"By team", "By tag project", "By key", "By plan"} <= set(cells)     # one way to write a section
     # each group's sheet: its rows add up to the group's line in the summary
     close(table(wb["Team search"], "Key"), {"search-bot (sk-gw-srch…)": (2, 450, 0.90), "Total": (2, 450, 0.90)})
     close(table(wb["project=apollo"], "Model"), {"m1": (1, 150, 0.30), "m2": (2, 1800, 2.10), "Total": (3, 1950, 2.40)})

@@ -358,3 +358,26 @@ def test_cli_prints_the_same_numbers(seeded):
     assert r.exit_code == 1 and "--from and --to" in r.output
     r = runner.invoke(args=["simulate", "--policy", "model-a=nope"])
     assert r.exit_code == 1 and "no policy named 'nope'" in r.output
+
+
+def test_the_forecast_chart_compares_budgets_of_any_size_in_percent():
+    from gateway.services.reporting import simulator_charts
+    start = datetime(2026, 12, 1)
+    rows = [forecast.Forecast("team", "tiny", 0.02, 0.001, 0.04, 0.05, None, start, start + timedelta(days=31)),
+            forecast.Forecast("tag", "feature=search", 5.0, 0.5, 20.0, 12.5, start, start, start + timedelta(days=31)),
+            forecast.Forecast("team", "daily", 1.0, 1.0, 31.0, None, None, start, start + timedelta(days=31))]
+    fig = simulator_charts.forecast_figure(rows)
+    spent, rest, budget = fig["data"]
+    assert spent["x"] == ["team: tiny", "tag: feature=search"]         # no monthly budget: table only
+    assert spent["y"] == [40.0, 40.0] and rest["y"] == [40.0, 120.0] and budget["y"] == [100, 100]
+    assert spent["customdata"][0] == "$0.02 (40% of $0.05)"
+
+
+def test_simulator_money_axes_never_use_si_suffixes():
+    from gateway.services.reporting import simulator_charts
+    cell = simulator.Cell()
+    cell.actual_cost, cell.sim_cost = 0.0004, 0.0001
+    fig = simulator_charts._bars("Cost per model (USD)", [("m", cell)], lambda c: c.actual_cost,
+                                 lambda c: c.sim_cost, "USD")
+    assert fig["layout"]["yaxis"]["tickformat"].endswith("f")       # fixed decimals: $0.0004, not $400µ
+    assert fig["data"][0]["customdata"] == ["$0.0004"]

@@ -83,7 +83,7 @@ def _render(form, result=None, errors=None):
         basis = basis if basis in forecast.BASES else "7d"
         rows = forecast.forecasts(basis)
         ctx.update(forecasts=rows, basis=basis,
-                   forecast_chart=simulator_charts.forecast_figure(rows) if rows else None)
+                   forecast_chart=simulator_charts.forecast_figure(rows) if any(f.budget for f in rows) else None)
     return render("console/simulator.html", "console/_simulator_panel.html", **ctx)
 
 

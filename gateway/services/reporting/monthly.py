@@ -41,6 +41,11 @@ class Dimension:
         return self.tag if self.kind == "tag" else TITLES[self.kind]
 
     @property
+    def label(self) -> str:
+        """The dimension inside a sentence: "team", "key", "tag project"."""
+        return f"tag {self.tag}" if self.kind == "tag" else TITLES[self.kind].lower()
+
+    @property
     def spec(self) -> str:
         return f"tag:{self.tag}" if self.kind == "tag" else self.kind
 
@@ -231,10 +236,10 @@ def workbook_bytes(report: Report) -> bytes:
     line += 1
     chart_row = 1
     for dim, groups in report.by.items():
-        summary.write_string(line, 0, f"By {dim.title}", fmt["bold"])
+        summary.write_string(line, 0, f"By {dim.label}", fmt["bold"])
         first, last = _table(summary, line + 1, dim.title, [g.total for g in groups], report.total, fmt)
         if groups:
-            _chart(wb, summary, "Summary", first, last, f"Cost by {dim.title}", (chart_row, 7))
+            _chart(wb, summary, "Summary", first, last, f"Cost by {dim.label}", (chart_row, 7))
             chart_row += 18
         line = last + 3
         for grp in groups[:MAX_SHEETS]:

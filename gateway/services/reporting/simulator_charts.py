@@ -3,6 +3,8 @@ like the usage charts): cost per model, requests per deployment, cumulative cost
 and the month-end forecast against each budget."""
 from __future__ import annotations
 
+from gateway.formatting import money
+from gateway.services.reporting.charts import money_axis, money_hover
 from gateway.services.reporting.forecast import Forecast
 from gateway.services.reporting.simulator import Cell, Result
 
@@ -16,13 +18,15 @@ def _top(cells: dict[str, Cell], key) -> list[tuple[str, Cell]]:
 
 def _bars(title: str, rows: list[tuple[str, Cell]], actual, simulated, ytitle: str) -> dict:
     names = [name for name, _ in rows]
+    ya, ys = [round(actual(c), 6) for _, c in rows], [round(simulated(c), 6) for _, c in rows]
     yaxis = {"title": {"text": ytitle}, "rangemode": "tozero"}
-    if ytitle == "USD":
-        yaxis["tickprefix"] = "$"
-    return {"data": [{"type": "bar", "name": "actual", "x": names, "y": [round(actual(c), 6) for _, c in rows],
-                      "marker": {"color": ACTUAL}},
-                     {"type": "bar", "name": "simulated", "x": names, "y": [round(simulated(c), 6) for _, c in rows],
-                      "marker": {"color": SIMULATED}}],
+    dollars = ytitle == "USD"
+    if dollars:
+        yaxis.update(money_axis(max(ya + ys, default=0)))
+    return {"data": [{"type": "bar", "name": "actual", "x": names, "y": ya, "marker": {"color": ACTUAL},
+                      **(money_hover(ya) if dollars else {})},
+                     {"type": "bar", "name": "simulated", "x": names, "y": ys, "marker": {"color": SIMULATED},
+                      **(money_hover(ys) if dollars else {})}],
             "layout": {"title": {"text": title}, "barmode": "group", "yaxis": yaxis}}
 
 
@@ -46,29 +50,35 @@ def figures(result: Result) -> dict[str, dict]:
         ys.append(round(simulated, 6))
     figs["timeline"] = {
         "data": [{"type": "scatter", "mode": "lines+markers", "name": "actual", "x": xs, "y": ya,
-                  "line": {"color": ACTUAL, "shape": "hv"}},
+                  "line": {"color": ACTUAL, "shape": "hv"}, **money_hover(ya)},
                  {"type": "scatter", "mode": "lines+markers", "name": "simulated", "x": xs, "y": ys,
-                  "line": {"color": SIMULATED, "shape": "hv"}}],
+                  "line": {"color": SIMULATED, "shape": "hv"}, **money_hover(ys)}],
         "layout": {"title": {"text": "Cost over the range (USD, cumulative)"},
                    "xaxis": {"type": "date", "range": [result.start.isoformat(), result.end.isoformat()]},
-                   "yaxis": {"rangemode": "tozero", "tickprefix": "$"}}}
+                   "yaxis": {"rangemode": "tozero", **money_axis(max(ya + ys))}}}
     return _finish(figs)
 
 
 def forecast_figure(rows: list[Forecast]) -> dict:
-    """Spent so far and the projected rest of the month per budget, with the budget marked."""
+    """Spent so far and the projected rest of the month per monthly budget, as percent of that
+    budget (a $0.05 team and a $12.50 tag side by side stay readable); hovers say the dollars."""
+    rows = [f for f in rows if f.budget]
     names = [f"{f.kind}: {f.name}" for f in rows]
-    fig = {"data": [
-        {"type": "bar", "name": "spent so far", "x": names, "y": [round(f.spent, 6) for f in rows],
-         "marker": {"color": SIMULATED}},
-        {"type": "bar", "name": "projected rest of month", "x": names,
-         "y": [round(max(f.projected - f.spent, 0), 6) for f in rows], "marker": {"color": "#9bb7f5"}},
-        {"type": "scatter", "mode": "markers", "name": "monthly budget",
-         "x": [n for n, f in zip(names, rows, strict=True) if f.budget],
-         "y": [f.budget for f in rows if f.budget], "marker": {"symbol": "line-ew-open", "size": 40, "color": BUDGET,
-                                                              "line": {"width": 3}}}],
-        "layout": {"title": {"text": "Month-end forecast (USD)"}, "barmode": "stack",
-                   "yaxis": {"rangemode": "tozero", "tickprefix": "$"}}}
+
+    def bar(name: str, usd: list[float], color: str) -> dict:
+        pct = [round(v / f.budget * 100, 2) for v, f in zip(usd, rows, strict=True)]
+        return {"type": "bar", "name": name, "x": names, "y": pct, "marker": {"color": color},
+                "customdata": [f"{money(v)} ({p:.0f}% of {money(f.budget)})"
+                               for v, p, f in zip(usd, pct, rows, strict=True)],
+                "hovertemplate": "%{x}<br>%{customdata}<extra>%{fullData.name}</extra>"}
+
+    fig = {"data": [bar("spent so far", [f.spent for f in rows], SIMULATED),
+                    bar("projected rest of month", [max(f.projected - f.spent, 0) for f in rows], "#9bb7f5"),
+                    {"type": "scatter", "mode": "markers", "name": "monthly budget", "x": names, "y": [100] * len(rows),
+                     "marker": {"symbol": "line-ew-open", "size": 40, "color": BUDGET, "line": {"width": 3}},
+                     "hoverinfo": "skip"}],
+           "layout": {"title": {"text": "Month-end forecast (% of each monthly budget)"}, "barmode": "stack",
+                      "yaxis": {"rangemode": "tozero", "ticksuffix": "%"}}}
     return _finish({"forecast": fig})["forecast"]
 
 
