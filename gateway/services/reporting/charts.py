@@ -12,7 +12,6 @@ aggregate, so it takes the nearest-rank value per bucket from a window-function 
 """
 from __future__ import annotations
 
-import math
 from datetime import datetime, timedelta
 
 from sqlalchemy import case, func, or_, select
@@ -22,6 +21,7 @@ from gateway.formatting import money
 from gateway.models import ApiKey, Plan, Team, UsageHourly, UsageRecord, User
 from gateway.services.accounting import rollup
 from gateway.services.admin import settings
+from gateway.services.reporting.figure_style import finish, money_axis, money_hover  # noqa: F401 (money_*: for callers)
 from gateway.services.reporting.filters import UsageFilter, conditions, rollup_conditions
 from gateway.services.reporting.grouping import MANY, OTHER, TOP_GROUPS, Grouped, folded, top_groups
 
@@ -381,26 +381,8 @@ def figures(f: UsageFilter, budget: float | None = None, cells: Grouped | None =
                                 {"type": "scatter", "mode": "lines+markers", "name": "p95", "x": lx, "y": [x[2] for x in lat]}],
                        "layout": {"title": {"text": "Latency (ms)"}}}
     for fig in figs.values():
-        layout = fig["layout"]
-        layout.update(height=300, margin={"l": 50, "r": 20, "t": 40, "b": 40}, legend={"orientation": "h", "y": -0.2},
-                      font={"family": "system-ui, sans-serif", "size": 12}, template={})
-        layout["xaxis"] = {"range": [f.start.isoformat(), f.end.isoformat()], "type": "date"}
-        layout.setdefault("yaxis", {"rangemode": "tozero"})
-        layout["autosize"] = True
-        fig["config"] = {"displaylogo": False, "responsive": True}
+        fig["layout"].setdefault("yaxis", {"rangemode": "tozero"})
+        finish(fig, height=300, margin={"l": 50, "r": 20, "t": 40, "b": 40}, legend={"orientation": "h", "y": -0.2},
+               xaxis={"range": [f.start.isoformat(), f.end.isoformat()], "type": "date"})
     return figs
 
-
-def money_hover(values: list[float]) -> dict:
-    """A trace's hover text as money() writes it ($0.000075, $1,234.50), never Plotly's 7.5e-05 or 75µ."""
-    return {"customdata": [money(v) for v in values], "hovertemplate": "%{x}<br>%{customdata}<extra>%{fullData.name}</extra>"}
-
-
-def money_axis(top: float) -> dict:
-    """A y axis in dollars with enough decimals for its largest value: $0.00004, $0.25, $1,200."""
-    if top >= 10:
-        return {"tickprefix": "$", "tickformat": ",.0f"}
-    if top >= 0.1 or top <= 0:
-        return {"tickprefix": "$", "tickformat": ",.2f"}
-    places = -math.floor(math.log10(top)) + 1      # two significant digits of the top, trailing zeros dropped
-    return {"tickprefix": "$", "tickformat": f",.{places}~f"}

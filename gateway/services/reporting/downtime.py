@@ -15,6 +15,7 @@ from sqlalchemy import and_, func, select
 
 from gateway.extensions import db
 from gateway.models import Deployment, DeploymentEvent, Provider, utcnow
+from gateway.services.reporting.figure_style import finish
 
 DOWN = ("opened", "half_open")
 
@@ -106,11 +107,9 @@ def timeline_figure(items: list[Downtime], start: datetime, end: datetime) -> di
                        "x": [p.seconds * 1000 for p in d.periods],      # a date axis counts milliseconds
                        "y": [d.label] * len(d.periods), "marker": {"color": "#b00020"},
                        "hovertext": [p.reason for p in d.periods]})
-    return {"data": traces,
-            "layout": {"title": {"text": "Circuit open (downtime)"}, "barmode": "overlay", "template": {},
-                       "height": max(200, 80 + 36 * len(items)), "autosize": True,
-                       "margin": {"l": 20, "r": 20, "t": 40, "b": 40},
-                       "font": {"family": "system-ui, sans-serif", "size": 12},
-                       "xaxis": {"type": "date", "range": [start.isoformat(), end.isoformat()]},
-                       "yaxis": {"automargin": True}},
-            "config": {"displaylogo": False, "responsive": True}}
+    return finish({"data": traces,
+                   "layout": {"title": {"text": "Circuit open (downtime)"}, "barmode": "overlay",
+                              "height": max(200, 80 + 36 * len(items)),
+                              "margin": {"l": 20, "r": 20, "t": 40, "b": 40},
+                              "xaxis": {"type": "date", "range": [start.isoformat(), end.isoformat()]},
+                              "yaxis": {"automargin": True}}})

@@ -9,6 +9,7 @@ from sqlalchemy import case, func, select
 
 from gateway.extensions import db
 from gateway.models import UsageRecord
+from gateway.services.reporting.figure_style import finish
 from gateway.services.reporting.filters import UsageFilter, conditions
 
 TOP_TYPES = 12      # bars drawn; the rest is summed as "other"
@@ -32,11 +33,9 @@ def error_types(f: UsageFilter) -> list[dict]:
 def error_type_figure(rows: list[dict]) -> dict:
     """A horizontal bar chart of failed requests by error type (Plotly JSON, drawn by console.js)."""
     rows = list(reversed(rows))     # plotly draws the first bar at the bottom
-    return {"data": [{"type": "bar", "orientation": "h", "name": "failed requests",
-                      "y": [r["type"] for r in rows], "x": [r["requests"] for r in rows]}],
-            "layout": {"title": {"text": "Errors by type"}, "height": 300,
-                       "margin": {"l": 160, "r": 20, "t": 40, "b": 40}, "template": {}, "autosize": True,
-                       "font": {"family": "system-ui, sans-serif", "size": 12},
-                       "xaxis": {"rangemode": "tozero", "title": {"text": "requests"}},
-                       "yaxis": {"automargin": True}},
-            "config": {"displaylogo": False, "responsive": True}}
+    return finish({"data": [{"type": "bar", "orientation": "h", "name": "failed requests",
+                             "y": [r["type"] for r in rows], "x": [r["requests"] for r in rows]}],
+                   "layout": {"title": {"text": "Errors by type"}, "height": 300,
+                              "margin": {"l": 160, "r": 20, "t": 40, "b": 40},
+                              "xaxis": {"rangemode": "tozero", "title": {"text": "requests"}},
+                              "yaxis": {"automargin": True}}})

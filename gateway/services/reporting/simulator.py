@@ -28,22 +28,11 @@ from gateway.services.accounting import pricing
 from gateway.services.api_request import MEDIA_MODES, MODES
 from gateway.services.reporting.charts import bucket_expr, bucket_unit
 from gateway.services.reporting.filters import UsageFilter, conditions
-from gateway.services.reporting.simulator_input import (  # noqa: F401
-    parse_pairs,
-    parse_prices,
-    parse_weights,
-)
+from gateway.services.reporting.simulator_input import parse_pairs, parse_prices, parse_weights  # noqa: F401
 from gateway.services.routing.catalog import Route, Snapshot, catalog
 from gateway.services.routing.plan import Need, first_shares, in_regions, tiers
-from gateway.services.routing.policies import (
-    BUILT_IN,
-    POLICY_PREFIX,
-    STRATEGIES,
-    policy_named,
-    pool,
-    requestable,
-    resolve,
-)
+from gateway.services.routing.policies import (BUILT_IN, POLICY_PREFIX, STRATEGIES, policy_named, pool, requestable,
+                                               resolve)
 
 EVERY_MODEL = "*"               # a scenario route for every requested model
 AD_HOC = "(scenario)"           # the name an ad hoc policy gets in the snapshot copy

@@ -4,7 +4,7 @@ and the month-end forecast against each budget."""
 from __future__ import annotations
 
 from gateway.formatting import money
-from gateway.services.reporting.charts import money_axis, money_hover
+from gateway.services.reporting.figure_style import finish, money_axis, money_hover
 from gateway.services.reporting.forecast import Forecast
 from gateway.services.reporting.simulator import Cell, Result
 
@@ -84,8 +84,5 @@ def forecast_figure(rows: list[Forecast]) -> dict:
 
 def _finish(figs: dict[str, dict]) -> dict[str, dict]:
     for fig in figs.values():
-        fig["layout"].update(height=320, margin={"l": 50, "r": 20, "t": 40, "b": 60},
-                             legend={"orientation": "h", "y": -0.25},
-                             font={"family": "system-ui, sans-serif", "size": 12}, template={}, autosize=True)
-        fig["config"] = {"displaylogo": False, "responsive": True}
+        finish(fig, height=320, margin={"l": 50, "r": 20, "t": 40, "b": 60}, legend={"orientation": "h", "y": -0.25})
     return figs
