@@ -1,18 +1,23 @@
 """What the browser tests share: a live console on SQLite with an admin, a headless Debian
 Chromium page that records JS errors and dialogs, and screenshots under artifacts/screenshots/.
 
-conftest.py imports the fixtures; a test file takes `BROWSER` (its pytestmark), `shot` and
-`login` from here."""
+conftest.py imports the fixtures; a test file takes `BROWSER` (its pytestmark), `shot`,
+`login` and Playwright's `expect` from here."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
-from tests.console_client import PASSWORD, make_user
+
+try:
+    from playwright.sync_api import expect  # noqa: F401 (for the test files)
+except ImportError:     # the browser tests skip without Playwright
+    expect = None
 
 from gateway.extensions import db
 from gateway.services.accounting.usage import recorder
+from tests.console_client import PASSWORD, make_user
 from tests.helpers import LiveServer, make_app
 
 CHROMIUM = "/usr/bin/chromium"

@@ -7,17 +7,12 @@ import re
 
 import pytest
 
-try:
-    from playwright.sync_api import expect
-except ImportError:     # the browser tests skip without Playwright
-    expect = None
-
 from console_client import PASSWORD, make_user
 
 from gateway.extensions import db
 from gateway.models import UsageRecord
 from gateway.services.accounting.usage import recorder
-from tests.browser import BROWSER, EVIL, login, shot
+from tests.browser import BROWSER, EVIL, expect, login, shot
 from tests.helpers import add_provider
 
 pytestmark = BROWSER

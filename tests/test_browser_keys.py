@@ -7,15 +7,10 @@ import io
 from datetime import timedelta
 from pathlib import Path
 
-try:
-    from playwright.sync_api import expect
-except ImportError:     # the browser tests skip without Playwright
-    expect = None
-
 from gateway.extensions import db
 from gateway.models import ApiKey, utcnow
 from gateway.services.accounting import keys, teams
-from tests.browser import BROWSER, EVIL, login, shot
+from tests.browser import BROWSER, EVIL, expect, login, shot
 
 pytestmark = BROWSER
 

@@ -4,15 +4,10 @@ capabilities and prices as money; the playground offers chat models only.
 Screenshots go to artifacts/screenshots/market-*.png."""
 from __future__ import annotations
 
-try:
-    from playwright.sync_api import expect
-except ImportError:     # the browser tests skip without Playwright
-    expect = None
-
 from gateway.services.admin import catalog_admin
 from gateway.services.routing.catalog import catalog
 from gateway.services.routing.health import health
-from tests.browser import BROWSER, login, shot
+from tests.browser import BROWSER, expect, login, shot
 from tests.helpers import add_provider
 
 pytestmark = BROWSER

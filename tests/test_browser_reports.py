@@ -8,14 +8,9 @@ import openpyxl
 import pytest
 from sqlalchemy import insert
 
-try:
-    from playwright.sync_api import expect
-except ImportError:     # the browser tests skip without Playwright
-    expect = None
-
 from gateway.extensions import db
 from gateway.models import ApiKey, DeploymentEvent, Team, UsageRecord, utcnow
-from tests.browser import BROWSER, EVIL, login, shot
+from tests.browser import BROWSER, EVIL, expect, login, shot
 from tests.helpers import add_provider
 
 pytestmark = BROWSER

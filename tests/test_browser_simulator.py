@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-try:
-    from playwright.sync_api import expect
-except ImportError:     # the browser tests skip without Playwright
-    expect = None
-
 from gateway.models import utcnow
 from gateway.services.accounting import keys, teams
 from gateway.services.admin import catalog_admin
-from tests.browser import BROWSER, EVIL, login, shot
+from tests.browser import BROWSER, EVIL, expect, login, shot
 from tests.test_simulator import A_COST, B_COST, seed_catalog, seed_traffic
 
 pytestmark = BROWSER
